@@ -1,0 +1,40 @@
+"""Clients for the backing services, built from settings (never at import time)."""
+
+from __future__ import annotations
+
+import redis
+import urllib3
+from minio import Minio
+
+from msaas.settings import Settings
+
+
+def connect_redis(settings: Settings, socket_timeout: float = 10.0) -> redis.Redis:
+    """A Redis client that fails fast when the server is away; `socket_timeout` must exceed any BLMOVE wait."""
+    return redis.Redis(
+        host=settings.redis_host,
+        port=settings.redis_port,
+        db=settings.redis_db,
+        password=settings.redis_password,
+        socket_connect_timeout=2.0,
+        socket_timeout=socket_timeout,
+        health_check_interval=30,
+        decode_responses=True,
+    )
+
+
+def connect_store(settings: Settings) -> Minio:
+    """A client that gives up within seconds when the store is down, instead of minio's long retry loop."""
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=3.0, read=60.0),
+        retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        maxsize=16,
+    )
+    return Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key,
+        secret_key=settings.s3_secret_key,
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+        http_client=http,
+    )

@@ -1,0 +1,31 @@
+"""Named errors of the service. The REST layer maps each class to one HTTP status in one place."""
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the service must not start."""
+
+
+class ServiceError(Exception):
+    """A failure a client can be told about: a stable `code` and a human `message`."""
+
+    code = "error"
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(ServiceError):
+    code = "bad_request"
+
+
+class NotFound(ServiceError):
+    code = "not_found"
+
+
+class BackendUnavailable(ServiceError):
+    """Redis or the object store cannot be reached; the request may succeed later."""
+
+    code = "backend_unavailable"

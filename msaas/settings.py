@@ -1,0 +1,88 @@
+"""Every setting of every service, read once from the environment at start-up.
+
+The defaults match `make run`. The README's "Settings" table lists the same names; a test keeps the two
+(and the Kubernetes manifests) in step with `FIELDS` below.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from msaas.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_host: str = "localhost"
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_password: str | None = None
+    s3_endpoint: str = "localhost:9000"  # host:port, as the minio client takes it
+    s3_secure: bool = False
+    s3_access_key: str = ""  # required: no default credentials
+    s3_secret_key: str = ""
+    s3_region: str = "us-east-1"
+    queue_bucket: str = "queue"
+    output_bucket: str = "output"
+    worker_queue: str = "toWorker"
+    log_list: str = "logging"
+    log_level: str = "INFO"
+    port: int = 5000  # where the REST service listens
+    max_request_bytes: int = 64 * 1024 * 1024
+    demucs_model: str = "htdemucs"
+    demucs_device: str = "cpu"
+    demucs_segment: int | None = None
+    demucs_repo: Path | None = None
+    model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)
+    work_dir: Path | None = None  # scratch space for the worker; the system's temp folder if unset
+    callback_timeout: float = 5.0
+    hostname: str = ""  # names this process in log lines; the machine's hostname if unset
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Build settings from `environ`; a malformed value raises ConfigError naming the variable."""
+        values = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse(name, raw, field.type)
+        settings = cls(**values)
+        if not settings.hostname:
+            settings = replace(settings, hostname=socket.gethostname())
+        return settings
+
+    def require_store_credentials(self) -> Settings:
+        """Services that use the object store call this at start-up: there are no default credentials."""
+        for name in ("s3_access_key", "s3_secret_key"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name.upper()} must be set (the object store's credentials)")
+        return self
+
+
+FIELDS = tuple(field.name.upper() for field in fields(Settings))
+
+
+def _parse(name: str, raw: str, kind: str) -> object:
+    """Convert `raw` to the field's declared type (annotations are strings under `from __future__`)."""
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind.startswith("Path"):
+            return Path(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.split(' ')[0]}") from None

@@ -1,0 +1,26 @@
+"""The backing services one REST app talks to, built once by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+from msaas.jobqueue import JobQueue
+from msaas.settings import Settings
+from msaas.status import SongStatus
+from msaas.storage import ObjectStore
+
+
+@dataclass(frozen=True)
+class Backends:
+    settings: Settings
+    redis: redis.Redis
+    queue: JobQueue
+    store: ObjectStore
+    status: SongStatus
+
+
+def backends() -> Backends:
+    return current_app.extensions["msaas"]

@@ -1,0 +1,55 @@
+"""Every error the API can answer, mapped to its status code in one place; bodies are always
+`{"error": "<code>", "message": "<sentence>"}`."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError
+
+log = logging.getLogger(__name__)
+
+STATUS = {BadRequest: 400, NotFound: 404, BackendUnavailable: 503}
+RETRY_AFTER_SECONDS = 5
+
+
+def error_response(status: int, code: str, message: str):
+    response = jsonify(error=code, message=message)
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def register(app: Flask) -> None:
+    limit = app.config["MAX_CONTENT_LENGTH"]
+
+    @app.errorhandler(ServiceError)
+    def service_error(error: ServiceError):
+        status = next(code for kind, code in STATUS.items() if isinstance(error, kind))
+        if status == 503:
+            log.warning("%s", error.message)
+        return error_response(status, error.code, error.message)
+
+    @app.errorhandler(redis.RedisError)
+    def redis_error(error: redis.RedisError):
+        log.warning("redis unreachable: %s", error)
+        return error_response(503, "backend_unavailable", f"the job queue (Redis) is unreachable: {error}")
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge):
+        return error_response(413, "too_large", f"request body is larger than the limit of {limit} bytes")
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        code = (error.name or "error").lower().replace(" ", "_")
+        return error_response(error.code or 500, code, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "the server failed to handle this request")
