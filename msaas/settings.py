@@ -57,6 +57,15 @@ class Settings:
             settings = replace(settings, hostname=socket.gethostname())
         return settings
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that `from_env` reads back as these settings (for child processes)."""
+        env = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                env[field.name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     def require_store_credentials(self) -> Settings:
         """Services that use the object store call this at start-up: there are no default credentials."""
         for name in ("s3_access_key", "s3_secret_key"):

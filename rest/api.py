@@ -131,7 +131,10 @@ def _decode_base64(value: object) -> bytes:
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as error:
-        raise BadRequest(f"'mp3' is not valid base64: {error}", "invalid_base64") from None
+        raise BadRequest(
+            f"'mp3' is not valid base64 ({error}); send it on one line, e.g. `base64 -w0 song.mp3`",
+            "invalid_base64",
+        ) from None
 
 
 def _scratch(services) -> str | None:
