@@ -108,3 +108,8 @@ def test_failure_explanations():
     assert "Name or service not known" in explain_failure("htdemucs", 1, offline)
     assert explain_failure("x", -9, "100%|###|\r") == "demucs was killed by signal 9: 100%|###|"
     assert explain_failure("x", 2, "boom\n\n") == "demucs exited with code 2: boom"
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert [name for name in FIELDS if f"| `{name}` |" not in readme] == []
