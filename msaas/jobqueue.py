@@ -1,7 +1,8 @@
 """The worker queue: a Redis list of JSON jobs, consumed with the reliable-queue pattern.
 
-REST pushes on the left; a worker moves the rightmost job atomically into its own processing list
-(BLMOVE), so a job is never only in a dead worker's memory, and removes it from there once it is done.
+REST pushes on the left; a worker moves the rightmost job atomically into its own processing list (BLMOVE),
+so a job is never only in a dead worker's memory. A live worker keeps a lease key alive; when a worker's
+lease expires, any live worker puts the jobs of its processing list back on the queue (`reap`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ class JobQueue:
     def processing_list(self, worker: str) -> str:
         return f"{self.name}:processing:{worker}"
 
+    def lease_key(self, worker: str) -> str:
+        return f"{self.name}:lease:{worker}"
+
+    def song_lock_key(self, songhash: str) -> str:
+        return f"{self.name}:song:{songhash}"
+
     def push(self, job: Job) -> None:
         self.redis.lpush(self.name, job.to_json())
 
@@ -51,7 +58,6 @@ class JobQueue:
         raw = self.redis.blmove(self.name, self.processing_list(worker), timeout, "RIGHT", "LEFT")
         if raw is None:
             return None
-        raw = raw.decode() if isinstance(raw, bytes) else raw
         try:
             return Delivery(raw, Job.from_json(raw))
         except BadRequest as error:
@@ -61,16 +67,95 @@ class JobQueue:
         """The job is finished (done or failed for good): drop it from the processing list."""
         self.redis.lrem(self.processing_list(worker), 1, delivery.raw)
 
-    def requeue(self, worker: str, delivery: Delivery) -> None:
-        """Hand an unfinished job back, at the end that is taken next."""
+    def _move(self, worker: str, delivery: Delivery, push: str, target: str, entry: str) -> None:
+        # One MULTI/EXEC: the job is never in both lists, and never in neither.
         with self.redis.pipeline() as pipe:
-            pipe.rpush(self.name, delivery.raw)
+            getattr(pipe, push)(target, entry)
             pipe.lrem(self.processing_list(worker), 1, delivery.raw)
             pipe.execute()
 
+    def hand_back(self, worker: str, delivery: Delivery) -> None:
+        """Return an unfinished job, not its fault (shutdown, outage), to the end that is taken next."""
+        self._move(worker, delivery, "rpush", self.name, delivery.raw)
+
+    def hand_back_all(self, worker: str) -> list[str]:
+        """Move everything in `worker`'s processing list back to the queue, oldest to be taken first."""
+        moved = []
+        while (raw := self.redis.lmove(self.processing_list(worker), self.name, "RIGHT", "RIGHT")) is not None:
+            moved.append(raw)
+        return moved
+
+    def postpone(self, worker: str, delivery: Delivery) -> None:
+        """Put a job, uncounted, behind the others (its song is busy elsewhere)."""
+        self._move(worker, delivery, "lpush", self.name, delivery.raw)
+
+    def retry(self, worker: str, delivery: Delivery, job: Job) -> None:
+        """Queue `job` (its attempt counted) again behind the others, so a failing job does not block them."""
+        self._move(worker, delivery, "lpush", self.name, job.to_json())
+
     def bury(self, worker: str, delivery: Delivery, reason: str) -> None:
-        """Keep a job that cannot be processed on the dead-letter list, with why, then acknowledge it."""
-        with self.redis.pipeline() as pipe:  # MULTI/EXEC: never in both lists, never in neither
-            pipe.lpush(self.dead_letters, json.dumps({"reason": reason, "job": delivery.raw}))
-            pipe.lrem(self.processing_list(worker), 1, delivery.raw)
-            pipe.execute()
+        """Keep a job that will not be retried on the dead-letter list, with why."""
+        self._move(worker, delivery, "lpush", self.dead_letters, json.dumps({"reason": reason, "job": delivery.raw}))
+
+    def dead(self) -> list[dict]:
+        return [json.loads(entry) for entry in self.redis.lrange(self.dead_letters, 0, -1)]
+
+    def renew_lease(self, worker: str, seconds: float) -> None:
+        self.redis.set(self.lease_key(worker), "alive", px=int(seconds * 1000))
+
+    def drop_lease(self, worker: str) -> None:
+        self.redis.delete(self.lease_key(worker))
+
+    def lock_song(self, songhash: str, worker: str, seconds: float) -> bool:
+        """Only one worker at a time may write a song's outputs; False if another holds the song."""
+        key = self.song_lock_key(songhash)
+        if self.redis.set(key, worker, nx=True, px=int(seconds * 1000)):
+            return True
+        return self.redis.get(key) == worker
+
+    def renew_song_lock(self, songhash: str, worker: str, seconds: float) -> None:
+        key = self.song_lock_key(songhash)
+        if self.redis.get(key) == worker:
+            self.redis.pexpire(key, int(seconds * 1000))
+
+    def unlock_song(self, songhash: str, worker: str) -> None:
+        key = self.song_lock_key(songhash)
+        if self.redis.get(key) == worker:
+            self.redis.delete(key)
+
+    def reap(self) -> list[tuple[str, Job | None]]:
+        """Put back on the queue every job held by a worker whose lease expired; return what was requeued.
+
+        Each recovered job counts one attempt, so a job that kills its worker every time ends dead-lettered.
+        """
+        recovered: list[tuple[str, Job | None]] = []
+        for key in self.redis.scan_iter(match=self.processing_list("*"), count=100):
+            worker = key.removeprefix(self.processing_list(""))
+            with self.redis.pipeline() as pipe:
+                try:
+                    # WATCH: if the worker comes back, or another reaper gets there first, nothing happens twice.
+                    pipe.watch(key, self.lease_key(worker))
+                    if pipe.exists(self.lease_key(worker)):
+                        continue
+                    entries = pipe.lrange(key, 0, -1)
+                    if not entries:
+                        continue
+                    jobs = [_decode(raw) for raw in entries]
+                    pipe.multi()
+                    # The processing list's newest entry is on the left: pushing left to right onto the
+                    # taken end leaves the oldest job to be taken first.
+                    for raw, job in zip(entries, jobs, strict=True):
+                        pipe.rpush(self.name, job.next_attempt().to_json() if job else raw)
+                    pipe.delete(key)
+                    pipe.execute()
+                    recovered.extend((worker, job) for job in jobs)
+                except redis.WatchError:
+                    continue
+        return recovered
+
+
+def _decode(raw: str) -> Job | None:
+    try:
+        return Job.from_json(raw)
+    except BadRequest:
+        return None

@@ -6,7 +6,8 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -93,9 +94,14 @@ class Job:
     model: str | None = None  # None: the worker's configured default
     callback: Callback | None = None
     enqueued_at: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the same in every delivery of this job
+    attempts: int = 0  # deliveries that ended without a result so far
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
+
+    def next_attempt(self) -> Job:
+        return replace(self, attempts=self.attempts + 1)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
@@ -111,9 +117,19 @@ class Job:
             raise BadRequest("job has no 'songhash'", "invalid_job")
         model = body.get("model")
         callback = body.get("callback")
+        attempts = body.get("attempts", 0)
+        if not isinstance(attempts, int) or attempts < 0:
+            raise BadRequest("job's 'attempts' must be a count", "invalid_job")
+        try:
+            enqueued_at = float(body.get("enqueued_at") or time.time())
+        except (TypeError, ValueError):
+            raise BadRequest("job's 'enqueued_at' must be a time in seconds", "invalid_job") from None
         return cls(
             songhash=check_songhash(songhash),
             model=None if model is None else check_model(model),
             callback=None if callback is None else Callback.parse(callback),
-            enqueued_at=float(body.get("enqueued_at") or time.time()),
+            enqueued_at=enqueued_at,
+            # A job pushed by a script has no id: one derived from its text is the same for every copy of it.
+            id=str(body.get("id") or hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()[:32]),
+            attempts=attempts,
         )

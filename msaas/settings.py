@@ -39,6 +39,11 @@ class Settings:
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)
     work_dir: Path | None = None  # scratch space for the worker; the system's temp folder if unset
+    demucs_timeout_min: float = 120.0  # a separation may take this long plus...
+    demucs_timeout_factor: float = 10.0  # ...this many seconds per second of audio; then it is killed
+    max_attempts: int = 3  # deliveries of a job before it is dead-lettered
+    lease_seconds: float = 30.0  # a worker silent this long is presumed dead and its jobs are requeued
+    shutdown_grace: float = 25.0  # on SIGTERM, finish the current job if it ends within this, else hand it back
     callback_timeout: float = 5.0
     hostname: str = ""  # names this process in log lines; the machine's hostname if unset
 

@@ -14,9 +14,10 @@ class SongStatus:
         self.redis = connection
         self.prefix = prefix
 
-    def set(self, songhash: str, state: str, reason: str = "", worker: str = "") -> None:
-        fields = {"state": state, "reason": reason, "worker": worker, f"{state}_at": f"{time.time():.3f}"}
-        self.redis.hset(self.prefix + songhash, mapping=fields)
+    def set(self, songhash: str, state: str, reason: str = "", **fields: str | int) -> None:
+        """Record `state` (and when it was reached); `reason` is cleared unless given."""
+        mapping = {"state": state, "reason": reason, f"{state}_at": f"{time.time():.3f}", **fields}
+        self.redis.hset(self.prefix + songhash, mapping=mapping)
 
     def get(self, songhash: str) -> dict[str, str]:
         """The song's fields, empty if the service has never seen it."""

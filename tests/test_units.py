@@ -108,6 +108,11 @@ def test_failure_explanations():
     assert "Name or service not known" in explain_failure("htdemucs", 1, offline)
     assert explain_failure("x", -9, "100%|###|\r") == "demucs was killed by signal 9: 100%|###|"
     assert explain_failure("x", 2, "boom\n\n") == "demucs exited with code 2: boom"
+    undecodable = (
+        'demucs.api.LoadAudioError: When trying to load using sphn, got the following error: "/x.mp3": no n-frames\n'
+        "When trying to load using ffmpeg, got the following error: FFmpeg is not installed.\n"
+    )
+    assert explain_failure("x", 1, undecodable) == 'the input does not decode as audio: "/x.mp3": no n-frames'
 
 
 def test_readme_documents_every_setting():

@@ -11,13 +11,16 @@ from msaas.jobs import Callback
 log = logging.getLogger(__name__)
 
 
-def notify(callback: Callback, songhash: str, timeout: float) -> bool:
-    """Deliver the callback once; a failure is logged and reported, never raised."""
+def notify(callback: Callback, songhash: str, event_id: str, timeout: float) -> bool:
+    """Deliver the callback once; a failure is logged and reported, never raised.
+
+    `event_id` is the same for every delivery of one job, so a receiver can drop repeats.
+    """
     try:
         response = requests.post(
             callback.url,
             json=callback.data,
-            headers={"X-Songhash": songhash},
+            headers={"X-Songhash": songhash, "X-Event-Id": event_id},
             timeout=timeout,
             allow_redirects=False,
         )

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import sphn
 
 from msaas.settings import Settings
 
@@ -22,10 +27,20 @@ DOWNLOAD_FAILURE_MARKERS = (
     "HTTP Error",
 )
 TAIL_BYTES = 4000
+# Runs the command after asking the kernel to SIGKILL it if the worker dies: a worker killed mid-job
+# (OOM, SIGKILL) must not leave a separation running on as an orphan.
+DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
 
 
 class SeparationFailed(Exception):
     """Demucs did not produce the tracks; the message says why, for the job's status."""
+
+
+class Abandoned(Exception):
+    """The separation was stopped because the worker is shutting down; the job is not at fault."""
 
 
 @dataclass(frozen=True)
@@ -57,19 +72,48 @@ def environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def separate(run: DemucsRun, tracks: tuple[str, ...], settings: Settings, log_path: Path) -> dict[str, Path]:
-    """Run Demucs and return each track's file; raise SeparationFailed with the reason otherwise."""
+def time_limit(settings: Settings, input_path: Path) -> float:
+    """Seconds a separation may take: a floor plus a multiple of the song's duration."""
+    try:
+        duration = sphn.durations([str(input_path)])[0] or 0.0
+    except (ValueError, OSError):
+        duration = 0.0  # undecodable: Demucs will say so quickly
+    return settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
+
+
+def separate(
+    run: DemucsRun,
+    tracks: tuple[str, ...],
+    settings: Settings,
+    log_path: Path,
+    abandon: Callable[[], bool] = lambda: False,
+) -> dict[str, Path]:
+    """Run Demucs and return each track's file; raise SeparationFailed with the reason otherwise.
+
+    Past its time limit, or when `abandon()` turns true, the whole process group is killed.
+    """
+    limit = time_limit(settings, run.input_path)
+    command = run.command(settings)
     with open(log_path, "wb") as output:
-        # A session of its own, so a signal meant for the worker does not cut the separation short.
-        process = subprocess.run(
-            run.command(settings),
+        # A process group of its own, so it can be killed whole, and so a signal meant for the worker
+        # does not cut the separation short.
+        process = subprocess.Popen(
+            [command[0], "-c", DIE_WITH_PARENT, *command[1:]],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             env=environment(settings),
             start_new_session=True,
-            check=False,
         )
+    started = time.monotonic()
+    while process.poll() is None:
+        if time.monotonic() - started > limit:
+            _kill(process)
+            raise SeparationFailed(f"demucs timed out after {limit:.0f} s and was killed")
+        if abandon():
+            _kill(process)
+            raise Abandoned()
+        time.sleep(0.2)
     tail = _tail(log_path)
     if process.returncode != 0:
         raise SeparationFailed(explain_failure(run.model, process.returncode, tail))
@@ -82,9 +126,20 @@ def separate(run: DemucsRun, tracks: tuple[str, ...], settings: Settings, log_pa
     return outputs
 
 
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
 def explain_failure(model: str, returncode: int, output: str) -> str:
     """A one-line reason for a failed Demucs run, from its exit code and the end of its output."""
     last = _last_line(output)
+    for line in output.splitlines():
+        if "LoadAudioError" in line:  # Demucs' own words for an input it cannot decode
+            return f"the input does not decode as audio: {line.rpartition('got the following error: ')[2]}"
     if any(marker in output for marker in DOWNLOAD_FAILURE_MARKERS):
         return f"could not download the weights of model {model} (is the network or model cache reachable?): {last}"
     if returncode < 0:

@@ -1,4 +1,10 @@
-"""The worker loop: take a job reliably, separate the song, store the tracks, call back, acknowledge."""
+"""The worker loop: take a job reliably, separate the song, store the tracks, call back, acknowledge.
+
+Every failure of a job is counted: it is retried behind the other jobs until it has failed
+`max_attempts` times, then it goes to the dead-letter list with its last error. A job interrupted by a
+shutdown or an outage is handed back uncounted. A heartbeat thread keeps this worker's lease alive and
+requeues the jobs of workers whose lease expired.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import logging
 import os
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -16,13 +23,14 @@ from msaas.errors import BackendUnavailable, NotFound
 from msaas.jobqueue import Delivery, JobQueue
 from msaas.jobs import FOUR_STEMS, MODEL_TRACKS, Job
 from msaas.settings import Settings
-from msaas.status import DONE, FAILED, PROCESSING, SongStatus
+from msaas.status import DONE, FAILED, PROCESSING, QUEUED, SongStatus
 from msaas.storage import ObjectStore
 from worker.callback import notify
-from worker.demucs_run import DemucsRun, SeparationFailed, separate
+from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed, separate
 
 log = logging.getLogger(__name__)
 TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
+BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
 
 
 class Worker:
@@ -32,12 +40,18 @@ class Worker:
         self.store = store
         self.status = status
         self.name = f"{settings.hostname}-{os.getpid()}"  # unique even with several workers on a host
-        self.stopping = False
+        self.stop_requested_at: float | None = None
+        self.current: Job | None = None
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
-        if not self.stopping:
-            log.info("worker %s: got signal %s, stopping after the current job", self.name, signum)
-        self.stopping = True
+        if self.stop_requested_at is None:
+            log.info("worker %s: got signal %s, taking no more jobs", self.name, signum)
+            self.stop_requested_at = time.monotonic()
+
+    def should_abandon(self) -> bool:
+        """True once a stop was requested and the current job has outlasted the grace period."""
+        stop = self.stop_requested_at
+        return stop is not None and time.monotonic() - stop > self.settings.shutdown_grace
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
@@ -46,38 +60,113 @@ class Worker:
             "worker %s: taking jobs from %s (model %s on %s)",
             self.name, self.queue.name, self.settings.demucs_model, self.settings.demucs_device,
         )
+        stopped = threading.Event()
+        heartbeat = threading.Thread(target=self.heartbeat, args=(stopped,), name="heartbeat", daemon=True)
         backoff = Backoff()
         try:
-            while not self.stopping:
+            self.beat()
+            heartbeat.start()
+            while self.stop_requested_at is None:
                 try:
+                    if backoff.failures:
+                        self.recover_own_jobs()
                     delivery = self.queue.take(self.name, TAKE_TIMEOUT)
+                    backoff.reset()
                     if delivery is not None:
                         self.handle(delivery)
-                    backoff.reset()
                 except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as error:
                     delay = backoff.next_delay()
                     log.warning("worker %s: backend unavailable (%s); retrying in %.1f s", self.name, error, delay)
                     time.sleep(delay)
         finally:
+            stopped.set()
+            try:
+                self.queue.drop_lease(self.name)
+            except redis.RedisError:
+                pass  # the lease expires by itself
             log.info("worker %s: stopped", self.name)
+
+    def recover_own_jobs(self) -> None:
+        """After an outage cut a job short, hand back whatever is left in this worker's processing list."""
+        for job in self.queue.hand_back_all(self.name):
+            log.warning("worker %s: handed back job %s interrupted by an outage", self.name, job)
+
+    def heartbeat(self, stopped: threading.Event) -> None:
+        while not stopped.wait(self.settings.lease_seconds / 3):
+            self.beat()
+
+    def beat(self) -> None:
+        """Renew this worker's lease (and its song lock), and requeue the jobs of workers that died."""
+        try:
+            self.queue.renew_lease(self.name, self.settings.lease_seconds)
+            current = self.current
+            if current is not None:
+                self.queue.renew_song_lock(current.songhash, self.name, self.settings.lease_seconds)
+            for dead_worker, job in self.queue.reap():
+                log.warning(
+                    "worker %s: requeued job %s of %s, whose lease expired",
+                    self.name, job.songhash if job else "(unreadable)", dead_worker,
+                )
+        except redis.RedisError as error:
+            log.warning("worker %s: heartbeat failed: %s", self.name, error)
 
     def handle(self, delivery: Delivery) -> None:
         job = delivery.job
         if job is None:
-            log.error("worker %s: unreadable job buried in %s: %s", self.name, self.queue.dead_letters, delivery.error)
+            log.error("worker %s: unreadable job set aside: %s", self.name, delivery.error)
             self.queue.bury(self.name, delivery, delivery.error or "unreadable job")
             return
-        self.status.set(job.songhash, PROCESSING, worker=self.name)
+        if not self.queue.lock_song(job.songhash, self.name, self.settings.lease_seconds):
+            log.info("worker %s: song %s is being written by another worker; later", self.name, job.songhash)
+            self.queue.postpone(self.name, delivery)
+            time.sleep(BUSY_SONG_PAUSE)
+            return
+        self.current = job
+        try:
+            self.attempt(delivery, job)
+        finally:
+            self.current = None
+            self.queue.unlock_song(job.songhash, self.name)
+
+    def attempt(self, delivery: Delivery, job: Job) -> None:
+        status = self.status.get(job.songhash)
+        if status.get("state") == DONE and status.get("job_id") == job.id:
+            log.info("worker %s: job %s was already done (a repeated delivery); dropped", self.name, job.songhash)
+            self.queue.ack(self.name, delivery)
+            return
+        attempt = job.attempts + 1
+        self.status.set(job.songhash, PROCESSING, worker=self.name, job_id=job.id, attempts=attempt)
         try:
             self.process(job)
-        except SeparationFailed as failure:
-            log.error("worker %s: job %s failed: %s", self.name, job.songhash, failure)
-            self.status.set(job.songhash, FAILED, reason=str(failure), worker=self.name)
+        except Abandoned:
+            log.warning("worker %s: job %s handed back unfinished (shutting down)", self.name, job.songhash)
+            self.queue.hand_back(self.name, delivery)
+            self.status.set(job.songhash, QUEUED, reason="handed back by a worker that shut down", job_id=job.id)
+            return
         except BackendUnavailable:
-            # The store went away mid-job: hand the job back so it is retried, not lost.
-            self.queue.requeue(self.name, delivery)
+            self.queue.hand_back(self.name, delivery)
             raise
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise  # Redis itself is away: the run loop hands the job back once it returns
+        except SeparationFailed as failure:
+            self.fail(delivery, job, str(failure))
+            return
+        except Exception as error:  # a bug must not crash-loop the worker on the same job forever
+            log.exception("worker %s: job %s raised", self.name, job.songhash)
+            self.fail(delivery, job, f"internal error: {error!r}")
+            return
         self.queue.ack(self.name, delivery)
+
+    def fail(self, delivery: Delivery, job: Job, reason: str) -> None:
+        attempt = job.attempts + 1
+        if attempt < self.settings.max_attempts:
+            log.warning("worker %s: job %s attempt %d failed, will retry: %s", self.name, job.songhash, attempt, reason)
+            self.queue.retry(self.name, delivery, job.next_attempt())
+            self.status.set(job.songhash, QUEUED, reason=f"attempt {attempt} failed: {reason}", attempts=attempt)
+            return
+        log.error("worker %s: job %s failed after %d attempts: %s", self.name, job.songhash, attempt, reason)
+        self.queue.bury(self.name, delivery, reason)
+        self.status.set(job.songhash, FAILED, reason=reason, attempts=attempt, job_id=job.id)
 
     def process(self, job: Job) -> None:
         model = job.model or self.settings.demucs_model
@@ -89,8 +178,12 @@ class Worker:
                 self.store.fetch_input(job.songhash, str(run.input_path))
             except NotFound:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
-            log.info("worker %s: job %s: separating with %s", self.name, job.songhash, model)
-            tracks = separate(run, MODEL_TRACKS.get(model, FOUR_STEMS), self.settings, Path(scratch) / "demucs.log")
+            log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, model,
+                     job.attempts + 1)
+            tracks = separate(
+                run, MODEL_TRACKS.get(model, FOUR_STEMS), self.settings, Path(scratch) / "demucs.log",
+                self.should_abandon,
+            )
             separated = time.monotonic()
             for track, path in tracks.items():
                 self.store.put_output(job.songhash, track, str(path))
@@ -98,6 +191,8 @@ class Worker:
             "worker %s: job %s separated in %.1f s, %d tracks stored in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
         )
-        self.status.set(job.songhash, DONE, worker=self.name)
+        # Call back before recording "done": a crash in between repeats the callback (same event id),
+        # rather than losing it.
         if job.callback is not None:
-            notify(job.callback, job.songhash, self.settings.callback_timeout)
+            notify(job.callback, job.songhash, job.id, self.settings.callback_timeout)
+        self.status.set(job.songhash, DONE, worker=self.name, job_id=job.id)
