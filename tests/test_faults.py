@@ -91,6 +91,18 @@ def wait_for_processing_by(settings, child: Child, timeout: float = 60) -> str:
     raise AssertionError(f"worker {worker_name} took no job within {timeout} s")
 
 
+def command_lines() -> list[str]:
+    """The command line of every process on this machine, from /proc."""
+    lines = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                lines.append(cmdline.read().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            continue  # it ended meanwhile
+    return lines
+
+
 @pytest.fixture
 def fault_settings(settings):
     return replace(settings, lease_seconds=LEASE, max_attempts=3 + KILLS)
@@ -173,6 +185,7 @@ def test_redis_killed_and_restarted_after_enqueueing_loses_nothing(settings, sto
     settings = replace(settings, redis_port=port, lease_seconds=LEASE)
     address, server = serve(create_app(settings))
     workers = [start_worker(settings, tmp_path, f"r{index}") for index in range(2)]
+    logs = start_service("logs", settings, tmp_path / "logs.out")
     try:
         hashes = submit_batch(address, SONGS, "redis")
         redis.signal(signal.SIGKILL)  # right after enqueueing: no clean shutdown, no final save
@@ -181,12 +194,17 @@ def test_redis_killed_and_restarted_after_enqueueing_loses_nothing(settings, sto
         redis = redis_server()  # same port, same append-only file
         outcomes = wait_all(settings, store, hashes, 180 + 10 * SONGS)
         assert processing_lists(connect_redis(settings), settings) == {}
+        time.sleep(1)
     finally:
         for worker in workers:
             worker.stop()
+        logs.stop()
         server.shutdown()
         redis.stop()
     assert list(outcomes.values()) == ["done"] * len(hashes)
+    # The logs service reconnected: it printed the workers' lines from after the restart.
+    printed = (tmp_path / "logs.out").read_text()
+    assert f"job {hashes[-1]} separated in" in printed
 
 
 def test_frozen_s3_server_for_ten_seconds_loses_nothing(fault_settings, s3_server, store, tmp_path):
@@ -240,6 +258,23 @@ def test_poison_jobs_are_dead_lettered_and_the_rest_completes(settings, store, t
     dead = {Job.from_json(entry["job"]).songhash: entry["reason"] for entry in queue.dead()}
     assert set(dead) == {songhash_of(undecodable), missing}
     assert "does not decode as audio" in dead[songhash_of(undecodable)]
+
+
+def test_separation_past_its_time_limit_is_killed_and_fails_with_the_reason(settings, store, tmp_path):
+    settings = replace(settings, demucs_timeout_min=0.5, demucs_timeout_factor=0.0, max_attempts=2)
+    address, server = serve(create_app(settings))
+    worker = start_worker(settings, tmp_path, "slow")
+    try:
+        [songhash] = submit_batch(address, 1, "timeout")
+        assert wait_all(settings, store, [songhash], 60) == {songhash: "failed"}
+    finally:
+        worker.stop()
+        server.shutdown()
+    state = SongStatus(connect_redis(settings)).get(songhash)
+    assert state["reason"] == "demucs timed out after 0 s and was killed"
+    assert state["attempts"] == "2"
+    # Its whole process group went: no Demucs is left running for this song.
+    assert [command for command in command_lines() if "demucs.separate" in command and songhash in command] == []
 
 
 def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
