@@ -44,7 +44,16 @@ class Settings:
     max_attempts: int = 3  # deliveries of a job before it is dead-lettered
     lease_seconds: float = 30.0  # a worker silent this long is presumed dead and its jobs are requeued
     shutdown_grace: float = 25.0  # on SIGTERM, finish the current job if it ends within this, else hand it back
-    callback_timeout: float = 5.0
+    callback_timeout: float = 10.0  # seconds one callback attempt may take
+    callback_attempts: int = 4  # attempts to deliver a callback...
+    callback_backoff: float = 1.0  # ...waiting this, then twice as long, and so on, between them
+    callback_secret: str = ""  # signs callbacks (HMAC-SHA256); unsigned when empty
+    callback_allow_hosts: str = ""  # comma-separated hosts exempt from the private-address guard
+    api_keys: str = ""  # comma-separated bearer tokens; empty: no authentication
+    rate_limit_per_minute: int = 1200  # API requests per client per minute; 0: unlimited
+    max_song_seconds: float = 3600.0  # longest song accepted
+    retention_days: int = 0  # inputs and outputs expire after this many days; 0: kept
+    s3_public_endpoint: str = ""  # host:port clients reach the store at, for presigned download links
     hostname: str = ""  # names this process in log lines; the machine's hostname if unset
 
     @classmethod
