@@ -2,19 +2,28 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CHECKOV_VENV := $(VENV)/checkov
 HOST_PYTHON ?= python3
 
 .PHONY: install run test lint samples constraints clean
 
 install: $(STAMP)
 
-$(STAMP): requirements/*.txt constraints.txt
+$(STAMP): requirements/*.txt constraints.txt pyproject.toml
 	test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip==26.3
 	# torch first and alone: its CPU build. Anything installed before it that depends on torch would
 	# make pip fetch the default build and several GB of CUDA packages.
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -r requirements/dev.txt -c constraints.txt
+	# The `msaas` command (pyproject.toml [project.scripts]); editable, so it runs this checkout's code.
+	$(PYTHON) -m pip install --quiet --no-deps -e .
+	# The web page's browser test drives Debian's chromium through Playwright (never a browser it downloads).
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	# checkov in a virtualenv of its own: its exact pins conflict with moto's and torch's (requirements/checkov.txt).
+	test -x $(CHECKOV_VENV)/bin/python || $(HOST_PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt -c requirements/checkov-constraints.txt
 	touch $(STAMP)
 
 run: install
@@ -35,6 +44,8 @@ samples: install
 constraints: install
 	{ sed -n '1,2p' constraints.txt; $(PYTHON) -m pip freeze --exclude-editable | grep -viE '^(torch|pip|setuptools)=='; } > constraints.new
 	mv constraints.new constraints.txt
+	{ sed -n '1p' requirements/checkov-constraints.txt; $(CHECKOV_VENV)/bin/python -m pip freeze | grep -viE '^(pip|setuptools)=='; } > requirements/checkov-constraints.new
+	mv requirements/checkov-constraints.new requirements/checkov-constraints.txt
 
 clean:
 	rm -rf $(VENV) .devstack output

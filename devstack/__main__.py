@@ -18,7 +18,12 @@ from msaas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".devstack"
-LOCAL_CREDENTIALS = {"S3_ACCESS_KEY": "devstack", "S3_SECRET_KEY": "devstack-secret"}  # moto accepts any
+# moto accepts any credentials; the sample scripts' callback listeners run on this machine.
+LOCAL_DEFAULTS = {
+    "S3_ACCESS_KEY": "devstack",
+    "S3_SECRET_KEY": "devstack-secret",
+    "CALLBACK_ALLOW_HOSTS": "localhost,127.0.0.1",
+}
 RESTART_DELAY_CAP = 30.0
 STABLE_AFTER = 60.0  # a service that ran this long starts its next crash loop from a short delay again
 
@@ -78,7 +83,7 @@ def supervise(children: list[Child]) -> None:
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(levelname)s %(message)s")
-    env = {**LOCAL_CREDENTIALS, **os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**LOCAL_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
     settings = Settings.from_env(env)
     children = build_children(settings, env)
     busy = [f"{child.name} ({child.port})" for child in children if child.port and port_in_use(child.port)]

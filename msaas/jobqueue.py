@@ -100,6 +100,11 @@ class JobQueue:
     def dead(self) -> list[dict]:
         return [json.loads(entry) for entry in self.redis.lrange(self.dead_letters, 0, -1)]
 
+    def depths(self) -> tuple[int, int, int]:
+        """Jobs waiting, jobs in every worker's processing list, and dead letters (for metrics)."""
+        processing = sum(self.redis.llen(key) for key in self.redis.scan_iter(match=self.processing_list("*")))
+        return self.redis.llen(self.name), processing, self.redis.llen(self.dead_letters)
+
     def renew_lease(self, worker: str, seconds: float) -> None:
         self.redis.set(self.lease_key(worker), "alive", px=int(seconds * 1000))
 

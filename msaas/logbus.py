@@ -1,8 +1,14 @@
-"""The log bus: every service pushes its log lines onto one Redis list; the logs service prints them."""
+"""The log bus: every service pushes its log lines onto one Redis list; the logs service prints them.
+
+A line on the bus is a JSON object (time, level, host, service, logger, songhash, message, and the traceback
+if any), so the logs service can filter by level and print each field readably; stderr gets plain text.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 import time
 
@@ -10,6 +16,9 @@ import redis
 
 FORMAT = "%(asctime)s %(hostname)s %(service)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# Log calls name their song in the message ("job %s separated"); a record without `extra={"songhash": ...}`
+# takes the first SHA-224 digest its message mentions.
+SONGHASH_IN_MESSAGE = re.compile(r"(?<![0-9a-f])[0-9a-f]{56}(?![0-9a-f])")
 
 
 class LogBus:
@@ -59,21 +68,65 @@ class _Identity(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.hostname = self.hostname
         record.service = self.service
+        if not getattr(record, "songhash", None):
+            found = SONGHASH_IN_MESSAGE.search(record.getMessage())
+            record.songhash = found.group() if found else None
         return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One bus line: the record's fields as a JSON object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": self.formatTime(record, DATE_FORMAT),
+            "level": record.levelname,
+            "host": getattr(record, "hostname", ""),
+            "service": getattr(record, "service", ""),
+            "logger": record.name,
+            "songhash": getattr(record, "songhash", None),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def readable(line: str, min_level: int = logging.NOTSET) -> str | None:
+    """A bus line as a person reads it, or None if it is below `min_level`. A line that is not one of ours
+    (plain text from an older service) is printed as it came."""
+    try:
+        fields = json.loads(line)
+        level = fields["level"]
+    except (ValueError, TypeError, KeyError):
+        return line
+    number = logging.getLevelName(level)
+    if isinstance(number, int) and number < min_level:
+        return None
+    text = f"{fields.get('time')} {fields.get('host')} {fields.get('service')} {level} {fields.get('logger')}: "
+    text += str(fields.get("message"))
+    songhash = fields.get("songhash")
+    if songhash and songhash not in text:
+        text += f" [song {songhash}]"
+    if fields.get("exception"):
+        text += "\n" + fields["exception"]
+    return text
 
 
 def setup_logging(service: str, hostname: str, level: str, bus: LogBus | None) -> None:
     """Log to stderr and, when given a bus, onto it; one format for both."""
-    formatter = logging.Formatter(FORMAT, DATE_FORMAT)
     identity = _Identity(hostname, service)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    handlers: list[logging.Handler] = [stderr]
     if bus is not None:
-        handlers.append(LogBusHandler(bus))
+        to_bus = LogBusHandler(bus)
+        to_bus.setFormatter(JsonFormatter())
+        handlers.append(to_bus)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
-        handler.setFormatter(formatter)
         handler.addFilter(identity)
         root.addHandler(handler)
     root.setLevel(level.upper())

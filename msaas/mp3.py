@@ -1,9 +1,10 @@
-"""Is this upload an MP3? Its first frames must be well-formed MPEG Layer III and its start must decode."""
+"""Is this upload an MP3? Its first frames must be well-formed MPEG Layer III, its start must decode, and
+its length (summed from the frame headers) must be within the limit."""
 
 from __future__ import annotations
 
-import os
-import tempfile
+import mmap
+from typing import NamedTuple
 
 import sphn
 
@@ -16,12 +17,17 @@ BITRATES = {
 }
 SAMPLE_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
 SCAN_LIMIT = 64 * 1024  # how far past the ID3 tag the first frame may start
-DECODE_PREFIX = 256 * 1024  # bytes handed to the decoder: a few seconds at any bitrate
-DECODE_SECONDS = 2.0
+DECODE_SECONDS = 2.0  # decoding this much tells audio from a look-alike; the worker decodes the rest
 
 
-def frame_length(header: bytes) -> int | None:
-    """Length in bytes of the Layer III frame starting with `header` (4 bytes), or None if it is not one."""
+class Frame(NamedTuple):
+    length: int  # bytes
+    samples: int  # per channel
+    rate: int  # Hz
+
+
+def frame_info(header: bytes) -> Frame | None:
+    """The Layer III frame starting with `header` (4 bytes), or None if it is not one."""
     if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0:
         return None
     version = (header[1] >> 3) & 3  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5, 1: reserved
@@ -33,7 +39,13 @@ def frame_length(header: bytes) -> int | None:
     bitrate = BITRATES[1 if version == 3 else 2][bitrate_index] * 1000
     rate = SAMPLE_RATES[version][rate_index]
     padding = (header[2] >> 1) & 1
-    return (144 if version == 3 else 72) * bitrate // rate + padding
+    samples = 1152 if version == 3 else 576
+    return Frame(samples // 8 * bitrate // rate + padding, samples, rate)
+
+
+def frame_length(header: bytes) -> int | None:
+    frame = frame_info(header)
+    return frame.length if frame else None
 
 
 def id3_length(data: bytes) -> int:
@@ -62,20 +74,37 @@ def first_frame(data: bytes) -> int | None:
     return None
 
 
-def check_mp3(data: bytes, scratch_dir: str | None = None) -> None:
-    """Raise BadRequest unless `data` starts with MPEG Layer III frames that decode to audio."""
-    if first_frame(data) is None:
-        raise BadRequest("mp3 is not an MP3 file: no MPEG Layer III frame header found", "invalid_mp3")
-    # The decoder reads files; its first seconds are enough to tell audio from a look-alike.
-    fd, path = tempfile.mkstemp(suffix=".mp3", dir=scratch_dir)
+def duration_seconds(data: bytes, offset: int) -> float:
+    """Length of the audio, summing the frames from `offset` until the frames stop (an ID3v1 tag, say)."""
+    samples, rate, end = 0, 0, len(data)
+    while offset + 4 <= end and (frame := frame_info(data[offset : offset + 4])) is not None:
+        samples += frame.samples
+        rate = frame.rate
+        offset += frame.length
+    return samples / rate if rate else 0.0
+
+
+def check_mp3(path: str, max_seconds: float = 0.0) -> float:
+    """Raise BadRequest unless the file holds MPEG Layer III audio that decodes and is not too long;
+    return its duration in seconds."""
+    with open(path, "rb") as file:
+        if file.seek(0, 2) == 0:
+            raise BadRequest("mp3 is empty", "missing_mp3")
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            offset = first_frame(data)
+            if offset is None:
+                raise BadRequest("mp3 is not an MP3 file: no MPEG Layer III frame header found", "invalid_mp3")
+            duration = duration_seconds(data, offset)
+    if max_seconds and duration > max_seconds:
+        raise BadRequest(
+            f"song is {duration:.0f} s long; the limit is {max_seconds:.0f} s",
+            "too_long",
+        )
     try:
-        with os.fdopen(fd, "wb") as prefix:
-            prefix.write(data[:DECODE_PREFIX])
         samples, _ = sphn.read(path, duration_sec=DECODE_SECONDS)
     except (ValueError, OSError) as error:
-        reason = str(error).rpartition('": ')[2]  # the decoder prefixes our temp file's name
+        reason = str(error).rpartition('": ')[2]  # the decoder prefixes the file's name
         raise BadRequest(f"mp3 does not decode as MP3 audio: {reason}", "invalid_mp3") from None
-    finally:
-        os.unlink(path)
     if samples.size == 0:
         raise BadRequest("mp3 decodes to no audio", "invalid_mp3")
+    return duration

@@ -55,6 +55,10 @@ class Settings:
     retention_days: int = 0  # inputs and outputs expire after this many days; 0: kept
     s3_public_endpoint: str = ""  # host:port clients reach the store at, for presigned download links
     hostname: str = ""  # names this process in log lines; the machine's hostname if unset
+    logs_min_level: str = "DEBUG"  # the logs service prints lines of this level and above
+    worker_metrics_port: int = 8000  # where a worker serves /metrics; 0: no metrics server
+    # prometheus-client's own variable: set, REST sums the metrics of gunicorn's worker processes from there
+    prometheus_multiproc_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

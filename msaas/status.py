@@ -1,4 +1,8 @@
-"""Where each song stands (queued, processing, done, failed), kept in one Redis hash per song."""
+"""Where each result stands (queued, processing, done, failed), kept in one Redis hash per result.
+
+A result is a song separated with given options (`msaas.jobs.result_id`); each state change records
+`<state>_at`, so the hash holds the time of every transition.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,11 @@ import time
 
 import redis
 
+from msaas.jobqueue import JobQueue
+from msaas.jobs import Job
+
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
+ACTIVE = (QUEUED, PROCESSING)
 
 
 class SongStatus:
@@ -14,11 +22,45 @@ class SongStatus:
         self.redis = connection
         self.prefix = prefix
 
-    def set(self, songhash: str, state: str, reason: str = "", **fields: str | int) -> None:
-        """Record `state` (and when it was reached); `reason` is cleared unless given."""
-        mapping = {"state": state, "reason": reason, f"{state}_at": f"{time.time():.3f}", **fields}
-        self.redis.hset(self.prefix + songhash, mapping=mapping)
+    def key(self, result: str) -> str:
+        return self.prefix + result
 
-    def get(self, songhash: str) -> dict[str, str]:
-        """The song's fields, empty if the service has never seen it."""
-        return self.redis.hgetall(self.prefix + songhash)
+    @staticmethod
+    def fields(state: str, reason: str = "", **extra: str | int | float) -> dict[str, str | int | float]:
+        return {"state": state, "reason": reason, f"{state}_at": round(time.time(), 3), **extra}
+
+    def set(self, result: str, state: str, reason: str = "", **extra: str | int | float) -> None:
+        """Record `state` (and when it was reached); `reason` is cleared unless given."""
+        self.redis.hset(self.key(result), mapping=self.fields(state, reason, **extra))
+
+    def progress(self, result: str, percent: float) -> None:
+        self.redis.hset(self.key(result), "progress", f"{percent:.0f}")
+
+    def get(self, result: str) -> dict[str, str]:
+        """The result's fields, empty if the service has never seen it."""
+        return self.redis.hgetall(self.key(result))
+
+    def forget(self, songhash: str) -> None:
+        """Drop the status of every result of a song."""
+        for key in self.redis.scan_iter(match=f"{self.prefix}{songhash}*"):
+            self.redis.delete(key)
+
+    def enqueue_once(self, queue: JobQueue, job: Job, result: str) -> str | None:
+        """Queue `job` unless its result is already queued or processing; return that state, or None if
+        the job was queued. Atomic (WATCH/MULTI): two identical submissions never queue twice."""
+        key = self.key(result)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    state = pipe.hget(key, "state")
+                    if state in ACTIVE:
+                        return state
+                    pipe.multi()
+                    pipe.lpush(queue.name, job.to_json())
+                    pipe.hset(key, mapping=self.fields(QUEUED, job_id=job.id, attempts=0))
+                    pipe.hdel(key, "progress", "worker")
+                    pipe.execute()
+                    return None
+                except redis.WatchError:
+                    continue

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
+from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from msaas.errors import BackendUnavailable, NotFound
-from msaas.jobs import input_key, output_key
+from msaas.jobs import FORMATS, Options, input_key, output_key, outputs_prefix, song_prefixes
 
 CHUNK = 256 * 1024
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
+DEFAULT = Options()
 
 
 @dataclass
@@ -47,13 +50,23 @@ def _reaching(what: str) -> Iterator[None]:
 
 
 class ObjectStore:
-    def __init__(self, client: Minio, queue_bucket: str, output_bucket: str) -> None:
+    def __init__(
+        self,
+        client: Minio,
+        queue_bucket: str,
+        output_bucket: str,
+        retention_days: int = 0,
+        public_client: Minio | None = None,
+    ) -> None:
         self.client = client
         self.queue_bucket = queue_bucket
         self.output_bucket = output_bucket
+        self.retention_days = retention_days
+        self.public_client = public_client or client  # signs links for clients outside the cluster
         self._buckets_ready = False
 
     def ensure_buckets(self) -> None:
+        """Create the buckets if missing, with the retention rule; once per process."""
         if self._buckets_ready:
             return
         for bucket in (self.queue_bucket, self.output_bucket):
@@ -64,13 +77,21 @@ class ObjectStore:
                     except S3Error as error:  # another service created it first
                         if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                             raise
+                if self.retention_days > 0:
+                    rule = Rule(
+                        ENABLED,
+                        rule_filter=Filter(prefix=""),
+                        rule_id="retention",
+                        expiration=Expiration(days=self.retention_days),
+                    )
+                    self.client.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))
         self._buckets_ready = True
 
-    def put_input(self, songhash: str, mp3: bytes) -> None:
+    def put_input(self, songhash: str, path: str) -> None:
         self.ensure_buckets()
         key = input_key(songhash)
         with _reaching(f"{self.queue_bucket}/{key}"):
-            self.client.put_object(self.queue_bucket, key, io.BytesIO(mp3), len(mp3), content_type="audio/mpeg")
+            self.client.fput_object(self.queue_bucket, key, path, content_type="audio/mpeg")
 
     def has_input(self, songhash: str) -> bool:
         key = input_key(songhash)
@@ -91,21 +112,49 @@ class ObjectStore:
         with _reaching(f"{self.queue_bucket}/{key}"):
             self.client.fget_object(self.queue_bucket, key, path)
 
-    def put_output(self, songhash: str, track: str, path: str) -> None:
+    def put_output(self, songhash: str, track: str, path: str, options: Options = DEFAULT) -> None:
         self.ensure_buckets()
-        key = output_key(songhash, track)
+        key = output_key(songhash, track, options)
         with _reaching(f"{self.output_bucket}/{key}"):
-            self.client.fput_object(self.output_bucket, key, path, content_type="audio/mpeg")
+            self.client.fput_object(self.output_bucket, key, path, content_type=FORMATS[options.format])
 
-    def open_output(self, songhash: str, track: str) -> Download:
-        key = output_key(songhash, track)
+    def open_output(self, songhash: str, track: str, options: Options = DEFAULT) -> Download:
+        key = output_key(songhash, track, options)
         with _reaching(f"{self.output_bucket}/{key}"):
             response = self.client.get_object(self.output_bucket, key)
         return Download(int(response.headers.get("Content-Length", 0)), response)
 
-    def remove_output(self, songhash: str, track: str) -> None:
+    def output_link(self, songhash: str, track: str, options: Options = DEFAULT, minutes: int = 15) -> str:
+        """A short-lived presigned URL to download the track straight from the store (404 if absent)."""
+        key = output_key(songhash, track, options)
+        with _reaching(f"{self.output_bucket}/{key}"):
+            self.client.stat_object(self.output_bucket, key)
+            return self.public_client.presigned_get_object(self.output_bucket, key, timedelta(minutes=minutes))
+
+    def stored_tracks(self, songhash: str, options: Options, tracks: tuple[str, ...]) -> list[str]:
+        """Which of `tracks` are stored for this result (one listing, not one request per track)."""
+        wanted = {output_key(songhash, track, options): track for track in tracks}
+        prefix = outputs_prefix(songhash, options)
+        with _reaching(f"{self.output_bucket}/{prefix}*"):
+            names = {item.object_name for item in self.client.list_objects(self.output_bucket, prefix, True)}
+        return [track for key, track in wanted.items() if key in names]
+
+    def remove_output(self, songhash: str, track: str, options: Options = DEFAULT) -> None:
         """Remove one track; NotFound if it is not there (S3 deletes answer success either way)."""
-        key = output_key(songhash, track)
+        key = output_key(songhash, track, options)
         with _reaching(f"{self.output_bucket}/{key}"):
             self.client.stat_object(self.output_bucket, key)
             self.client.remove_object(self.output_bucket, key)
+
+    def remove_song(self, songhash: str) -> int:
+        """Remove every result of a song, whatever its options, and its input; how many objects went."""
+        removed = 0
+        with _reaching(f"song {songhash}"):
+            for prefix in song_prefixes(songhash):
+                for item in self.client.list_objects(self.output_bucket, prefix, recursive=True):
+                    self.client.remove_object(self.output_bucket, item.object_name)
+                    removed += 1
+        if self.has_input(songhash):
+            self.remove_input(songhash)
+            removed += 1
+        return removed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Flask
 
 from msaas.connections import connect_redis, connect_store
@@ -10,8 +12,9 @@ from msaas.logbus import LogBus, setup_logging
 from msaas.settings import Settings
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
-from rest import api, errors
+from rest import api, errors, guards, metrics
 from rest.backends import Backends
+from rest.metrics import RestMetrics
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -20,15 +23,26 @@ def create_app(settings: Settings | None = None) -> Flask:
     connection = connect_redis(settings)
     setup_logging("rest", settings.hostname, settings.log_level, LogBus(connection, settings.log_list))
 
-    app = Flask(__name__)
+    public_store = None
+    if settings.s3_public_endpoint:  # presigned links must name the host clients reach, not the in-cluster one
+        public_store = connect_store(replace(settings, s3_endpoint=settings.s3_public_endpoint))
+    app = Flask(__name__)  # rest/static/ and rest/templates/: the web page
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
+    queue = JobQueue(connection, settings.worker_queue)
+    instruments = RestMetrics(queue, settings.prometheus_multiproc_dir)
     app.extensions["msaas"] = Backends(
         settings=settings,
         redis=connection,
-        queue=JobQueue(connection, settings.worker_queue),
-        store=ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket),
+        queue=queue,
+        store=ObjectStore(
+            connect_store(settings), settings.queue_bucket, settings.output_bucket,
+            settings.retention_days, public_store,
+        ),
         status=SongStatus(connection),
+        metrics=instruments,
     )
     app.register_blueprint(api.blueprint)
+    metrics.register(app, instruments)
     errors.register(app)
+    guards.register(app, settings)
     return app

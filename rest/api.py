@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
+import datetime
 import json
 import logging
+import os
 
 import redis
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, redirect, request, url_for
 
-from msaas.errors import BackendUnavailable, BadRequest, NotFound
-from msaas.jobs import Callback, Job, check_model, check_songhash, parse_track, songhash_of
-from msaas.mp3 import check_mp3
-from msaas.status import FAILED, QUEUED
+from msaas.callbacks import check_callback_url
+from msaas.errors import BadRequest, NotFound
+from msaas.jobs import FORMATS, Callback, Options, check_songhash, parse_track, result_id
+from msaas.status import DONE, FAILED, PROCESSING, QUEUED
 from rest.backends import backends
+from rest.openapi import document
+from rest.submission import submit
+from rest.uploads import from_base64, from_stream
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__)
 
+RAW_TYPES = ("audio/mpeg", "audio/mp3", "application/octet-stream")
 INDEX = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Music Separation as a Service</title></head>
 <body><h1>Music Separation as a Service</h1>
 <p>Splits songs into vocals, drums, bass and other with Demucs.</p>
-<ul>
-<li><code>POST /apiv1/separate</code> &mdash;
-  <code>{"mp3": "&lt;base64&gt;", "model": "...", "callback": {"url": "...", "data": {}}}</code></li>
-<li><code>GET /apiv1/queue</code></li>
-<li><code>GET /apiv1/track/&lt;songhash&gt;/&lt;track&gt;.mp3</code></li>
-<li><code>DELETE /apiv1/remove/&lt;songhash&gt;/&lt;track&gt;.mp3</code></li>
-</ul></body></html>
+<p>The API is described at <a href="/apiv1/openapi.json">/apiv1/openapi.json</a>.</p>
+</body></html>
 """
 
 
@@ -52,28 +51,35 @@ def ready():
     return jsonify(status="ready")
 
 
+@blueprint.get("/apiv1/openapi.json")
+def openapi():
+    return jsonify(document())
+
+
 @blueprint.post("/apiv1/separate")
 def separate():
-    body = _json_object()
-    mp3 = _decode_base64(body.get("mp3"))
-    model = None if body.get("model") is None else check_model(body["model"])
-    callback = None if body.get("callback") is None else Callback.parse(body["callback"])
     services = backends()
-    check_mp3(mp3, scratch_dir=_scratch(services))
-    job = Job(songhash_of(mp3), model, callback)
-
-    already_stored = services.store.has_input(job.songhash)
-    services.store.put_input(job.songhash, mp3)
+    settings = services.settings
+    scratch = str(settings.work_dir) if settings.work_dir else None
+    if request.mimetype in RAW_TYPES:
+        fields: dict = request.args.to_dict()
+        upload = from_stream(request.stream, settings.max_request_bytes, scratch)
+    elif request.mimetype == "multipart/form-data":
+        fields = {**request.form.to_dict(), **request.args.to_dict()}
+        if "mp3" not in request.files:
+            raise BadRequest("multipart body has no file field 'mp3'", "missing_mp3")
+        upload = from_stream(request.files["mp3"].stream, settings.max_request_bytes, scratch)
+    else:  # JSON, whatever the client called it: the reference clients say application/json
+        fields = _json_object()
+        upload = from_base64(fields.pop("mp3", None), scratch)
     try:
-        services.queue.push(job)
-    except redis.RedisError as error:
-        # Never leave an MP3 behind that no job will ever pick up.
-        if not already_stored:
-            services.store.remove_input(job.songhash)
-        raise BackendUnavailable(f"the job queue (Redis) is unreachable; nothing was queued: {error}") from None
-    _record(job.songhash, QUEUED)
-    log.info("song %s enqueued (model %s, callback %s)", job.songhash, model or "default", bool(callback))
-    return jsonify(hash=job.songhash, reason="Song enqueued for separation")
+        if upload.size == 0:
+            raise BadRequest("mp3 is empty", "missing_mp3")
+        options = Options.parse(fields, settings.demucs_model)
+        reason = submit(services, upload, options, _callback(fields))
+    finally:
+        os.unlink(upload.path)
+    return jsonify(hash=upload.songhash, reason=reason)
 
 
 @blueprint.get("/apiv1/queue")
@@ -82,33 +88,96 @@ def queue():
     return jsonify(queue=[job.songhash for job in backends().queue.waiting()])
 
 
+@blueprint.get("/apiv1/status/<songhash>")
+def status(songhash: str):
+    songhash = check_songhash(songhash)
+    services = backends()
+    options = _query_options()
+    result = result_id(songhash, options)
+    fields = services.status.get(result)
+    if not fields:
+        raise NotFound(f"song {songhash} has not been submitted with these options", "song_not_found")
+    state = fields["state"]
+    body: dict = {
+        "hash": songhash,
+        "state": state,
+        "options": {"model": options.model or services.settings.demucs_model, **_public(options)},
+        "attempts": int(fields.get("attempts") or 0),
+        "timestamps": {
+            name: _iso(fields[f"{name}_at"]) for name in (QUEUED, PROCESSING, DONE, FAILED) if f"{name}_at" in fields
+        },
+    }
+    if fields.get("reason"):
+        body["reason"] = fields["reason"]
+    if state == QUEUED:
+        body["position"] = _position(services, result)
+    elif state == PROCESSING:
+        body["progress"] = float(fields.get("progress") or 0)
+        body["worker"] = fields.get("worker", "")
+    elif state == DONE:
+        body["tracks"] = {
+            track: url_for(
+                "api.track", songhash=songhash, track=f"{track}.{options.format}", _external=True,
+                **options.as_query(),
+            )
+            for track in options.tracks(services.settings.demucs_model)
+        }
+    if "callback" in fields:
+        body["callback"] = {
+            "delivered": fields.get("callback_delivered") == "true",
+            "attempts": int(fields.get("callback_attempts") or 0),
+            "outcome": fields["callback"],
+        }
+    return jsonify(body)
+
+
 @blueprint.get("/apiv1/track/<songhash>/<track>")
 def track(songhash: str, track: str):
-    songhash, track = check_songhash(songhash), parse_track(track)
+    songhash = check_songhash(songhash)
+    track, extension = parse_track(track)
+    options = _query_options(extension)
     services = backends()
     try:
-        download = services.store.open_output(songhash, track)
+        if request.args.get("redirect") in ("1", "true", "yes"):
+            return redirect(services.store.output_link(songhash, track, options), code=302)
+        download = services.store.open_output(songhash, track, options)
     except NotFound:
-        raise NotFound(_why_missing(songhash, track), "track_not_found") from None
+        raise NotFound(_why_missing(songhash, track, options), "track_not_found") from None
     return Response(
         download,
-        mimetype="audio/mpeg",
+        mimetype=FORMATS[options.format],
         headers={
             "Content-Length": str(download.size),
-            "Content-Disposition": f'inline; filename="{songhash}-{track}.mp3"',
+            "Content-Disposition": f'inline; filename="{songhash}-{track}.{options.format}"',
         },
     )
 
 
 @blueprint.route("/apiv1/remove/<songhash>/<track>", methods=["GET", "DELETE"])
 def remove(songhash: str, track: str):
-    songhash, track = check_songhash(songhash), parse_track(track)
+    songhash = check_songhash(songhash)
+    track, extension = parse_track(track)
+    options = _query_options(extension)
     try:
-        backends().store.remove_output(songhash, track)
+        backends().store.remove_output(songhash, track, options)
     except NotFound:
         raise NotFound(f"there is no track {track} of song {songhash} to remove", "track_not_found") from None
     log.info("song %s: track %s removed", songhash, track)
     return jsonify(hash=songhash, track=track, reason="Track removed")
+
+
+@blueprint.delete("/apiv1/remove/<songhash>")
+def remove_song(songhash: str):
+    """Every track of the song, whatever its options, its input, and its status."""
+    songhash = check_songhash(songhash)
+    services = backends()
+    removed = services.store.remove_song(songhash)
+    known = any(True for _ in services.redis.scan_iter(match=services.status.key(songhash) + "*"))
+    if not removed and not known:
+        raise NotFound(f"there is nothing stored for song {songhash}", "song_not_found")
+    services.status.forget(songhash)
+    log.info("song %s removed (%d objects)", songhash, removed)
+    return jsonify(hash=songhash, removed=removed, reason="Song removed")
 
 
 def _json_object() -> dict:
@@ -121,43 +190,53 @@ def _json_object() -> dict:
     return body
 
 
-def _decode_base64(value: object) -> bytes:
-    if value is None:
-        raise BadRequest("'mp3' is missing: send the song as a base64 string", "missing_mp3")
-    if not isinstance(value, str):
-        raise BadRequest("'mp3' must be a base64 string", "invalid_mp3")
-    if not value:
-        raise BadRequest("'mp3' is empty", "missing_mp3")
+def _callback(fields: dict) -> Callback | None:
+    if fields.get("callback") is not None:
+        callback = Callback.parse(fields["callback"])
+    elif fields.get("callback_url"):  # raw and multipart uploads name the callback in the query
+        callback = Callback.parse({"url": fields["callback_url"]})
+    else:
+        return None
+    # Refuse private targets now, where the client hears why; the worker checks again when it connects.
+    check_callback_url(callback.url, backends().settings.callback_allow_hosts)
+    return callback
+
+
+def _query_options(extension: str | None = None) -> Options:
+    """Options selecting a result on the read routes; a track's extension implies its format."""
+    fields = request.args.to_dict()
+    if extension and "format" not in fields:
+        fields["format"] = extension
+    options = Options.parse(fields, backends().settings.demucs_model)
+    if extension and extension != options.format:
+        raise BadRequest(f"track extension .{extension} does not match format {options.format}", "invalid_track")
+    return options
+
+
+def _public(options: Options) -> dict:
+    return {"two_stems": options.two_stems, "format": options.format, "mp3_bitrate": options.mp3_bitrate}
+
+
+def _iso(timestamp: str) -> str:
+    return datetime.datetime.fromtimestamp(float(timestamp), datetime.UTC).isoformat(timespec="milliseconds")
+
+
+def _position(services, result: str) -> int | None:
+    """1 for the next job a worker takes; None when the job is not waiting (a worker has it)."""
+    for position, job in enumerate(services.queue.waiting(), start=1):
+        if result_id(job.songhash, job.options) == result:
+            return position
+    return None
+
+
+def _why_missing(songhash: str, track: str, options: Options) -> str:
     try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise BadRequest(
-            f"'mp3' is not valid base64 ({error}); send it on one line, e.g. `base64 -w0 song.mp3`",
-            "invalid_base64",
-        ) from None
-
-
-def _scratch(services) -> str | None:
-    work_dir = services.settings.work_dir
-    return str(work_dir) if work_dir else None
-
-
-def _record(songhash: str, state: str) -> None:
-    """Status is a courtesy to users: losing it must not fail a request whose job is already queued."""
-    try:
-        backends().status.set(songhash, state)
-    except redis.RedisError as error:
-        log.warning("song %s: could not record state %s: %s", songhash, state, error)
-
-
-def _why_missing(songhash: str, track: str) -> str:
-    try:
-        status = backends().status.get(songhash)
+        status = backends().status.get(result_id(songhash, options))
     except redis.RedisError:
         status = {}
     state = status.get("state")
     if state == FAILED:
         return f"track {track} of song {songhash} does not exist: separation failed: {status.get('reason')}"
-    if state:
+    if state in (QUEUED, PROCESSING):
         return f"track {track} of song {songhash} is not ready yet: the song is {state}"
     return f"track {track} of song {songhash} does not exist"

@@ -11,6 +11,7 @@ from msaas.jobqueue import JobQueue
 from msaas.settings import Settings
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
+from rest.metrics import RestMetrics
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Backends:
     queue: JobQueue
     store: ObjectStore
     status: SongStatus
+    metrics: RestMetrics
 
 
 def backends() -> Backends:

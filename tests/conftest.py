@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +63,8 @@ def settings(redis_server, s3_server, tmp_path) -> Settings:
         work_dir=work_dir,
         hostname="test",
         callback_timeout=2.0,
+        callback_allow_hosts="127.0.0.1,localhost",  # the tests' own receivers; everything else private stays refused
+        rate_limit_per_minute=0,
     )
     connect_redis(settings).flushdb()
     store = ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket)
@@ -150,3 +153,13 @@ def callback_receiver() -> Iterator[CallbackReceiver]:
     receiver = CallbackReceiver()
     yield receiver
     receiver.server.shutdown()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -77,7 +77,7 @@ def test_oversized_body_is_413_and_leaves_nothing(settings, nothing_left):
 def test_redis_down_is_503_and_no_mp3_is_left_behind(settings, store):
     client = create_app(replace(settings, redis_port=free_port())).test_client()
     response = post(client, {"mp3": MP3_B64})
-    assert_error(response, 503, "backend_unavailable", "nothing was queued")
+    assert_error(response, 503, "backend_unavailable", "(Redis) is unreachable")
     assert response.headers["Retry-After"]
     assert list(store.client.list_objects(settings.queue_bucket)) == []
 

@@ -7,13 +7,12 @@ import base64
 import json
 import subprocess
 import sys
-import time
 
 import jsonpickle
 import requests
 import sphn
 
-from conftest import ROOT, SHORT_SAMPLE, start_service
+from conftest import ROOT, SHORT_SAMPLE, start_service, wait_for
 from msaas.jobs import FOUR_STEMS, songhash_of
 
 SONG = SHORT_SAMPLE.read_bytes()
@@ -23,16 +22,6 @@ SONGHASH = songhash_of(SONG)
 def submit(rest: str, mp3: bytes, **fields) -> requests.Response:
     body = jsonpickle.encode({"mp3": base64.b64encode(mp3).decode(), **fields})
     return requests.post(f"http://{rest}/apiv1/separate", data=body, headers={"Content-type": "application/json"})
-
-
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def track_url(rest: str, songhash: str, track: str) -> str:
@@ -87,7 +76,7 @@ def test_song_is_separated_downloaded_called_back_and_removed(
         printed = wait_for(
             lambda: "separated in" in (text := (tmp_path / "logs.out").read_text()) and text, 10, "log lines"
         )
-        assert f"test rest INFO rest.api: song {SONGHASH} enqueued" in printed
+        assert f"test rest INFO rest.submission: song {SONGHASH} enqueued" in printed
         assert f"job {SONGHASH} separated in" in printed
     finally:
         logs.stop()
@@ -101,7 +90,7 @@ def test_queue_lists_waiting_songs_in_order(settings, rest):
 
 
 def test_job_pushed_by_send_request_script_is_processed(settings, rest, worker, store):
-    store.put_input(SONGHASH, SONG)  # "already uploaded"
+    store.put_input(SONGHASH, str(SHORT_SAMPLE))  # "already uploaded"
     env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(settings.redis_port), "PATH": "/usr/bin:/bin"}
     pushed = subprocess.run(
         [sys.executable, str(ROOT / "worker" / "send-request.py"), SONGHASH, "demucs_unittest"],
@@ -124,7 +113,9 @@ def test_default_model_without_network_fails_saying_the_weights_could_not_be_fet
     settings, rest, tmp_path, redis_client
 ):
     """Offline, htdemucs' weights cannot be downloaded: the job fails and says why."""
-    offline_worker = start_service("worker", settings, tmp_path / "worker.log", DEMUCS_MODEL="htdemucs")
+    offline_worker = start_service(
+        "worker", settings, tmp_path / "worker.log", DEMUCS_MODEL="htdemucs", MAX_ATTEMPTS="1"
+    )
     try:
         assert submit(rest, SONG).status_code == 200
         status = wait_for(
@@ -137,4 +128,4 @@ def test_default_model_without_network_fails_saying_the_weights_could_not_be_fet
     missing = requests.get(track_url(rest, SONGHASH, "vocals"))
     assert missing.status_code == 404
     assert "separation failed: could not download the weights" in missing.json()["message"]
-    assert f"job {SONGHASH} failed: could not download" in (tmp_path / "worker.log").read_text()
+    assert f"job {SONGHASH} failed after 1 attempts: could not download" in (tmp_path / "worker.log").read_text()

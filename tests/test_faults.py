@@ -234,7 +234,9 @@ def test_poison_jobs_are_dead_lettered_and_the_rest_completes(settings, store, t
     queue = JobQueue(connection, settings.worker_queue)
     # A valid frame header, then noise: it passes for an MP3 at a glance and does not decode.
     undecodable = SONG[:1254] + os.urandom(100_000)
-    store.put_input(songhash_of(undecodable), undecodable)
+    poison = tmp_path / "poison.mp3"
+    poison.write_bytes(undecodable)
+    store.put_input(songhash_of(undecodable), str(poison))
     queue.push(Job(songhash_of(undecodable)))
     missing = songhash_of(b"never uploaded")
     queue.push(Job(missing))
@@ -282,7 +284,7 @@ def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
 ):
     settings = replace(settings, lease_seconds=LEASE)
     connection = connect_redis(settings)
-    store.put_input(songhash_of(SONG), SONG)
+    store.put_input(songhash_of(SONG), str(SHORT_SAMPLE))
     job = Job(songhash_of(SONG), callback=Callback(callback_receiver.url, {"n": 1}))
     raw = job.to_json()
     connection.lpush(settings.worker_queue, raw, raw)  # the same job, twice (as after a recovery)

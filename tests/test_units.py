@@ -28,13 +28,21 @@ def test_object_keys_follow_the_contract():
 
 
 @pytest.mark.parametrize(
-    ("name", "track"), [("vocals", "vocals"), ("drums.mp3", "drums"), ("base.mp3", "bass"), ("Other.MP3", "other")]
+    ("name", "track"),
+    [
+        ("vocals", ("vocals", None)),
+        ("drums.mp3", ("drums", "mp3")),
+        ("base.mp3", ("bass", "mp3")),
+        ("Other.MP3", ("other", "mp3")),
+        ("no_vocals.wav", ("no_vocals", "wav")),
+        ("piano.flac", ("piano", "flac")),
+    ],
 )
 def test_track_names(name, track):
     assert parse_track(name) == track
 
 
-@pytest.mark.parametrize("name", ["tuba", "vocals.wav", "", "../vocals"])
+@pytest.mark.parametrize("name", ["tuba", "vocals.ogg", "", "../vocals", "no_tuba"])
 def test_bad_track_names(name):
     with pytest.raises(BadRequest):
         parse_track(name)

@@ -18,7 +18,7 @@ def main() -> None:
     Worker(
         settings,
         JobQueue(connection, settings.worker_queue),
-        ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket),
+        ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days),
         SongStatus(connection),
     ).run()
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import imageio_ffmpeg
 import sphn
 
+from msaas.jobs import Options
 from msaas.settings import Settings
 
 # Lines in Demucs' output that mean the weights could not be fetched (no network, hub or mirror down).
@@ -27,6 +31,7 @@ DOWNLOAD_FAILURE_MARKERS = (
     "HTTP Error",
 )
 TAIL_BYTES = 4000
+PROGRESS = re.compile(rb"(\d{1,3})%\|")  # tqdm's " 45%|####      | 13.5/30.0 [...]"
 # Runs the command after asking the kernel to SIGKILL it if the worker dies: a worker killed mid-job
 # (OOM, SIGKILL) must not leave a separation running on as an orphan.
 DIE_WITH_PARENT = (
@@ -48,28 +53,61 @@ class DemucsRun:
     model: str
     input_path: Path
     out_dir: Path
+    options: Options = Options()
 
     def command(self, settings: Settings) -> list[str]:
-        command = [sys.executable, "-m", "demucs.separate", "--mp3", "-n", self.model, "-o", str(self.out_dir)]
-        command += ["-d", settings.demucs_device]
+        command = [sys.executable, "-m", "demucs.separate", *self.format_flags(), "-n", self.model]
+        command += ["-o", str(self.out_dir), "-d", settings.demucs_device]
+        if self.options.two_stems:
+            command += ["--two-stems", self.options.two_stems]
         if settings.demucs_segment:
             command += ["--segment", str(settings.demucs_segment)]
         if settings.demucs_repo:
             command += ["--repo", str(settings.demucs_repo)]
         return [*command, str(self.input_path)]
 
+    def format_flags(self) -> list[str]:
+        if self.options.format == "flac":
+            return ["--flac"]
+        if self.options.format == "wav":
+            return []  # Demucs' default
+        return ["--mp3", "--mp3-bitrate", str(self.options.mp3_bitrate)] if self.options.mp3_bitrate else ["--mp3"]
+
     def track_path(self, track: str) -> Path:
-        # demucs.separate writes <out>/<model>/<input name without extension>/<track>.mp3
-        return self.out_dir / self.model / self.input_path.stem / f"{track}.mp3"
+        # demucs.separate writes <out>/<model>/<input name without extension>/<track>.<format>
+        return self.out_dir / self.model / self.input_path.stem / f"{track}.{self.options.format}"
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """The subprocess's environment: weights are cached under the model cache folder when one is set."""
+    """The subprocess's environment: weights are cached under the model cache folder when one is set, and
+    an `ffmpeg` is on the PATH (Demucs writes FLAC through it) even where the system has none."""
     env = dict(os.environ)
     if settings.model_cache_dir:
         env["TORCH_HOME"] = str(settings.model_cache_dir)
         env["HF_HOME"] = str(settings.model_cache_dir / "huggingface")
+    env["PATH"] = f"{_ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def _ffmpeg_dir() -> Path:
+    """A folder holding `ffmpeg`: a link to the binary the imageio-ffmpeg wheel ships."""
+    folder = Path(tempfile.gettempdir()) / "msaas-ffmpeg"
+    link = folder / "ffmpeg"
+    if not link.exists():
+        folder.mkdir(exist_ok=True)
+        try:
+            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+        except FileExistsError:
+            pass  # another worker made it first
+    return folder
+
+
+def progress_of(log_path: Path) -> float | None:
+    """The last percentage Demucs' progress bar showed, if any."""
+    with open(log_path, "rb") as file:
+        file.seek(max(0, log_path.stat().st_size - TAIL_BYTES))
+        found = PROGRESS.findall(file.read())
+    return float(found[-1]) if found else None
 
 
 def time_limit(settings: Settings, input_path: Path) -> float:
@@ -87,10 +125,12 @@ def separate(
     settings: Settings,
     log_path: Path,
     abandon: Callable[[], bool] = lambda: False,
+    report: Callable[[float], None] = lambda percent: None,
 ) -> dict[str, Path]:
     """Run Demucs and return each track's file; raise SeparationFailed with the reason otherwise.
 
-    Past its time limit, or when `abandon()` turns true, the whole process group is killed.
+    Past its time limit, or when `abandon()` turns true, the whole process group is killed. `report` hears
+    the progress percentage about once a second.
     """
     limit = time_limit(settings, run.input_path)
     command = run.command(settings)
@@ -105,14 +145,18 @@ def separate(
             env=environment(settings),
             start_new_session=True,
         )
-    started = time.monotonic()
+    started = reported = time.monotonic()
     while process.poll() is None:
-        if time.monotonic() - started > limit:
+        now = time.monotonic()
+        if now - started > limit:
             _kill(process)
             raise SeparationFailed(f"demucs timed out after {limit:.0f} s and was killed")
         if abandon():
             _kill(process)
             raise Abandoned()
+        if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
+            report(percent)
+            reported = now
         time.sleep(0.2)
     tail = _tail(log_path)
     if process.returncode != 0:

@@ -21,16 +21,25 @@ import redis
 from msaas.backoff import Backoff
 from msaas.errors import BackendUnavailable, NotFound
 from msaas.jobqueue import Delivery, JobQueue
-from msaas.jobs import FOUR_STEMS, MODEL_TRACKS, Job
+from msaas.jobs import Job, Options, result_id
 from msaas.settings import Settings
 from msaas.status import DONE, FAILED, PROCESSING, QUEUED, SongStatus
 from msaas.storage import ObjectStore
-from worker.callback import notify
+from worker.callback import deliver
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed, separate
 
 log = logging.getLogger(__name__)
 TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
 BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
+
+
+class Task:
+    """A job with its options settled against this worker's default model, and the result it makes."""
+
+    def __init__(self, job: Job, default_model: str) -> None:
+        self.job = job
+        self.options: Options = job.options.normalized(default_model)
+        self.result = result_id(job.songhash, self.options)
 
 
 class Worker:
@@ -41,7 +50,7 @@ class Worker:
         self.status = status
         self.name = f"{settings.hostname}-{os.getpid()}"  # unique even with several workers on a host
         self.stop_requested_at: float | None = None
-        self.current: Job | None = None
+        self.current: str | None = None  # the result being written, whose lock the heartbeat renews
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if self.stop_requested_at is None:
@@ -101,7 +110,7 @@ class Worker:
             self.queue.renew_lease(self.name, self.settings.lease_seconds)
             current = self.current
             if current is not None:
-                self.queue.renew_song_lock(current.songhash, self.name, self.settings.lease_seconds)
+                self.queue.renew_song_lock(current, self.name, self.settings.lease_seconds)
             for dead_worker, job in self.queue.reap():
                 log.warning(
                     "worker %s: requeued job %s of %s, whose lease expired",
@@ -116,32 +125,34 @@ class Worker:
             log.error("worker %s: unreadable job set aside: %s", self.name, delivery.error)
             self.queue.bury(self.name, delivery, delivery.error or "unreadable job")
             return
-        if not self.queue.lock_song(job.songhash, self.name, self.settings.lease_seconds):
+        task = Task(job, self.settings.demucs_model)
+        if not self.queue.lock_song(task.result, self.name, self.settings.lease_seconds):
             log.info("worker %s: song %s is being written by another worker; later", self.name, job.songhash)
             self.queue.postpone(self.name, delivery)
             time.sleep(BUSY_SONG_PAUSE)
             return
-        self.current = job
+        self.current = task.result
         try:
-            self.attempt(delivery, job)
+            self.attempt(delivery, task)
         finally:
             self.current = None
-            self.queue.unlock_song(job.songhash, self.name)
+            self.queue.unlock_song(task.result, self.name)
 
-    def attempt(self, delivery: Delivery, job: Job) -> None:
-        status = self.status.get(job.songhash)
+    def attempt(self, delivery: Delivery, task: Task) -> None:
+        job = task.job
+        status = self.status.get(task.result)
         if status.get("state") == DONE and status.get("job_id") == job.id:
             log.info("worker %s: job %s was already done (a repeated delivery); dropped", self.name, job.songhash)
             self.queue.ack(self.name, delivery)
             return
         attempt = job.attempts + 1
-        self.status.set(job.songhash, PROCESSING, worker=self.name, job_id=job.id, attempts=attempt)
+        self.status.set(task.result, PROCESSING, worker=self.name, job_id=job.id, attempts=attempt, progress=0)
         try:
-            self.process(job)
+            self.process(task)
         except Abandoned:
             log.warning("worker %s: job %s handed back unfinished (shutting down)", self.name, job.songhash)
             self.queue.hand_back(self.name, delivery)
-            self.status.set(job.songhash, QUEUED, reason="handed back by a worker that shut down", job_id=job.id)
+            self.status.set(task.result, QUEUED, reason="handed back by a worker that shut down", job_id=job.id)
             return
         except BackendUnavailable:
             self.queue.hand_back(self.name, delivery)
@@ -149,31 +160,33 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # Redis itself is away: the run loop hands the job back once it returns
         except SeparationFailed as failure:
-            self.fail(delivery, job, str(failure))
+            self.fail(delivery, task, str(failure))
             return
         except Exception as error:  # a bug must not crash-loop the worker on the same job forever
             log.exception("worker %s: job %s raised", self.name, job.songhash)
-            self.fail(delivery, job, f"internal error: {error!r}")
+            self.fail(delivery, task, f"internal error: {error!r}")
             return
         self.queue.ack(self.name, delivery)
 
-    def fail(self, delivery: Delivery, job: Job, reason: str) -> None:
+    def fail(self, delivery: Delivery, task: Task, reason: str) -> None:
+        job = task.job
         attempt = job.attempts + 1
         if attempt < self.settings.max_attempts:
             log.warning("worker %s: job %s attempt %d failed, will retry: %s", self.name, job.songhash, attempt, reason)
             self.queue.retry(self.name, delivery, job.next_attempt())
-            self.status.set(job.songhash, QUEUED, reason=f"attempt {attempt} failed: {reason}", attempts=attempt)
+            self.status.set(task.result, QUEUED, reason=f"attempt {attempt} failed: {reason}", attempts=attempt)
             return
         log.error("worker %s: job %s failed after %d attempts: %s", self.name, job.songhash, attempt, reason)
         self.queue.bury(self.name, delivery, reason)
-        self.status.set(job.songhash, FAILED, reason=reason, attempts=attempt, job_id=job.id)
+        self.status.set(task.result, FAILED, reason=reason, attempts=attempt, job_id=job.id)
 
-    def process(self, job: Job) -> None:
-        model = job.model or self.settings.demucs_model
+    def process(self, task: Task) -> None:
+        job, options = task.job, task.options
+        model = options.model or self.settings.demucs_model
         started = time.monotonic()
         work_dir = str(self.settings.work_dir) if self.settings.work_dir else None
         with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=work_dir) as scratch:
-            run = DemucsRun(model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated")
+            run = DemucsRun(model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated", options)
             try:
                 self.store.fetch_input(job.songhash, str(run.input_path))
             except NotFound:
@@ -181,18 +194,24 @@ class Worker:
             log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, model,
                      job.attempts + 1)
             tracks = separate(
-                run, MODEL_TRACKS.get(model, FOUR_STEMS), self.settings, Path(scratch) / "demucs.log",
-                self.should_abandon,
+                run, options.tracks(model), self.settings, Path(scratch) / "demucs.log",
+                self.should_abandon, lambda percent: self.status.progress(task.result, percent),
             )
             separated = time.monotonic()
             for track, path in tracks.items():
-                self.store.put_output(job.songhash, track, str(path))
+                self.store.put_output(job.songhash, track, str(path), options)
         log.info(
             "worker %s: job %s separated in %.1f s, %d tracks stored in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
         )
         # Call back before recording "done": a crash in between repeats the callback (same event id),
         # rather than losing it.
+        callback_fields: dict[str, str | int] = {}
         if job.callback is not None:
-            notify(job.callback, job.songhash, job.id, self.settings.callback_timeout)
-        self.status.set(job.songhash, DONE, worker=self.name, job_id=job.id)
+            outcome = deliver(job.callback, job.songhash, job.id, self.settings)
+            callback_fields = {
+                "callback": outcome.detail,
+                "callback_attempts": outcome.attempts,
+                "callback_delivered": str(outcome.delivered).lower(),
+            }
+        self.status.set(task.result, DONE, worker=self.name, job_id=job.id, progress=100, **callback_fields)

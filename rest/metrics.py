@@ -1,0 +1,91 @@
+"""REST's Prometheus metrics, served at /metrics: jobs enqueued, upload sizes, requests, and the queue's depths.
+
+Under gunicorn every worker process counts on its own; with `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py
+sets it) each writes its samples to files there and a scrape sums them, whichever process answers it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+from flask import Blueprint, Flask, Response, current_app, request
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from msaas.jobqueue import JobQueue
+
+blueprint = Blueprint("metrics", __name__)
+UPLOAD_BUCKETS = (64 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20)
+
+
+class QueueDepths:
+    """The queue's lengths, read from Redis when scraped, so every REST replica reports the same truth."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return list(self._families(0, 0, 0))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            waiting, processing, dead = self.queue.depths()
+        except redis.RedisError:
+            return  # an outage shows as missing series (and as 503s), not as a failed scrape
+        yield from self._families(waiting, processing, dead)
+
+    @staticmethod
+    def _families(waiting: int, processing: int, dead: int) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("msaas_queue_depth", "jobs waiting for a worker", value=waiting)
+        yield GaugeMetricFamily("msaas_processing_depth", "jobs in workers' processing lists", value=processing)
+        yield GaugeMetricFamily("msaas_dead_letter_depth", "jobs on the dead-letter list", value=dead)
+
+
+class RestMetrics:
+    def __init__(self, queue: JobQueue, multiprocess_dir: Path | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess_dir = multiprocess_dir
+        self.queue_depths = QueueDepths(queue)
+        if multiprocess_dir is None:
+            self.registry.register(self.queue_depths)
+        self.jobs_enqueued = Counter("msaas_jobs_enqueued", "jobs put on the worker queue", registry=self.registry)
+        self.upload_bytes = Histogram(
+            "msaas_upload_bytes", "size of each song submitted, in bytes", buckets=UPLOAD_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "msaas_http_requests", "requests answered, by route and status", ["method", "route", "status"],
+            registry=self.registry,
+        )
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The text a scrape gets, in the format its Accept header asks for, and its content type."""
+        registry = self.registry
+        if self.multiprocess_dir is not None:
+            # Built per scrape, as prometheus-client's multiprocess mode requires: it reads every process' files.
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=str(self.multiprocess_dir))
+            registry.register(self.queue_depths)
+        encode, content_type = choose_encoder(accept)
+        return encode(registry), content_type
+
+
+def register(app: Flask, metrics: RestMetrics) -> None:
+    app.extensions["msaas_metrics"] = metrics
+    app.register_blueprint(blueprint)
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded: no raw paths as labels
+        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+
+@blueprint.get("/metrics")
+def scrape() -> Response:
+    body, content_type = current_app.extensions["msaas_metrics"].exposition(request.headers.get("Accept", ""))
+    return Response(body, content_type=content_type)

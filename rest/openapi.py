@@ -1,0 +1,182 @@
+"""The OpenAPI 3 description of the API, served at /apiv1/openapi.json; schemathesis keeps it true."""
+
+from __future__ import annotations
+
+from msaas.jobs import ALL_TRACKS, FORMATS, MODEL_TRACKS, MP3_BITRATES, SIX_STEMS
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+SONGHASH = {
+    "name": "songhash", "in": "path", "required": True,
+    "description": "SHA-224 hex digest of the MP3's bytes",
+    "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{56}$"},
+}
+TRACK = {
+    "name": "track", "in": "path", "required": True,
+    "description": "a track name, optionally with its extension: vocals, vocals.mp3, no_vocals.wav, base.mp3 (bass)",
+    "schema": {"type": "string"},
+}
+OPTION_PARAMETERS = [
+    {"name": "model", "in": "query", "schema": {"type": "string", "enum": list(MODEL_TRACKS)}},
+    {"name": "two_stems", "in": "query", "schema": {"type": "string", "enum": list(SIX_STEMS)}},
+    {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(FORMATS)}},
+    {"name": "mp3_bitrate", "in": "query", "schema": {"type": "integer", "enum": list(MP3_BITRATES)}},
+]
+OPTION_PROPERTIES = {
+    "model": {"type": "string", "enum": list(MODEL_TRACKS), "description": "Demucs model; default htdemucs"},
+    "two_stems": {"type": "string", "enum": list(SIX_STEMS), "description": "<stem> and no_<stem> only"},
+    "format": {"type": "string", "enum": list(FORMATS), "default": "mp3"},
+    "mp3_bitrate": {"type": "integer", "enum": list(MP3_BITRATES), "default": 320},
+}
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": ERROR}}}
+
+
+def _json(description: str, schema: dict) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+# Answers any /apiv1 route can give, besides its own.
+COMMON = {
+    "401": _error("an API key is required and was missing or wrong (only when API keys are configured)"),
+    "429": _error("too many requests from this client this minute; see Retry-After"),
+    "503": _error("Redis or the object store is unreachable; see Retry-After"),
+}
+ACCEPTED = _json(
+    "accepted, or answered from an existing result",
+    {
+        "type": "object", "required": ["hash", "reason"],
+        "properties": {"hash": {"type": "string"}, "reason": {"type": "string"}},
+    },
+)
+STATUS = {
+    "type": "object",
+    "required": ["hash", "state", "options", "attempts", "timestamps"],
+    "properties": {
+        "hash": {"type": "string"},
+        "state": {"type": "string", "enum": ["queued", "processing", "done", "failed"]},
+        "options": {"type": "object"},
+        "attempts": {"type": "integer"},
+        "timestamps": {"type": "object", "additionalProperties": {"type": "string", "format": "date-time"}},
+        "reason": {"type": "string"},
+        "position": {"type": "integer", "nullable": True, "description": "1: next to be taken; null: a worker has it"},
+        "progress": {"type": "number", "description": "percent, parsed from Demucs' progress output"},
+        "worker": {"type": "string"},
+        "tracks": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
+        "callback": {
+            "type": "object",
+            "properties": {
+                "delivered": {"type": "boolean"}, "attempts": {"type": "integer"}, "outcome": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+def document() -> dict:
+    audio = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in FORMATS.values()}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Music Separation as a Service",
+            "version": "1",
+            "description": "Splits songs into stems with Demucs. Errors are {error, message} JSON everywhere.",
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object", "required": ["error", "message"], "additionalProperties": False,
+                    "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+            "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"apiKey": []}],
+        "paths": {
+            "/": {"get": {"summary": "a short HTML page (load-balancer health check)", "security": [],
+                          "responses": {"200": {"description": "the page",
+                                                "content": {"text/html": {"schema": {"type": "string"}}}}}}},
+            "/healthz": {"get": {"summary": "liveness", "security": [],
+                                 "responses": {"200": _json("alive", {"type": "object"})}}},
+            "/readyz": {"get": {"summary": "readiness: Redis and the object store answer", "security": [],
+                                "responses": {"200": _json("ready", {"type": "object"}),
+                                              "503": COMMON["503"]}}},
+            "/apiv1/openapi.json": {"get": {"summary": "this document",
+                                            "responses": {"200": _json("OpenAPI 3", {"type": "object"}),
+                                                          **COMMON}}},
+            "/apiv1/separate": {"post": {
+                "summary": "submit a song; options in the JSON body, or as query parameters for raw uploads",
+                "parameters": [
+                    *OPTION_PARAMETERS,
+                    {"name": "callback_url", "in": "query", "schema": {"type": "string"},
+                     "description": "raw and multipart uploads: where to POST when done"},
+                ],
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {
+                        "type": "object", "required": ["mp3"],
+                        "properties": {
+                            "mp3": {"type": "string", "format": "byte", "description": "the MP3, base64"},
+                            **OPTION_PROPERTIES,
+                            "callback": {"type": "object", "required": ["url"], "properties": {
+                                "url": {"type": "string", "format": "uri"},
+                                "data": {"description": "POSTed back as JSON, unchanged"},
+                            }},
+                        },
+                    }},
+                    "audio/mpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {"schema": {
+                        "type": "object", "required": ["mp3"],
+                        "properties": {"mp3": {"type": "string", "format": "binary"}},
+                    }},
+                }},
+                "responses": {
+                    "200": ACCEPTED,
+                    "400": _error("malformed body, not an MP3, too long, unknown option, refused callback"),
+                    "413": _error("body larger than the upload limit"),
+                    **COMMON,
+                },
+            }},
+            **{path: {"get": {
+                "summary": "songs waiting for a worker, next first",
+                "responses": {"200": _json("the queue", {
+                    "type": "object", "required": ["queue"],
+                    "properties": {"queue": {"type": "array", "items": {"type": "string"}}},
+                }), **COMMON},
+            }} for path in ("/apiv1/queue", "/apiv1/queue/")},
+            "/apiv1/status/{songhash}": {"get": {
+                "summary": "where a song stands; query options select a result made with other options",
+                "parameters": [SONGHASH, *OPTION_PARAMETERS],
+                "responses": {"200": _json("the status", STATUS), "400": _error("malformed songhash or option"),
+                              "404": _error("song never submitted with these options"), **COMMON},
+            }},
+            "/apiv1/track/{songhash}/{track}": {"get": {
+                "summary": "download a track (streamed); redirect=1 answers 302 to a short-lived link",
+                "parameters": [SONGHASH, TRACK, *OPTION_PARAMETERS,
+                               {"name": "redirect", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}],
+                "responses": {
+                    "200": {"description": "the track", "content": audio},
+                    "302": {"description": "presigned object-store URL in Location"},
+                    "400": _error(f"malformed songhash, track (one of {', '.join(ALL_TRACKS)}) or option"),
+                    "404": _error("not (yet) there; the message says whether the song is queued or failed"),
+                    **COMMON,
+                },
+            }},
+            "/apiv1/remove/{songhash}/{track}": {
+                method: {
+                    "summary": "remove one track",
+                    "parameters": [SONGHASH, TRACK, *OPTION_PARAMETERS],
+                    "responses": {"200": _json("removed", {"type": "object", "required": ["hash", "track", "reason"]}),
+                                  "400": _error("malformed songhash, track or option"),
+                                  "404": _error("no such track"), **COMMON},
+                } for method in ("get", "delete")
+            },
+            "/apiv1/remove/{songhash}": {"delete": {
+                "summary": "remove every track of a song (all options), its input and its status",
+                "parameters": [SONGHASH],
+                "responses": {"200": _json("removed", {"type": "object", "required": ["hash", "removed", "reason"]}),
+                              "400": _error("malformed songhash"), "404": _error("nothing stored for the song"),
+                              **COMMON},
+            }},
+        },
+    }
