@@ -41,7 +41,7 @@ def main() -> None:
     settings = Settings.from_env()
     min_level = logging.getLevelName(settings.logs_min_level.upper())
     if not isinstance(min_level, int):
-        raise ConfigError(f"LOGS_MIN_LEVEL={settings.logs_min_level!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+        raise ConfigError(f"LOGS_MIN_LEVEL={settings.logs_min_level!r} is not a level: DEBUG, INFO, WARNING, ERROR")
     running = [True]
 
     def stop(_signum: int, _frame: object) -> None:

@@ -8,11 +8,21 @@ import logging
 import os
 
 import redis
-from flask import Blueprint, Response, jsonify, redirect, request, url_for
+from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 
 from msaas.callbacks import check_callback_url
 from msaas.errors import BadRequest, NotFound
-from msaas.jobs import FORMATS, Callback, Options, check_songhash, parse_track, result_id
+from msaas.jobs import (
+    DEFAULT_BITRATE,
+    FORMATS,
+    MODEL_TRACKS,
+    MP3_BITRATES,
+    Callback,
+    Options,
+    check_songhash,
+    parse_track,
+    result_id,
+)
 from msaas.status import DONE, FAILED, PROCESSING, QUEUED
 from rest.backends import backends
 from rest.openapi import document
@@ -23,18 +33,22 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__)
 
 RAW_TYPES = ("audio/mpeg", "audio/mp3", "application/octet-stream")
-INDEX = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Music Separation as a Service</title></head>
-<body><h1>Music Separation as a Service</h1>
-<p>Splits songs into vocals, drums, bass and other with Demucs.</p>
-<p>The API is described at <a href="/apiv1/openapi.json">/apiv1/openapi.json</a>.</p>
-</body></html>
-"""
 
 
 @blueprint.get("/")
-def index() -> Response:
-    return Response(INDEX, mimetype="text/html")
+def index() -> str:
+    """The web page (rest/templates, rest/static); always a 200 without Redis or the store, for load balancers."""
+    settings = backends().settings
+    return render_template(
+        "index.html",
+        models=list(MODEL_TRACKS),
+        model_tracks=MODEL_TRACKS,
+        default_model=settings.demucs_model,
+        formats=list(FORMATS),
+        bitrates=MP3_BITRATES,
+        default_bitrate=DEFAULT_BITRATE,
+        keys_required=bool(settings.api_keys),
+    )
 
 
 @blueprint.get("/healthz")
@@ -184,7 +198,11 @@ def _json_object() -> dict:
     try:
         body = json.loads(request.get_data(cache=False))
     except ValueError as error:
-        raise BadRequest(f"request body is not valid JSON: {error}", "invalid_json") from None
+        raise BadRequest(
+            f"request body is not valid JSON ({error}); send JSON with a base64 'mp3', or the MP3 itself "
+            "with Content-Type: audio/mpeg",
+            "invalid_json",
+        ) from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", "invalid_json")
     return body

@@ -94,11 +94,17 @@ def document() -> dict:
         },
         "security": [{}, {"apiKey": []}],
         "paths": {
-            "/": {"get": {"summary": "a short HTML page (load-balancer health check)", "security": [],
+            "/": {"get": {"summary": "the web page: upload songs, follow them, mix and download their stems "
+                                     "(load balancers health-check it)", "security": [],
                           "responses": {"200": {"description": "the page",
                                                 "content": {"text/html": {"schema": {"type": "string"}}}}}}},
             "/healthz": {"get": {"summary": "liveness", "security": [],
                                  "responses": {"200": _json("alive", {"type": "object"})}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: jobs enqueued, uploads, requests, queue depths",
+                                 "security": [],
+                                 "responses": {"200": {"description": "text exposition (OpenMetrics if asked)",
+                                                       "content": {kind: {"schema": {"type": "string"}} for kind in
+                                                                   ("text/plain", "application/openmetrics-text")}}}}},
             "/readyz": {"get": {"summary": "readiness: Redis and the object store answer", "security": [],
                                 "responses": {"200": _json("ready", {"type": "object"}),
                                               "503": COMMON["503"]}}},

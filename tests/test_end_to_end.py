@@ -100,6 +100,17 @@ def test_job_pushed_by_send_request_script_is_processed(settings, rest, worker, 
     wait_for(lambda: requests.get(track_url(rest, SONGHASH, "other")).ok, 120, "the other track")
 
 
+def test_worker_heartbeat_touches_its_liveness_file(settings, tmp_path):
+    worker = start_service("worker", settings, tmp_path / "worker.log", TMPDIR=str(tmp_path))
+    try:
+        alive = tmp_path / "msaas-worker-alive"
+        wait_for(alive.exists, 30, "the liveness file")
+        first = alive.stat().st_mtime
+        wait_for(lambda: alive.stat().st_mtime > first, 30, "a second heartbeat")  # LEASE_SECONDS / 3
+    finally:
+        worker.stop()
+
+
 def test_unreadable_job_is_set_aside_and_the_queue_keeps_flowing(settings, rest, worker, redis_client):
     redis_client.lpush(settings.worker_queue, "this is not a job")
     assert submit(rest, SONG).status_code == 200

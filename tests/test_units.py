@@ -114,7 +114,8 @@ def test_failure_explanations():
     offline = "Traceback...\r  5%|#\nurllib.error.URLError: <urlopen error [Errno -2] Name or service not known>\n"
     assert explain_failure("htdemucs", 1, offline).startswith("could not download the weights of model htdemucs")
     assert "Name or service not known" in explain_failure("htdemucs", 1, offline)
-    assert explain_failure("x", -9, "100%|###|\r") == "demucs was killed by signal 9: 100%|###|"
+    assert explain_failure("x", -9, "100%|###|\r").startswith("demucs was killed (signal 9: out of memory")
+    assert explain_failure("x", -15, "100%|###|\r") == "demucs was killed by signal 15: 100%|###|"
     assert explain_failure("x", 2, "boom\n\n") == "demucs exited with code 2: boom"
     undecodable = (
         'demucs.api.LoadAudioError: When trying to load using sphn, got the following error: "/x.mp3": no n-frames\n'

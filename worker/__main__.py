@@ -1,4 +1,4 @@
-"""`python -m worker`: run one worker until SIGTERM."""
+"""`python -m worker`: run one worker until SIGTERM, serving its metrics on WORKER_METRICS_PORT."""
 
 from __future__ import annotations
 
@@ -9,18 +9,25 @@ from msaas.settings import Settings
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
 from worker.loop import Worker
+from worker.metrics import WorkerMetrics
 
 
 def main() -> None:
     settings = Settings.from_env().require_store_credentials()
     connection = connect_redis(settings)
     setup_logging("worker", settings.hostname, settings.log_level, LogBus(connection, settings.log_list))
-    Worker(
+    queue = JobQueue(connection, settings.worker_queue)
+    metrics = WorkerMetrics()
+    worker = Worker(
         settings,
-        JobQueue(connection, settings.worker_queue),
+        queue,
         ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days),
         SongStatus(connection),
-    ).run()
+        metrics,
+    )
+    metrics.watch(queue, worker.name)
+    metrics.serve(settings.worker_metrics_port)
+    worker.run()
 
 
 if __name__ == "__main__":

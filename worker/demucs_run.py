@@ -146,18 +146,19 @@ def separate(
             start_new_session=True,
         )
     started = reported = time.monotonic()
-    while process.poll() is None:
-        now = time.monotonic()
-        if now - started > limit:
-            _kill(process)
-            raise SeparationFailed(f"demucs timed out after {limit:.0f} s and was killed")
-        if abandon():
-            _kill(process)
-            raise Abandoned()
-        if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
-            report(percent)
-            reported = now
-        time.sleep(0.2)
+    try:
+        while process.poll() is None:
+            now = time.monotonic()
+            if now - started > limit:
+                raise SeparationFailed(f"demucs timed out after {limit:.0f} s and was killed")
+            if abandon():
+                raise Abandoned()
+            if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
+                report(percent)
+                reported = now
+            time.sleep(0.2)
+    finally:
+        _kill(process)  # whatever ends the wait, no separation outlives it
     tail = _tail(log_path)
     if process.returncode != 0:
         raise SeparationFailed(explain_failure(run.model, process.returncode, tail))
@@ -171,10 +172,11 @@ def separate(
 
 
 def _kill(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     process.wait()
 
 
@@ -186,6 +188,8 @@ def explain_failure(model: str, returncode: int, output: str) -> str:
             return f"the input does not decode as audio: {line.rpartition('got the following error: ')[2]}"
     if any(marker in output for marker in DOWNLOAD_FAILURE_MARKERS):
         return f"could not download the weights of model {model} (is the network or model cache reachable?): {last}"
+    if returncode == -signal.SIGKILL:
+        return f"demucs was killed (signal 9: out of memory, or the container's memory limit?): {last}"
     if returncode < 0:
         return f"demucs was killed by signal {-returncode}: {last}"
     return f"demucs exited with code {returncode}: {last}"

@@ -27,10 +27,12 @@ from msaas.status import DONE, FAILED, PROCESSING, QUEUED, SongStatus
 from msaas.storage import ObjectStore
 from worker.callback import deliver
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed, separate
+from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
 BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
+ALIVE_FILE = Path(tempfile.gettempdir()) / "msaas-worker-alive"
 
 
 class Task:
@@ -43,8 +45,12 @@ class Task:
 
 
 class Worker:
-    def __init__(self, settings: Settings, queue: JobQueue, store: ObjectStore, status: SongStatus) -> None:
+    def __init__(
+        self, settings: Settings, queue: JobQueue, store: ObjectStore, status: SongStatus,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or WorkerMetrics()
         self.queue = queue
         self.store = store
         self.status = status
@@ -106,12 +112,14 @@ class Worker:
 
     def beat(self) -> None:
         """Renew this worker's lease (and its song lock), and requeue the jobs of workers that died."""
+        ALIVE_FILE.touch()  # for the liveness probe: the heartbeat runs, whatever Redis is doing
         try:
             self.queue.renew_lease(self.name, self.settings.lease_seconds)
             current = self.current
             if current is not None:
                 self.queue.renew_song_lock(current, self.name, self.settings.lease_seconds)
             for dead_worker, job in self.queue.reap():
+                self.metrics.jobs_retried.labels("worker_lost").inc()
                 log.warning(
                     "worker %s: requeued job %s of %s, whose lease expired",
                     self.name, job.songhash if job else "(unreadable)", dead_worker,
@@ -124,6 +132,7 @@ class Worker:
         if job is None:
             log.error("worker %s: unreadable job set aside: %s", self.name, delivery.error)
             self.queue.bury(self.name, delivery, delivery.error or "unreadable job")
+            self.metrics.jobs_dead_lettered.inc()
             return
         task = Task(job, self.settings.demucs_model)
         if not self.queue.lock_song(task.result, self.name, self.settings.lease_seconds):
@@ -167,18 +176,28 @@ class Worker:
             self.fail(delivery, task, f"internal error: {error!r}")
             return
         self.queue.ack(self.name, delivery)
+        self.metrics.jobs_completed.inc()
+
+    def report_progress(self, result: str, percent: float) -> None:
+        try:
+            self.status.progress(result, percent)
+        except redis.RedisError:
+            pass  # progress is a courtesy; the separation goes on
 
     def fail(self, delivery: Delivery, task: Task, reason: str) -> None:
         job = task.job
         attempt = job.attempts + 1
+        self.metrics.jobs_failed.inc()
         if attempt < self.settings.max_attempts:
             log.warning("worker %s: job %s attempt %d failed, will retry: %s", self.name, job.songhash, attempt, reason)
             self.queue.retry(self.name, delivery, job.next_attempt())
             self.status.set(task.result, QUEUED, reason=f"attempt {attempt} failed: {reason}", attempts=attempt)
+            self.metrics.jobs_retried.labels("failed").inc()
             return
         log.error("worker %s: job %s failed after %d attempts: %s", self.name, job.songhash, attempt, reason)
         self.queue.bury(self.name, delivery, reason)
         self.status.set(task.result, FAILED, reason=reason, attempts=attempt, job_id=job.id)
+        self.metrics.jobs_dead_lettered.inc()
 
     def process(self, task: Task) -> None:
         job, options = task.job, task.options
@@ -195,9 +214,10 @@ class Worker:
                      job.attempts + 1)
             tracks = separate(
                 run, options.tracks(model), self.settings, Path(scratch) / "demucs.log",
-                self.should_abandon, lambda percent: self.status.progress(task.result, percent),
+                self.should_abandon, lambda percent: self.report_progress(task.result, percent),
             )
             separated = time.monotonic()
+            self.metrics.separated(model, separated - started, run.input_path)
             for track, path in tracks.items():
                 self.store.put_output(job.songhash, track, str(path), options)
         log.info(
@@ -209,6 +229,7 @@ class Worker:
         callback_fields: dict[str, str | int] = {}
         if job.callback is not None:
             outcome = deliver(job.callback, job.songhash, job.id, self.settings)
+            self.metrics.called_back(outcome)
             callback_fields = {
                 "callback": outcome.detail,
                 "callback_attempts": outcome.attempts,
