@@ -98,6 +98,9 @@ def main() -> int:
         f"{settings.queue_bucket}, {settings.output_bucket})\n"
         f"  worker  model {settings.demucs_model} on {settings.demucs_device}"
         f"{f' from {settings.demucs_repo}' if settings.demucs_repo else ''}\n"
+        f"  web     http://localhost:{settings.port}/   (the page; or the `msaas` command: msaas separate song.mp3)\n"
+        f"  metrics http://localhost:{settings.port}/metrics   and the worker's "
+        f"http://localhost:{settings.worker_metrics_port}/metrics\n"
         f"  output  of each service in {STATE / 'logs'}; the log bus follows here. Ctrl-C stops everything.\n",
         flush=True,
     )

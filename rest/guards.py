@@ -1,6 +1,6 @@
 """What every API request passes before its route: the API key (when keys are configured) and the
 per-client rate limit. `/` (and the page's static files), the health checks and /metrics stay open for load
-balancers, probes and Prometheus; the Ingress keeps /metrics and the health checks inside the cluster."""
+balancers, probes and Prometheus."""
 
 from __future__ import annotations
 

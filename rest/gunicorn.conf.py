@@ -10,6 +10,7 @@ PROMETHEUS_MULTIPROC_DIR, and /metrics sums them whichever process answers the s
 
 import glob
 import os
+import shutil
 import tempfile
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
@@ -20,7 +21,8 @@ timeout = 120
 graceful_timeout = 30
 accesslog = "-"
 
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+made_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if made_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="msaas-metrics-")
 
 from prometheus_client import multiprocess  # noqa: E402 - reads PROMETHEUS_MULTIPROC_DIR on import
@@ -35,3 +37,8 @@ def on_starting(server) -> None:
 def child_exit(server, worker) -> None:
     """A worker that exits stops counting towards the live gauges; its counters stay in the sums."""
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if made_metrics_dir:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -289,6 +289,16 @@ def test_rest_probes_and_gke_health_check_use_routes_that_exist(objects):
     assert {"/", "/healthz", "/readyz"} <= routes
 
 
+def test_prometheus_scrapes_the_ports_that_serve_metrics(objects):
+    docs = objects["base"]
+    for service, port in (("rest", Settings().port), ("worker", Settings().worker_metrics_port)):
+        annotations = find(docs, "Deployment", service)["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+        assert int(annotations["prometheus.io/port"]) == port, service
+        policy = find(docs, "NetworkPolicy", service)["spec"]
+        assert [rule["ports"] for rule in policy["ingress"]] == [[{"port": port, "protocol": "TCP"}]], service
+
+
 # --- pods ------------------------------------------------------------------------------------------------
 
 

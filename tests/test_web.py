@@ -7,6 +7,7 @@ Screenshots of each state are taken every run; `UPDATE_SCREENSHOTS=1` writes the
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conftest import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
+from conftest import ROOT, SHORT_SAMPLE, serve, start_service
 from msaas.jobs import FOUR_STEMS, songhash_of
 from rest import create_app
 
@@ -28,6 +29,7 @@ MARCH = ROOT / "data" / "short-march.mp3"
 HUM_HASH = songhash_of(SHORT_SAMPLE.read_bytes())
 MARCH_HASH = songhash_of(MARCH.read_bytes())
 SECONDS = 1000  # Playwright counts milliseconds
+SEPARATING = re.compile(r"Separating: \d+%")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_page_follows_songs_to_the_mixer_and_downloads_and_deletes(settings, res
     # Two songs, no worker yet: both wait in the queue, in order.
     page.get_by_label("Model").select_option("demucs_unittest")
     page.locator("#files").set_input_files([SHORT_SAMPLE, MARCH])
-    page.get_by_role("button", name="Separate").click()
+    page.get_by_role("button", name="Separate", exact=True).click()
     hum, march = song(page, "short-hum.mp3"), song(page, "short-march.mp3")
     expect(hum.locator(".state")).to_have_text("Queued: position 1 in the queue")
     expect(march.locator(".state")).to_have_text("Queued: position 2 in the queue")
@@ -86,7 +88,7 @@ def test_page_follows_songs_to_the_mixer_and_downloads_and_deletes(settings, res
     store.remove_input(MARCH_HASH)
     worker = start_service("worker", settings, tmp_path / "worker.log", MAX_ATTEMPTS="1", WORKER_METRICS_PORT="0")
     try:
-        expect(hum.locator(".state")).to_have_text(_separating(), timeout=60 * SECONDS)
+        expect(hum.locator(".state")).to_have_text(SEPARATING, timeout=60 * SECONDS)
         screenshot("web-3-processing")
         expect(hum).to_have_attribute("data-state", "done", timeout=120 * SECONDS)
         expect(march).to_have_attribute("data-state", "failed", timeout=60 * SECONDS)
@@ -111,7 +113,7 @@ def test_page_follows_songs_to_the_mixer_and_downloads_and_deletes(settings, res
     mixer.get_by_role("button", name="Play").focus()
     page.keyboard.press("Enter")
     page.wait_for_function(
-        "mixer => [...mixer.querySelectorAll('.stem')].some(s => s.dataset.track !== 'vocals' && +s.dataset.level > 0.1)",
+        "mixer => [...mixer.querySelectorAll('.stem:not([data-track=vocals])')].some(s => +s.dataset.level > 0.1)",
         arg=mixer.element_handle(),
     )
     assert float(mixer.locator('.stem[data-track="vocals"]').get_attribute("data-level")) == 0
@@ -137,12 +139,6 @@ def test_page_follows_songs_to_the_mixer_and_downloads_and_deletes(settings, res
     expect(song(page, "short-march.mp3")).to_have_count(0)
 
 
-def _separating():
-    import re
-
-    return re.compile(r"Separating: \d+%")
-
-
 def test_page_asks_for_the_api_key_and_sends_it(settings, page):
     address, server = serve(create_app(replace(settings, api_keys="page-key")))
     try:
@@ -150,13 +146,13 @@ def test_page_asks_for_the_api_key_and_sends_it(settings, page):
         key = page.get_by_label("Key, sent as a Bearer token")
         expect(key).to_be_visible()  # the server requires keys: the field is shown open
         page.locator("#files").set_input_files(SHORT_SAMPLE)
-        page.get_by_role("button", name="Separate").click()
+        page.get_by_role("button", name="Separate", exact=True).click()
         expect(page.locator(".song .state")).to_contain_text("The upload was refused: a valid API key is required")
         expect(page.locator("#form-message")).to_contain_text("needs an API key")
 
         key.fill("page-key")
         page.locator("#files").set_input_files(SHORT_SAMPLE)
-        page.get_by_role("button", name="Separate").click()
+        page.get_by_role("button", name="Separate", exact=True).click()
         expect(page.locator(".song").first.locator(".state")).to_have_text("Queued: position 1 in the queue")
     finally:
         server.shutdown()

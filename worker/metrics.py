@@ -83,7 +83,7 @@ class WorkerMetrics:
         try:
             start_http_server(port, registry=self.registry)
         except OSError as error:
-            log.error("metrics not served: port %d: %s", port, error)
+            log.warning("metrics not served: port %d: %s", port, error)
             return
         log.info("metrics served on port %d", port)
 

@@ -115,13 +115,14 @@ form.addEventListener("submit", async (event) => {
   fileInput.value = "";
   showChosen();
   message.textContent = `Uploading ${files.length} song${files.length > 1 ? "s" : ""}…`;
+  const uploading = message.textContent;
   for (const [file, card] of queued) {  // one upload at a time: they share the link
     if (await card.upload(file)) {
       remember();
       card.follow();
     }
   }
-  message.textContent = "";
+  if (message.textContent === uploading) message.textContent = "";
 });
 
 keyInput.value = api.apiKey();

@@ -5,6 +5,7 @@ import { el, formatTime } from "./dom.js";
 
 const DRIFT_LIMIT = 0.05; // seconds a stem may stray from the first one before it is pulled back
 const METER_FLOOR_DB = -60; // the meter's left end
+const STEM_ORDER = ["vocals", "drums", "bass", "other", "guitar", "piano"]; // Demucs' order; no_<stem> after <stem>
 
 let context = null; // one AudioContext for the page, made on the first Play (browsers want a user gesture)
 let playingMixer = null; // one song plays at a time
@@ -21,7 +22,9 @@ export class Mixer {
     this.baseName = songName.replace(/\.[^.]+$/, "");
     this.playing = false;
     this.connected = false;
-    this.stems = Object.entries(tracks).map(([track, url]) => this.buildStem(track, url));
+    const rank = (track) => STEM_ORDER.indexOf(track.replace(/^no_/, "")) + (track.startsWith("no_") ? 0.5 : 0);
+    const ordered = Object.entries(tracks).sort(([one], [other]) => rank(one) - rank(other));
+    this.stems = ordered.map(([track, url]) => this.buildStem(track, url));
     this.root = this.build();
   }
 

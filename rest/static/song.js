@@ -35,7 +35,7 @@ export class SongCard {
     this.state.textContent = text;
     if (percent === null) this.progress.removeAttribute("value");
     else this.progress.value = percent;
-    this.progress.hidden = state === "done" || state === "failed";
+    this.progress.hidden = state !== "uploading" && state !== "processing"; // only these move
   }
 
   async upload(file) {

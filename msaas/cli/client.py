@@ -1,0 +1,97 @@
+"""The REST API over HTTP with the standard library only, so `pip install .` brings in nothing else."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import BinaryIO
+
+USER_AGENT = "msaas-cli/1"
+CHUNK = 256 * 1024
+TIMEOUT = 60.0  # seconds for one request; an upload of a large song on a slow link may need it
+
+
+class ApiError(Exception):
+    """The server answered with an error (`status` > 0), or could not be reached (`status` == 0)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Client:
+    def __init__(self, server: str, api_key: str = "") -> None:
+        self.server = server.rstrip("/")
+        self.api_key = api_key
+
+    def url(self, path: str, query: dict[str, str] | None = None) -> str:
+        """`path` on this server; a full URL (as the status route gives) keeps only its path and query."""
+        parts = urllib.parse.urlsplit(path)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        if query:
+            target += ("&" if parts.query else "?") + urllib.parse.urlencode(query)
+        return self.server + target
+
+    def request(
+        self, method: str, path: str, query: dict[str, str] | None = None, body: BinaryIO | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        """An open response for a 2xx answer; ApiError otherwise."""
+        request = urllib.request.Request(self.url(path, query), data=body, method=method)
+        request.add_header("User-Agent", USER_AGENT)
+        if self.api_key:
+            request.add_header("Authorization", f"Bearer {self.api_key}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            return urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 - the user names the server
+        except urllib.error.HTTPError as error:
+            raise _api_error(error) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise ApiError(0, "unreachable", f"cannot reach {self.server}: {reason}") from None
+
+    def json(self, method: str, path: str, query: dict[str, str] | None = None, **kwargs) -> dict:
+        with self.request(method, path, query, **kwargs) as response:
+            return json.load(response)
+
+    def separate(self, song: Path, options: dict[str, str]) -> dict:
+        """Upload the MP3 as a raw body, streamed from disk; options travel in the query."""
+        with song.open("rb") as body:
+            headers = {"Content-Type": "audio/mpeg", "Content-Length": str(song.stat().st_size)}
+            return self.json("POST", "/apiv1/separate", options, body=body, headers=headers)
+
+    def status(self, songhash: str, options: dict[str, str]) -> dict:
+        return self.json("GET", f"/apiv1/status/{songhash}", options)
+
+    def queue(self) -> list[str]:
+        return self.json("GET", "/apiv1/queue")["queue"]
+
+    def download(self, path: str, destination: BinaryIO, query: dict[str, str] | None = None) -> int:
+        """Stream a track into `destination`; the number of bytes."""
+        size = 0
+        with self.request("GET", path, query) as response:
+            while chunk := response.read(CHUNK):
+                destination.write(chunk)
+                size += len(chunk)
+        return size
+
+    def remove(self, songhash: str, track: str | None, options: dict[str, str]) -> dict:
+        if track is None:
+            return self.json("DELETE", f"/apiv1/remove/{songhash}")
+        return self.json("DELETE", f"/apiv1/remove/{songhash}/{track}", options)
+
+
+def _api_error(error: urllib.error.HTTPError) -> ApiError:
+    """The API's errors are {"error": code, "message": sentence}; a proxy's may be anything."""
+    text = error.read().decode(errors="replace")
+    try:
+        body = json.loads(text)
+        return ApiError(error.code, str(body["error"]), str(body["message"]))
+    except (ValueError, KeyError, TypeError):
+        return ApiError(error.code, f"http_{error.code}", text.strip()[:200] or str(error.reason))

@@ -1,0 +1,131 @@
+"""What each `msaas` command does. Results go to stdout (plain, or one JSON object with --json); progress and
+notes go to stderr, so `$(msaas separate --no-wait song.mp3)` is just the songhash."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+
+from msaas.cli.client import Client
+from msaas.cli.exits import OK, SONG_FAILED, TIMEOUT, USAGE
+from msaas.cli.progress import Progress, describe
+
+FINAL_STATES = ("done", "failed")
+
+
+class Failure(Exception):
+    """The command failed in a way the client itself names (not an HTTP error)."""
+
+    def __init__(self, code: str, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
+
+
+def emit(args: argparse.Namespace, result: dict, text: str) -> None:
+    print(json.dumps(result) if args.json else text)
+
+
+def options_of(args: argparse.Namespace) -> dict[str, str]:
+    """The chosen options as the API's query parameters; the server's defaults for the rest."""
+    chosen = {
+        "model": args.model, "two_stems": args.two_stems, "format": args.format, "mp3_bitrate": args.mp3_bitrate,
+    }
+    return {name: str(value) for name, value in chosen.items() if value is not None}
+
+
+def separate(args: argparse.Namespace, client: Client) -> int:
+    song = Path(args.song)
+    if not song.is_file():
+        raise Failure("usage", f"{song}: no such file", USAGE)
+    options = options_of(args)
+    answer = client.separate(song, options)
+    songhash = answer["hash"]
+    if args.no_wait:
+        emit(args, answer, songhash)
+        return OK
+    progress = Progress(sys.stderr, song.name, args.quiet)
+    progress.note(f"{answer['reason']} (songhash {songhash})")
+    status = wait(client, songhash, options, progress, args.timeout, args.interval)
+    if status["state"] == "failed":
+        raise Failure("song_failed", f"song {songhash} failed: {status.get('reason', 'no reason given')}", SONG_FAILED)
+    folder = Path(args.out) if args.out else Path("separated") / song.stem
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = {}
+    for track, url in status["tracks"].items():
+        saved[track] = str(save(client, url, folder / Path(urllib.parse.urlsplit(url).path).name))
+    progress.note(f"done: {len(saved)} tracks in {folder}")
+    emit(args, {"hash": songhash, "state": "done", "tracks": saved}, "\n".join(saved.values()))
+    return OK
+
+
+def wait(
+    client: Client, songhash: str, options: dict[str, str], progress: Progress, timeout: float | None, interval: float
+) -> dict:
+    """Poll the song's status until it is done or failed, showing each step."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = client.status(songhash, options)
+        progress.update(status)
+        if status["state"] in FINAL_STATES:
+            return status
+        if deadline is not None and time.monotonic() >= deadline:
+            raise Failure(
+                "timeout", f"song {songhash} still {describe(status)} after {timeout:g} s; it goes on: "
+                f"`msaas status {songhash}`", TIMEOUT,
+            )
+        time.sleep(interval)
+
+
+def save(client: Client, url: str, path: Path) -> Path:
+    """Download into `path`, via a partial file, so a failed download never leaves a truncated track."""
+    partial = path.with_name(path.name + ".part")
+    try:
+        with partial.open("wb") as file:
+            client.download(url, file)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def status(args: argparse.Namespace, client: Client) -> int:
+    answer = client.status(args.songhash, options_of(args))
+    lines = [describe(answer)]
+    lines += [f"{track}\t{url}" for track, url in answer.get("tracks", {}).items()]
+    emit(args, answer, "\n".join(lines))
+    return SONG_FAILED if answer["state"] == "failed" else OK
+
+
+def queue(args: argparse.Namespace, client: Client) -> int:
+    waiting = client.queue()
+    emit(args, {"queue": waiting}, "\n".join(waiting))
+    return OK
+
+
+def get(args: argparse.Namespace, client: Client) -> int:
+    options = options_of(args)
+    path = f"/apiv1/track/{args.songhash}/{args.track}"
+    if args.out == "-":
+        client.download(path, sys.stdout.buffer, options)
+        return OK
+    name = args.track if "." in args.track else f"{args.track}.{args.format or 'mp3'}"
+    target = Path(args.out) if args.out else Path(f"{args.songhash}-{name}")
+    if target.is_dir():
+        target = target / f"{args.songhash}-{name}"
+    url = client.url(path, options)
+    save(client, url, target)
+    emit(args, {"hash": args.songhash, "track": args.track, "path": str(target)}, str(target))
+    return OK
+
+
+def remove(args: argparse.Namespace, client: Client) -> int:
+    answer = client.remove(args.songhash, args.track, options_of(args))
+    emit(args, answer, answer.get("reason", "removed"))
+    return OK
+
