@@ -78,6 +78,7 @@ def fetch_tracks(songhash, pending):
 def main(pattern):
     callback_url = os.getenv("CALLBACK") or start_callback_listener()
     songs = {}
+    failed = []
     for mp3 in sorted(glob.glob(pattern)):
         print(f"Separate {mp3}")
         answer = mkReq(
@@ -91,11 +92,12 @@ def main(pattern):
         )
         if answer:
             songs[answer["hash"]] = set(TRACKS)
+        else:
+            failed.append(mp3)
         print("Cache from server is")
         mkReq(requests.get, "apiv1/queue", data=None)
 
     deadline = time.monotonic() + WAIT_SECONDS
-    failed = []
     while songs and time.monotonic() < deadline:
         for songhash, pending in list(songs.items()):
             if not fetch_tracks(songhash, pending):

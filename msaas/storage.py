@@ -135,8 +135,11 @@ class ObjectStore:
         """Which of `tracks` are stored for this result (one listing, not one request per track)."""
         wanted = {output_key(songhash, track, options): track for track in tracks}
         prefix = outputs_prefix(songhash, options)
-        with _reaching(f"{self.output_bucket}/{prefix}*"):
-            names = {item.object_name for item in self.client.list_objects(self.output_bucket, prefix, True)}
+        try:
+            with _reaching(f"{self.output_bucket}/{prefix}*"):
+                names = {item.object_name for item in self.client.list_objects(self.output_bucket, prefix, True)}
+        except NotFound:  # no output bucket yet: nothing is stored
+            return []
         return [track for key, track in wanted.items() if key in names]
 
     def remove_output(self, songhash: str, track: str, options: Options = DEFAULT) -> None:

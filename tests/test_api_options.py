@@ -52,6 +52,16 @@ def test_status_follows_a_song_from_queued_to_done(settings, rest, tmp_path):
     assert SONGHASH not in requests.get(f"http://{rest}/apiv1/queue").json()["queue"]
 
 
+def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis_client, settings):
+    """As after `make run` restarts: Redis kept the status (append-only file), the S3 server lost the objects."""
+    redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
+    store.client.remove_bucket(settings.output_bucket)
+    answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["reason"] == "Song enqueued for separation"
+    assert redis_client.llen(settings.worker_queue) == 1
+
+
 def test_a_queued_song_is_not_queued_twice(rest, redis_client, settings):
     first = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64}).json()
     second = requests.post(f"http://{rest}/apiv1/separate", data=SONG, headers={"Content-Type": "audio/mpeg"})
