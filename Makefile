@@ -3,6 +3,7 @@ VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CHECKOV_VENV := $(VENV)/checkov
+TEST_TOOLS_STAMP := $(VENV)/.test-tools-stamp
 HOST_PYTHON ?= python3
 
 .PHONY: install run test lint samples constraints clean
@@ -18,18 +19,25 @@ $(STAMP): requirements/*.txt constraints.txt pyproject.toml
 	$(PYTHON) -m pip install --quiet -r requirements/dev.txt -c constraints.txt
 	# The `msaas` command (pyproject.toml [project.scripts]); editable, so it runs this checkout's code.
 	$(PYTHON) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# What only the tests need, so `make run` works on a laptop without them.
+$(TEST_TOOLS_STAMP): $(STAMP) requirements/checkov.txt requirements/checkov-constraints.txt
 	# The web page's browser test drives Debian's chromium through Playwright (never a browser it downloads).
-	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	command -v chromium >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "the browser test needs chromium: install it (Debian: apt-get install chromium)"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium; }
 	# checkov in a virtualenv of its own: its exact pins conflict with moto's and torch's (requirements/checkov.txt).
 	test -x $(CHECKOV_VENV)/bin/python || $(HOST_PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt -c requirements/checkov-constraints.txt
-	touch $(STAMP)
+	touch $(TEST_TOOLS_STAMP)
 
 run: install
 	$(PYTHON) -m devstack
 
-test: install
+test: install $(TEST_TOOLS_STAMP)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
 
@@ -41,7 +49,7 @@ samples: install
 	$(PYTHON) data/generate.py
 
 # Regenerate the full pin list after changing requirements/*.txt.
-constraints: install
+constraints: install $(TEST_TOOLS_STAMP)
 	{ sed -n '1,2p' constraints.txt; $(PYTHON) -m pip freeze --exclude-editable | grep -viE '^(torch|pip|setuptools)=='; } > constraints.new
 	mv constraints.new constraints.txt
 	{ sed -n '1p' requirements/checkov-constraints.txt; $(CHECKOV_VENV)/bin/python -m pip freeze | grep -viE '^(pip|setuptools)=='; } > requirements/checkov-constraints.new

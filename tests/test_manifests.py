@@ -3,7 +3,7 @@
 Every kustomization renders; every object is valid Kubernetes 1.37; checkov finds nothing that is not skipped
 with a reason; hadolint and shellcheck pass; and the manifests agree with the code (the settings it reads, its
 routes) and the images with `make test` (the same pinned requirements). A missing tool fails, never skips:
-`make install` installs them all.
+`make test` installs them all.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ WORKER_WRAP_UP_SECONDS = 30
 
 
 def tool(name: str, where: Path | None = None) -> Path:
-    """A tool `make install` puts in the virtualenv; its absence fails the test that needs it."""
+    """A tool `make test` puts in the virtualenv; its absence fails the test that needs it."""
     path = (where or Path(sysconfig.get_path("scripts"))) / name
     if not path.is_file():
-        pytest.fail(f"{name} is not installed at {path}: run `make install` (requirements/k8s-tools.txt, checkov.txt)")
+        pytest.fail(f"{name} is not installed at {path}: `make test` installs it (requirements/k8s-tools.txt)")
     return path
 
 

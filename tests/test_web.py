@@ -20,7 +20,7 @@ from conftest import ROOT, SHORT_SAMPLE, serve, start_service
 from msaas.jobs import FOUR_STEMS, songhash_of
 from rest import create_app
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's; `make install` installs it. Playwright never downloads a browser here.
+CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it. Playwright never downloads a browser here.
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",
@@ -35,7 +35,7 @@ SEPARATING = re.compile(r"Separating: \d+%")
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run `make install` (it installs Debian's chromium)")
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (as root or with sudo)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

@@ -14,6 +14,7 @@ import signal
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -35,13 +36,18 @@ BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
 ALIVE_FILE = Path(tempfile.gettempdir()) / "msaas-worker-alive"
 
 
+@dataclass(frozen=True)
 class Task:
     """A job with its options settled against this worker's default model, and the result it makes."""
 
-    def __init__(self, job: Job, default_model: str) -> None:
-        self.job = job
-        self.options: Options = job.options.normalized(default_model)
-        self.result = result_id(job.songhash, self.options)
+    job: Job
+    options: Options
+    result: str
+
+    @classmethod
+    def of(cls, job: Job, default_model: str) -> Task:
+        options = job.options.normalized(default_model)
+        return cls(job, options, result_id(job.songhash, options))
 
 
 class Worker:
@@ -134,7 +140,7 @@ class Worker:
             self.queue.bury(self.name, delivery, delivery.error or "unreadable job")
             self.metrics.jobs_dead_lettered.inc()
             return
-        task = Task(job, self.settings.demucs_model)
+        task = Task.of(job, self.settings.demucs_model)
         if not self.queue.lock_song(task.result, self.name, self.settings.lease_seconds):
             log.info("worker %s: song %s is being written by another worker; later", self.name, job.songhash)
             self.queue.postpone(self.name, delivery)
