@@ -17,7 +17,7 @@ from devstack.processes import Child, port_in_use, redis_command, s3_command
 from msaas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = ROOT / ".devstack"
+STATE = Path(os.environ.get("DEVSTACK_DIR") or ROOT / ".devstack")  # Redis' data and each service's output
 # moto accepts any credentials; the sample scripts' callback listeners run on this machine.
 LOCAL_DEFAULTS = {
     "S3_ACCESS_KEY": "devstack",

@@ -1,0 +1,70 @@
+"""`make run`'s supervisor: it starts the whole stack, restarts a service that dies (and says so), and stops
+everything on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from conftest import ROOT, wait_for
+from devstack.processes import free_port
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Direct children of `pid` and their command lines, from /proc."""
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if parent == pid:
+            found[int(entry)] = command
+    return found
+
+
+def test_local_stack_restarts_a_crashed_service_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ, "PORT": str(port), "REDIS_PORT": str(free_port()), "S3_ENDPOINT": f"127.0.0.1:{free_port()}",
+        "DEMUCS_MODEL": "demucs_unittest", "WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
+        "DEVSTACK_DIR": str(tmp_path / "state"),  # not the checkout's .devstack, which `make run` may be using
+    }
+    output = open(tmp_path / "devstack.out", "w")  # noqa: SIM115 - the child writes to it until it stops
+    stack = subprocess.Popen([sys.executable, "-m", "devstack"], cwd=ROOT, env=env, stdout=output, stderr=output)
+    try:
+        def printed() -> str:
+            return (tmp_path / "devstack.out").read_text()
+
+        def rest_up() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok
+            except requests.RequestException:  # not listening yet, or still starting
+                return False
+
+        wait_for(rest_up, 60, "the REST service")
+        assert f"http://localhost:{port}" in printed() and "model demucs_unittest on cpu" in printed()
+        [worker] = [pid for pid, command in children_of(stack.pid).items() if "-m worker" in command]
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: "worker restarted (restart #1)" in printed(), 30, "the worker's restart")
+        assert "worker exited with code -9; restarting in 1 s" in printed()
+        wait_for(lambda: "taking jobs" in printed().rpartition("restarted")[2], 30, "the new worker on the bus")
+        children = children_of(stack.pid)
+        assert len(children) == 5  # redis, s3, logs, rest, worker
+
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(60) == 0
+        time.sleep(0.5)
+        assert [pid for pid in children if os.path.exists(f"/proc/{pid}")] == []
+    finally:
+        if stack.poll() is None:
+            stack.kill()
+        output.close()
