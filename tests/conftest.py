@@ -163,3 +163,18 @@ def wait_for(condition, timeout: float, what: str):
             return result
         time.sleep(0.3)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """Every process on this machine: pid -> (parent pid, command line), from /proc."""
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it ended meanwhile
+        found[int(entry)] = (parent, command)
+    return found

@@ -11,24 +11,12 @@ import time
 
 import requests
 
-from conftest import ROOT, wait_for
+from conftest import ROOT, processes, wait_for
 from devstack.processes import free_port
 
 
 def children_of(pid: int) -> dict[int, str]:
-    """Direct children of `pid` and their command lines, from /proc."""
-    found = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rpartition(")")[2].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if parent == pid:
-            found[int(entry)] = command
-    return found
+    return {child: command for child, (parent, command) in processes().items() if parent == pid}
 
 
 def test_local_stack_restarts_a_crashed_service_and_stops_on_ctrl_c(tmp_path):

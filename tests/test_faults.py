@@ -17,7 +17,7 @@ from dataclasses import replace
 import pytest
 import requests
 
-from conftest import SHORT_SAMPLE, serve, start_service
+from conftest import SHORT_SAMPLE, processes, serve, start_service
 from devstack.processes import Child, free_port, redis_command
 from msaas.connections import connect_redis
 from msaas.jobqueue import JobQueue
@@ -89,18 +89,6 @@ def wait_for_processing_by(settings, child: Child, timeout: float = 60) -> str:
                 return key.removeprefix("status:")
         time.sleep(0.1)
     raise AssertionError(f"worker {worker_name} took no job within {timeout} s")
-
-
-def command_lines() -> list[str]:
-    """The command line of every process on this machine, from /proc."""
-    lines = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                lines.append(cmdline.read().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            continue  # it ended meanwhile
-    return lines
 
 
 @pytest.fixture
@@ -276,7 +264,8 @@ def test_separation_past_its_time_limit_is_killed_and_fails_with_the_reason(sett
     assert state["reason"] == "demucs timed out after 0 s and was killed"
     assert state["attempts"] == "2"
     # Its whole process group went: no Demucs is left running for this song.
-    assert [command for command in command_lines() if "demucs.separate" in command and songhash in command] == []
+    commands = [command for _, command in processes().values()]
+    assert [command for command in commands if "demucs.separate" in command and songhash in command] == []
 
 
 def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
