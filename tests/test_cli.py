@@ -20,6 +20,7 @@ import sphn
 
 from conftest import ROOT, SHORT_SAMPLE, start_service, wait_for
 from msaas.cli import commands, exits
+from msaas.cli.exits import Failure
 from msaas.cli.progress import Progress
 from msaas.jobs import FOUR_STEMS, songhash_of
 
@@ -202,7 +203,7 @@ def test_separate_of_a_song_that_fails_raises_song_failed():
         song=str(SHORT_SAMPLE), model=None, two_stems=None, format=None, mp3_bitrate=None, no_wait=False,
         quiet=True, json=False, out=None, timeout=None, interval=0,
     )
-    with pytest.raises(commands.Failure) as failure:
+    with pytest.raises(Failure) as failure:
         commands.separate(args, FailingServer())
     assert (failure.value.code, failure.value.exit_code) == ("song_failed", exits.SONG_FAILED)
     assert failure.value.message == f"song {HUM_HASH} failed: demucs exited with code 1: boom"

@@ -14,8 +14,8 @@ import os
 import sys
 
 from msaas.cli import commands
-from msaas.cli.client import ApiError, Client
-from msaas.cli.exits import INTERRUPTED, NOT_FOUND, SERVER, USAGE
+from msaas.cli.client import Client
+from msaas.cli.exits import INTERRUPTED, Failure
 from msaas.jobs import FORMATS, MODEL_TRACKS, MP3_BITRATES, SIX_STEMS
 
 DEFAULT_SERVER = "http://localhost:5000"
@@ -63,11 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     }[args.command]
     try:
         return command(args, client)
-    except commands.Failure as failure:
+    except Failure as failure:  # the client's own, and the server's errors (ApiError)
         return fail(args, failure.code, failure.message, failure.exit_code)
-    except ApiError as error:
-        exit_code = {0: SERVER, 400: USAGE, 404: NOT_FOUND}.get(error.status, SERVER)
-        return fail(args, error.code, error.message, exit_code)
     except KeyboardInterrupt:
         return fail(args, "interrupted", "interrupted", INTERRUPTED)
 

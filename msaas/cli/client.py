@@ -9,19 +9,19 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from msaas.cli.exits import NOT_FOUND, SERVER, USAGE, Failure
+
 USER_AGENT = "msaas-cli/1"
 CHUNK = 256 * 1024
 TIMEOUT = 60.0  # seconds for one request; an upload of a large song on a slow link may need it
 
 
-class ApiError(Exception):
+class ApiError(Failure):
     """The server answered with an error (`status` > 0), or could not be reached (`status` == 0)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(code, message, {0: SERVER, 400: USAGE, 404: NOT_FOUND}.get(status, SERVER))
         self.status = status
-        self.code = code
-        self.message = message
 
 
 class Client:

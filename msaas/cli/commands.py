@@ -11,20 +11,10 @@ import urllib.parse
 from pathlib import Path
 
 from msaas.cli.client import Client
-from msaas.cli.exits import OK, SONG_FAILED, TIMEOUT, USAGE
+from msaas.cli.exits import OK, SONG_FAILED, TIMEOUT, USAGE, Failure
 from msaas.cli.progress import Progress, describe
 
 FINAL_STATES = ("done", "failed")
-
-
-class Failure(Exception):
-    """The command failed in a way the client itself names (not an HTTP error)."""
-
-    def __init__(self, code: str, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.exit_code = exit_code
 
 
 def emit(args: argparse.Namespace, result: dict, text: str) -> None:

@@ -8,3 +8,13 @@ SONG_FAILED = 4  # the song failed to separate
 TIMEOUT = 5  # gave up waiting (`separate --timeout`)
 NOT_FOUND = 6  # no such song or track (404)
 INTERRUPTED = 130  # Ctrl-C, as a shell reports it
+
+
+class Failure(Exception):
+    """A command failed: a stable `code`, a human `message`, and the exit code a script sees."""
+
+    def __init__(self, code: str, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.exit_code = exit_code
