@@ -15,6 +15,12 @@ import redis
 from msaas.errors import BadRequest
 from msaas.jobs import Job
 
+IF_OWNER = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == 'del' then return redis.call('del', KEYS[1]) end
+return redis.call('pexpire', KEYS[1], ARGV[3])
+"""
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -30,6 +36,8 @@ class JobQueue:
         self.redis = connection
         self.name = name
         self.dead_letters = f"{name}:dead"
+        # Compare and act in one step: a lock that expired and was taken by another worker is left alone.
+        self._if_owner = connection.register_script(IF_OWNER)
 
     def processing_list(self, worker: str) -> str:
         return f"{self.name}:processing:{worker}"
@@ -119,14 +127,10 @@ class JobQueue:
         return self.redis.get(key) == worker
 
     def renew_song_lock(self, songhash: str, worker: str, seconds: float) -> None:
-        key = self.song_lock_key(songhash)
-        if self.redis.get(key) == worker:
-            self.redis.pexpire(key, int(seconds * 1000))
+        self._if_owner(keys=[self.song_lock_key(songhash)], args=[worker, "pexpire", int(seconds * 1000)])
 
     def unlock_song(self, songhash: str, worker: str) -> None:
-        key = self.song_lock_key(songhash)
-        if self.redis.get(key) == worker:
-            self.redis.delete(key)
+        self._if_owner(keys=[self.song_lock_key(songhash)], args=[worker, "del", 0])
 
     def reap(self) -> list[tuple[str, Job | None]]:
         """Put back on the queue every job held by a worker whose lease expired; return what was requeued.
@@ -145,12 +149,12 @@ class JobQueue:
                     entries = pipe.lrange(key, 0, -1)
                     if not entries:
                         continue
-                    jobs = [_decode(raw) for raw in entries]
+                    jobs = [job.next_attempt() if (job := _decode(raw)) else None for raw in entries]
                     pipe.multi()
                     # The processing list's newest entry is on the left: pushing left to right onto the
                     # taken end leaves the oldest job to be taken first.
                     for raw, job in zip(entries, jobs, strict=True):
-                        pipe.rpush(self.name, job.next_attempt().to_json() if job else raw)
+                        pipe.rpush(self.name, job.to_json() if job else raw)
                     pipe.delete(key)
                     pipe.execute()
                     recovered.extend((worker, job) for job in jobs)

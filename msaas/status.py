@@ -40,10 +40,10 @@ class SongStatus:
         """The result's fields, empty if the service has never seen it."""
         return self.redis.hgetall(self.key(result))
 
-    def forget(self, songhash: str) -> None:
-        """Drop the status of every result of a song."""
-        for key in self.redis.scan_iter(match=f"{self.prefix}{songhash}*"):
-            self.redis.delete(key)
+    def forget(self, songhash: str) -> int:
+        """Drop the status of every result of a song; how many there were."""
+        keys = list(self.redis.scan_iter(match=f"{self.prefix}{songhash}*"))
+        return self.redis.delete(*keys) if keys else 0
 
     def enqueue_once(self, queue: JobQueue, job: Job, result: str) -> str | None:
         """Queue `job` unless its result is already queued or processing; return that state, or None if

@@ -186,10 +186,8 @@ def remove_song(songhash: str):
     songhash = check_songhash(songhash)
     services = backends()
     removed = services.store.remove_song(songhash)
-    known = any(True for _ in services.redis.scan_iter(match=services.status.key(songhash) + "*"))
-    if not removed and not known:
+    if not services.status.forget(songhash) and not removed:
         raise NotFound(f"there is nothing stored for song {songhash}", "song_not_found")
-    services.status.forget(songhash)
     log.info("song %s removed (%d objects)", songhash, removed)
     return jsonify(hash=songhash, removed=removed, reason="Song removed")
 

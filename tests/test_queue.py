@@ -1,0 +1,41 @@
+"""The queue's Redis operations against a real redis-server: song locks and lease reaping."""
+
+from __future__ import annotations
+
+from msaas.jobqueue import JobQueue
+from msaas.jobs import Job
+
+SONG = "a" * 56
+
+
+def test_a_song_lock_is_only_renewed_or_released_by_its_holder(redis_client, settings):
+    queue = JobQueue(redis_client, settings.worker_queue)
+    key = queue.song_lock_key(SONG)
+    assert queue.lock_song(SONG, "worker-a", 30)
+    assert queue.lock_song(SONG, "worker-a", 30)  # its holder may take it again
+    assert not queue.lock_song(SONG, "worker-b", 30)
+
+    queue.renew_song_lock(SONG, "worker-b", 300)
+    assert redis_client.pttl(key) <= 30_000
+    queue.unlock_song(SONG, "worker-b")
+    assert redis_client.get(key) == "worker-a"
+
+    queue.renew_song_lock(SONG, "worker-a", 300)
+    assert redis_client.pttl(key) > 30_000
+    queue.unlock_song(SONG, "worker-a")
+    assert redis_client.get(key) is None
+    assert queue.lock_song(SONG, "worker-b", 30)
+
+
+def test_reaping_requeues_only_the_jobs_of_workers_without_a_lease(redis_client, settings):
+    queue = JobQueue(redis_client, settings.worker_queue)
+    for song in ("b" * 56, "c" * 56):
+        queue.push(Job(song))
+    queue.renew_lease("alive", 30)
+    assert queue.take("alive", 1).job.songhash == "b" * 56
+    assert queue.take("dead", 1).job.songhash == "c" * 56  # "dead" never had a lease
+
+    assert [(worker, job.songhash, job.attempts) for worker, job in queue.reap()] == [("dead", "c" * 56, 1)]
+    assert redis_client.llen(queue.processing_list("alive")) == 1
+    assert queue.waiting()[0].songhash == "c" * 56
+    assert queue.reap() == []  # nothing twice
