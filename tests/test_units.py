@@ -104,8 +104,8 @@ def test_demucs_command_carries_the_settings():
     command = run.command(settings)
     assert command[1:3] == ["-m", "demucs.separate"]
     assert command[3:] == [
-        "--mp3", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--segment", "7", "--repo", "/models",
-        "/tmp/x/song.mp3",
+        "--mp3", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1", "--segment", "7",
+        "--repo", "/models", "/tmp/x/song.mp3",
     ]
     assert run.track_path("vocals") == Path("/tmp/x/out/htdemucs/song/vocals.mp3")
 

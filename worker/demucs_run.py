@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 import signal
@@ -9,8 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -18,7 +20,9 @@ import sphn
 
 from msaas.jobs import Options
 from msaas.settings import Settings
+from worker import chunks
 
+log = logging.getLogger(__name__)
 # Lines in Demucs' output that mean the weights could not be fetched (no network, hub or mirror down).
 DOWNLOAD_FAILURE_MARKERS = (
     "urlopen error",
@@ -30,8 +34,9 @@ DOWNLOAD_FAILURE_MARKERS = (
     "Connection refused",
     "HTTP Error",
 )
-TAIL_BYTES = 4000
+TAIL_BYTES = 16000  # holds the last "Separating track" line of a chunk run too
 PROGRESS = re.compile(rb"(\d{1,3})%\|")  # tqdm's " 45%|####      | 13.5/30.0 [...]"
+CHUNK_NAME = re.compile(rb"Separating track .*chunk-(\d+)\.wav")
 # Runs the command after asking the kernel to SIGKILL it if the worker dies: a worker killed mid-job
 # (OOM, SIGKILL) must not leave a separation running on as an orphan.
 DIE_WITH_PARENT = (
@@ -54,39 +59,67 @@ class DemucsRun:
     input_path: Path
     out_dir: Path
     options: Options = Options()
+    # The song's chunks (float WAVs) when it is separated in chunks: Demucs separates these instead.
+    chunks: tuple[Path, ...] = ()
 
     def command(self, settings: Settings) -> list[str]:
         command = [sys.executable, "-m", "demucs.separate", *self.format_flags(), "-n", self.model]
-        command += ["-o", str(self.out_dir), "-d", settings.demucs_device]
+        command += ["-o", str(self.out_dir), "-d", settings.demucs_device, "--shifts", str(settings.demucs_shifts)]
         if self.options.two_stems:
             command += ["--two-stems", self.options.two_stems]
         if settings.demucs_segment:
             command += ["--segment", str(settings.demucs_segment)]
         if settings.demucs_repo:
             command += ["--repo", str(settings.demucs_repo)]
-        return [*command, str(self.input_path)]
+        return [*command, *(str(path) for path in self.chunks or [self.input_path])]
 
     def format_flags(self) -> list[str]:
+        if self.chunks:  # the join rescales and encodes; see worker/chunks.py
+            return ["--float32", "--clip-mode", "none"]
         if self.options.format == "flac":
             return ["--flac"]
         if self.options.format == "wav":
             return []  # Demucs' default
         return ["--mp3", "--mp3-bitrate", str(self.options.mp3_bitrate)] if self.options.mp3_bitrate else ["--mp3"]
 
-    def track_path(self, track: str) -> Path:
+    def track_path(self, track: str, source: Path | None = None) -> Path:
         # demucs.separate writes <out>/<model>/<input name without extension>/<track>.<format>
-        return self.out_dir / self.model / self.input_path.stem / f"{track}.{self.options.format}"
+        extension = "wav" if self.chunks else self.options.format
+        return self.out_dir / self.model / (source or self.input_path).stem / f"{track}.{extension}"
 
 
 def environment(settings: Settings) -> dict[str, str]:
-    """The subprocess's environment: weights are cached under the model cache folder when one is set, and
-    an `ffmpeg` is on the PATH (Demucs writes FLAC through it) even where the system has none."""
+    """The subprocess's environment: weights are cached under the model cache folder when one is set, an
+    `ffmpeg` is on the PATH (Demucs writes FLAC through it) even where the system has none, and PyTorch
+    uses as many threads as the worker has CPUs (see `torch_threads`)."""
     env = dict(os.environ)
     if settings.model_cache_dir:
         env["TORCH_HOME"] = str(settings.model_cache_dir)
         env["HF_HOME"] = str(settings.model_cache_dir / "huggingface")
     env["PATH"] = f"{_ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(torch_threads(settings, env))
     return env
+
+
+def torch_threads(settings: Settings, env: Mapping[str, str], cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """`DEMUCS_THREADS` if set; else `OMP_NUM_THREADS` if set (the manifests set it to the pod's CPU limit);
+    else the CPUs this process may use: its CPU affinity, capped by the cgroup's CPU quota, rounded up.
+
+    PyTorch alone would start one thread per core of the machine, whatever the container is allowed: on a
+    16-core node a pod limited to 2 CPUs would run 16 threads and be throttled.
+    """
+    if settings.demucs_threads > 0:
+        return settings.demucs_threads
+    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        return int(env["OMP_NUM_THREADS"])
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 CPU controller: the affinity is the limit
+    return max(1, cpus)
 
 
 def _ffmpeg_dir() -> Path:
@@ -102,21 +135,27 @@ def _ffmpeg_dir() -> Path:
     return folder
 
 
-def progress_of(log_path: Path) -> float | None:
-    """The last percentage Demucs' progress bar showed, if any."""
+def progress_of(log_path: Path, chunks: int = 1) -> float | None:
+    """The progress Demucs' output shows, in percent: its bar's last percentage, and for a song separated
+    in chunks, which chunk it is on."""
     with open(log_path, "rb") as file:
         file.seek(max(0, log_path.stat().st_size - TAIL_BYTES))
-        found = PROGRESS.findall(file.read())
-    return float(found[-1]) if found else None
+        tail = file.read()
+    done = 0
+    if chunks > 1 and (names := list(CHUNK_NAME.finditer(tail))):
+        done, tail = int(names[-1][1]), tail[names[-1].end():]
+    found = PROGRESS.findall(tail)
+    if not found and not done:
+        return None
+    return (done + (float(found[-1]) if found else 0.0) / 100) * 100 / chunks
 
 
-def time_limit(settings: Settings, input_path: Path) -> float:
-    """Seconds a separation may take: a floor plus a multiple of the song's duration."""
+def song_seconds(input_path: Path) -> float:
+    """The song's duration; 0 when it does not decode (Demucs will say so quickly)."""
     try:
-        duration = sphn.durations([str(input_path)])[0] or 0.0
+        return sphn.durations([str(input_path)])[0] or 0.0
     except (ValueError, OSError):
-        duration = 0.0  # undecodable: Demucs will say so quickly
-    return settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
+        return 0.0
 
 
 def separate(
@@ -129,10 +168,57 @@ def separate(
 ) -> dict[str, Path]:
     """Run Demucs and return each track's file; raise SeparationFailed with the reason otherwise.
 
-    Past its time limit, or when `abandon()` turns true, the whole process group is killed. `report` hears
-    the progress percentage about once a second.
+    A song longer than `CHUNK_SECONDS` is separated in chunks and joined (worker/chunks.py). Past its time
+    limit, or when `abandon()` turns true, the whole process group is killed. `report` hears the progress
+    percentage about once a second.
     """
-    limit = time_limit(settings, run.input_path)
+    duration = song_seconds(run.input_path)
+    limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
+    plan: list[chunks.Chunk] = []
+    if settings.chunk_seconds and duration > settings.chunk_seconds:
+        run, plan = cut(run, settings)
+    _run(run, settings, log_path, limit, abandon, report, max(1, len(plan)))
+    sources = run.chunks or (run.input_path,)
+    missing = [track for track in tracks for source in sources
+               if not (path := run.track_path(track, source)).is_file() or path.stat().st_size == 0]
+    if missing:
+        raise SeparationFailed(
+            f"demucs exited 0 but produced no {', '.join(sorted(set(missing)))} track(s): "
+            f"{_last_line(_tail(log_path)) or 'no output'}"
+        )
+    if not run.chunks:
+        return {track: run.track_path(track) for track in tracks}
+    joined = run.out_dir / "joined"
+    joined.mkdir()
+    outputs = {}
+    for track in tracks:
+        outputs[track] = joined / f"{track}.{run.options.format}"
+        chunks.join([run.track_path(track, source) for source in run.chunks], plan, outputs[track],
+                    run.options.format, run.options.mp3_bitrate or 320)
+    return outputs
+
+
+def cut(run: DemucsRun, settings: Settings) -> tuple[DemucsRun, list[chunks.Chunk]]:
+    """Decode the song and write its chunks for Demucs; the run that separates them, and the plan."""
+    folder = run.out_dir.parent / "chunks"
+    folder.mkdir(parents=True)
+    raw = folder / "song.f32"
+    try:
+        frames = chunks.decode(run.input_path, raw)
+    except subprocess.CalledProcessError as error:
+        raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
+    rate = chunks.SAMPLE_RATE
+    plan = chunks.plan(frames, int(settings.chunk_seconds * rate), int(settings.chunk_overlap_seconds * rate),
+                       chunks.segment_grid(run.model, settings.demucs_segment))
+    paths = chunks.write_inputs(raw, plan, folder)
+    raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
+    log.info("%s: %.0f s of audio, separating in %d chunks", run.input_path.name, frames / rate, len(plan))
+    return replace(run, chunks=tuple(paths)), plan
+
+
+def _run(run: DemucsRun, settings: Settings, log_path: Path, limit: float, abandon: Callable[[], bool],
+         report: Callable[[float], None], parts: int) -> None:
+    """Run the Demucs command to its end, or kill it; raise SeparationFailed when it fails."""
     command = run.command(settings)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
@@ -153,22 +239,14 @@ def separate(
                 raise SeparationFailed(f"demucs timed out after {limit:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
-            if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
+            if now - reported >= 1.0 and (percent := progress_of(log_path, parts)) is not None:
                 report(percent)
                 reported = now
             time.sleep(0.2)
     finally:
         _kill(process)  # whatever ends the wait, no separation outlives it
-    tail = _tail(log_path)
     if process.returncode != 0:
-        raise SeparationFailed(explain_failure(run.model, process.returncode, tail))
-    outputs = {track: run.track_path(track) for track in tracks}
-    missing = [track for track, path in outputs.items() if not path.is_file() or path.stat().st_size == 0]
-    if missing:
-        raise SeparationFailed(
-            f"demucs exited 0 but produced no {', '.join(missing)} track(s): {_last_line(tail) or 'no output'}"
-        )
-    return outputs
+        raise SeparationFailed(explain_failure(run.model, process.returncode, _tail(log_path)))
 
 
 def _kill(process: subprocess.Popen) -> None:

@@ -1,0 +1,160 @@
+"""Long songs in chunks (worker/chunks.py): the plan, the files, and clean seams with the real Demucs CLI."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import lameenc
+import numpy as np
+import pytest
+import requests
+import sphn
+
+from conftest import ROOT, start_service, wait_for
+from devstack import random_models
+from msaas.jobs import FOUR_STEMS, Options, songhash_of
+from msaas.settings import Settings
+from worker import chunks
+from worker.demucs_run import DemucsRun, progress_of, separate, torch_threads
+
+RATE = chunks.SAMPLE_RATE
+HTDEMUCS_GRID = chunks.segment_grid("htdemucs", None)
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory) -> Path:
+    """Seeded random-weight checkpoints: `htdemucs` (the real architecture) and `tiny`."""
+    return random_models.write(tmp_path_factory.mktemp("models"))
+
+
+def song(seconds: float, path: Path) -> Path:
+    """An MP3 of the rondo sample, looped to `seconds` under a slow swell so no two chunks hold the same."""
+    audio, rate = sphn.read(str(ROOT / "data" / "song-rondo.mp3"))
+    frames = int(seconds * rate)
+    looped = np.tile(audio, -(-frames // audio.shape[1]))[:, :frames] * np.linspace(0.6, 1, frames)
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(192)
+    encoder.set_in_sample_rate(rate)
+    encoder.set_channels(2)
+    encoder.silence()
+    pcm = (np.clip(looped.T, -1, 1) * 32767).astype("<i2").tobytes()
+    path.write_bytes(encoder.encode(pcm) + encoder.flush())
+    return path
+
+
+def signal_to_difference(reference: np.ndarray, other: np.ndarray) -> float:
+    return float(10 * np.log10((reference**2).sum() / ((reference - other) ** 2).sum()))
+
+
+@pytest.mark.parametrize("frames", [1, RATE * 60, RATE * 121])
+def test_a_song_no_longer_than_a_chunk_is_one_chunk(frames):
+    assert chunks.plan(frames, RATE * 121, RATE * 10, HTDEMUCS_GRID) == [chunks.Chunk(0, frames)]
+    assert chunks.plan(frames, 0, RATE * 10) == [chunks.Chunk(0, frames)]
+
+
+@pytest.mark.parametrize("minutes", [2.5, 10, 30, 61])
+def test_chunks_cover_the_song_on_demucs_grid_with_room_for_the_crossfade(minutes):
+    frames = int(minutes * 60 * RATE) + 12345
+    segment, stride = HTDEMUCS_GRID
+    plan = chunks.plan(frames, RATE * 120, RATE * 10, HTDEMUCS_GRID)
+    assert len(plan) > 1
+    assert plan[0].start == 0 and plan[-1].end == frames
+    for before, after in zip(plan, plan[1:], strict=False):
+        assert after.start % stride == 0  # Demucs' segments fall where they fall in the whole song
+        assert (before.end - before.start) % stride == segment - stride  # ...and end with a whole segment
+        assert before.end - after.start >= RATE * 10  # the overlap asked for
+        first, last = after.fade_in
+        # Clear of the quarter segment at each chunk edge where Demucs' cross-weighting differs.
+        assert after.start + (segment - stride) <= first < last <= before.end - (segment - stride)
+    assert max(chunk.end - chunk.start for chunk in plan) <= RATE * 120 + stride  # memory bound by the chunk
+
+
+def test_unknown_models_get_plain_overlapping_chunks():
+    plan = chunks.plan(RATE * 100, RATE * 30, RATE * 8, chunks.segment_grid("someone/else", None))
+    assert [(chunk.start, chunk.end) for chunk in plan] == [
+        (0, RATE * 30), (RATE * 22, RATE * 52), (RATE * 44, RATE * 74), (RATE * 66, RATE * 96), (RATE * 88, RATE * 100)
+    ]
+    assert plan[1].fade_in == (RATE * 24, RATE * 28)
+    assert chunks.segment_grid("someone/else", 4) == (RATE * 4, RATE * 3)
+
+
+def test_float_wavs_read_back_as_written(tmp_path):
+    audio = np.random.default_rng(1).uniform(-3, 3, (1000, 2)).astype("<f4")
+    with open(tmp_path / "a.wav", "wb") as file:
+        chunks.write_wav_header(file, len(audio), float_samples=True)
+        file.write(audio.tobytes())
+    assert np.array_equal(chunks.read_wav(tmp_path / "a.wav"), audio)
+    decoded, rate = sphn.read(str(tmp_path / "a.wav"))  # Demucs reads its input with sphn
+    assert rate == RATE and np.array_equal(decoded.T, audio)
+
+
+def test_progress_counts_the_chunks_done(tmp_path):
+    log = tmp_path / "demucs.log"
+    log.write_bytes(
+        b"Separating track /x/chunk-000.wav\r 50%|##   | 1/2\r100%|#####| 2/2\n"
+        b"Separating track /x/chunk-001.wav\r 40%|##   | 1/2"
+    )
+    assert progress_of(log, chunks=4) == pytest.approx(35)
+    assert progress_of(log) == 40
+    log.write_bytes(b"Separating track /x/chunk-002.wav\n")
+    assert progress_of(log, chunks=4) == pytest.approx(50)
+
+
+def test_torch_threads_follow_the_cpus_the_worker_may_use(tmp_path):
+    assert torch_threads(Settings(demucs_threads=3), {"OMP_NUM_THREADS": "8"}) == 3
+    assert torch_threads(Settings(), {"OMP_NUM_THREADS": "2"}) == 2
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
+    assert torch_threads(Settings(), {}, cgroup=tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert torch_threads(Settings(), {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("model", "segment", "seconds", "chunk", "overlap"),
+    [("tiny", 4, 30, 16, 5), ("htdemucs", None, 32, 20, 8)],
+)
+def test_chunked_separation_matches_the_whole_song_within_30_db(
+    model_repo, tmp_path, model, segment, seconds, chunk, overlap
+):
+    """The real CLI twice on one song, whole and in chunks; Demucs' random shifts off, so only seams differ."""
+    mp3 = song(seconds, tmp_path / "song.mp3")
+    settings = Settings(demucs_repo=model_repo, demucs_segment=segment, demucs_shifts=0, demucs_threads=2)
+    outputs = {}
+    for name, chunk_seconds in (("whole", 0), ("chunked", chunk)):
+        run = DemucsRun(model, mp3, tmp_path / name / "separated", Options(format="wav"))
+        outputs[name] = separate(
+            run, FOUR_STEMS, replace(settings, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
+            tmp_path / f"{name}.log",
+        )
+    assert len(list((tmp_path / "chunked" / "separated" / model).glob("chunk-*"))) >= 2
+    for track in FOUR_STEMS:
+        whole, _ = sphn.read(str(outputs["whole"][track]))
+        joined, _ = sphn.read(str(outputs["chunked"][track]))
+        assert joined.shape == whole.shape
+        assert signal_to_difference(whole, joined) >= 30, track
+
+
+def test_worker_separates_a_long_song_in_chunks_into_mp3_tracks(settings, rest, store, tmp_path):
+    """Through the stack: chunks of 5 s (2 s Demucs segments) of the 8 s sample, joined and encoded as MP3."""
+    mp3 = (ROOT / "data" / "short-march.mp3").read_bytes()
+    worker = start_service("worker", settings, tmp_path / "worker.log", CHUNK_SECONDS="5",
+                           CHUNK_OVERLAP_SECONDS="2", DEMUCS_SEGMENT="2")
+    try:
+        answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": base64.b64encode(mp3).decode()})
+        assert answer.status_code == 200
+        songhash = songhash_of(mp3)
+        wait_for(lambda: len(store.stored_tracks(songhash, Options(), FOUR_STEMS)) == 4, 120, "four tracks")
+    finally:
+        worker.stop()
+    original, _ = sphn.read(str(ROOT / "data" / "short-march.mp3"))
+    for track in FOUR_STEMS:
+        (tmp_path / "track.mp3").write_bytes(requests.get(f"http://{rest}/apiv1/track/{songhash}/{track}.mp3").content)
+        decoded, rate = sphn.read(str(tmp_path / "track.mp3"))
+        assert rate == RATE
+        assert abs(decoded.shape[1] - original.shape[1]) <= 2 * 1152  # MP3 frames of padding at most
+        assert np.abs(decoded).max() > 1e-3  # sound, not silence
+    assert int(re.search(r"separating in (\d+) chunks", (tmp_path / "worker.log").read_text())[1]) >= 2
