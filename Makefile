@@ -6,7 +6,7 @@ CHECKOV_VENV := $(VENV)/checkov
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-stamp
 HOST_PYTHON ?= python3
 
-.PHONY: install run test lint samples constraints clean
+.PHONY: install run test lint samples bench constraints clean
 
 install: $(STAMP)
 
@@ -47,6 +47,10 @@ lint: install
 
 samples: install
 	$(PYTHON) data/generate.py
+
+# Issue 6's benchmarks (bench/run.py): about 2.5 hours on 2 cores; `make bench BENCH_ARGS=--quick` about 10 minutes.
+bench: install
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 # Regenerate the full pin list after changing requirements/*.txt.
 constraints: install $(TEST_TOOLS_STAMP)

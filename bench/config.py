@@ -1,0 +1,112 @@
+"""What a benchmark run uses: the model, the sizes of quick and full mode, and the children's environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+CACHE = Path(__file__).resolve().parent / ".cache"  # songs and the random checkpoint, kept between runs
+
+
+@dataclass(frozen=True)
+class Model:
+    """A Demucs model by name; `repo` holds a local checkpoint (the random-weight htdemucs), else it is built in."""
+
+    name: str
+    repo: Path | None = None
+
+    def flags(self) -> list[str]:
+        return ["-n", self.name, *(["--repo", str(self.repo)] if self.repo else [])]
+
+    def describe(self) -> str:
+        if self.name == "htdemucs" and self.repo:
+            return (
+                "`htdemucs` with random weights (`devstack/random_models.py`): the real model's architecture, "
+                "segment and compute, so its time and memory are the real model's; its output is noise"
+            )
+        if self.name == "tiny":
+            return "`tiny`, a small random-weight model (`devstack/random_models.py`): for trying the harness only"
+        return f"`{self.name}`" + (f" from {self.repo}" if self.repo else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and repetitions of every benchmark; `QUICK` and `FULL` below are the two modes."""
+
+    reps: int  # B1: alternating pairs of runs
+    clip_seconds: float  # B1, B4 and the threads benchmark
+    b2_clients: int
+    b2_bytes: int  # each client's MP3
+    b2_rounds: int  # per upload kind, alternating
+    b3_seconds: tuple[float, ...]  # song lengths; the worker's ratio is the longest's peak over the shortest's
+    b3_bare_max_seconds: float  # bare Demucs runs on songs up to this long (a 30 min song takes it ~40 min here)
+    b4_repeats: int  # re-submissions per upload kind
+    b5_songs: int
+    b5_seconds: float
+    b5_reps: int
+    threads_reps: int
+    model: Model = Model("htdemucs")
+    b1_song: Path | None = None  # instead of a synthesised clip of `clip_seconds`
+    cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # CPUs this process may run on
+    chunk_seconds: float | None = None  # the worker's CHUNK_SECONDS; None: its default
+    chunk_overlap_seconds: float | None = None
+
+    def with_options(self, **changes: object) -> Plan:
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})
+
+    def worker_env(self, threads: int) -> dict[str, str]:
+        """Worker settings the benchmarks choose (the worker reads them as its Settings)."""
+        env = {"DEMUCS_THREADS": str(threads)}
+        if self.chunk_seconds is not None:
+            env["CHUNK_SECONDS"] = f"{self.chunk_seconds:g}"
+        if self.chunk_overlap_seconds is not None:
+            env["CHUNK_OVERLAP_SECONDS"] = f"{self.chunk_overlap_seconds:g}"
+        return env
+
+
+QUICK = Plan(
+    reps=2,
+    clip_seconds=10,
+    b2_clients=20,
+    b2_bytes=10_000_000,
+    b2_rounds=2,
+    b3_seconds=(60, 240),  # 240 s is cut in chunks by the worker's default CHUNK_SECONDS
+    b3_bare_max_seconds=240,
+    b4_repeats=100,
+    b5_songs=4,
+    b5_seconds=5,
+    b5_reps=1,
+    threads_reps=1,
+)
+FULL = Plan(
+    reps=3,
+    clip_seconds=60,
+    b2_clients=20,
+    b2_bytes=10_000_000,
+    b2_rounds=3,
+    b3_seconds=(60, 600, 1800),
+    b3_bare_max_seconds=1800,
+    b4_repeats=200,
+    b5_songs=6,
+    b5_seconds=30,
+    b5_reps=2,
+    threads_reps=2,
+)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """A small, fixed environment for every child, so the caller's shell (an OMP_NUM_THREADS, say) changes
+    nothing; output unbuffered, so Demucs' lines arrive when they are printed."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+    }
+    return {**env, **extra}
+
+
+def torch_threads_env(threads: int) -> dict[str, str]:
+    """Torch sizes its CPU thread pool from OMP_NUM_THREADS when set."""
+    return {"OMP_NUM_THREADS": str(threads)}
