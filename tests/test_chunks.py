@@ -116,6 +116,7 @@ def test_torch_threads_follow_the_cpus_the_worker_may_use(tmp_path):
     assert torch_threads(Settings(), {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.timeout(900)  # htdemucs separates 32 s of song about three times: minutes on 2 busy cores
 @pytest.mark.parametrize(
     ("model", "segment", "seconds", "chunk", "overlap"),
     [("tiny", 4, 30, 16, 5), ("htdemucs", None, 32, 20, 8)],
