@@ -38,7 +38,7 @@ class Settings:
     demucs_segment: int | None = None
     demucs_shifts: int = 1  # Demucs' random time shifts (its default); 0: none, so runs are repeatable
     demucs_threads: int = 0  # PyTorch threads; 0: OMP_NUM_THREADS if set, else the CPUs the worker may use
-    chunk_seconds: float = 120.0  # longer songs are separated in chunks of about this length; 0: never
+    chunk_seconds: float = 60.0  # longer songs are separated in chunks of about this length; 0: never
     chunk_overlap_seconds: float = 5.0  # neighbouring chunks share at least this much, and are crossfaded there
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)

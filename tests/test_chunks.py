@@ -73,7 +73,7 @@ def test_chunks_cover_the_song_on_demucs_grid_with_room_for_the_crossfade(minute
         # Clear of the quarter segment at each chunk edge where Demucs' cross-weighting differs.
         assert after.start + (segment - stride) <= first < last <= before.end - (segment - stride)
     assert max(part.end - part.start for part in plan) <= chunk + stride  # memory bound by the chunk length
-    assert sum(part.end - part.start for part in plan) <= 1.08 * frames  # what the overlaps cost
+    assert sum(part.end - part.start for part in plan) <= 1.16 * frames  # what the overlaps cost
 
 
 def test_unknown_models_get_plain_overlapping_chunks():
