@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
-import sphn
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 
 from msaas.jobqueue import JobQueue
 from worker.callback import CallbackOutcome
+from worker.demucs_run import song_seconds
 
 log = logging.getLogger(__name__)
 SECONDS_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -89,11 +89,7 @@ class WorkerMetrics:
 
     def separated(self, model: str, seconds: float, song: Path) -> None:
         self.separation_seconds.labels(model).observe(seconds)
-        try:
-            duration = sphn.durations([str(song)])[0] or 0.0
-        except Exception:  # a song Demucs could read but sphn cannot: no factor, the job still counts
-            duration = 0.0
-        if duration > 0:
+        if (duration := song_seconds(song)) > 0:  # 0: a song Demucs read but sphn cannot; it still counts
             self.realtime_factor.labels(model).observe(seconds / duration)
 
     def called_back(self, outcome: CallbackOutcome) -> None:
