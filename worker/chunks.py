@@ -1,5 +1,5 @@
-"""Long songs in bounded memory: cut the song into overlapping chunks, let one Demucs run separate them all,
-and join each stem with a crossfade in the middle of every overlap.
+"""Long songs in bounded memory: cut the song into overlapping chunks, let Demucs separate each, and join
+each stem with a crossfade over every overlap.
 
 Demucs holds the whole song, and four stems of it, in memory (about 0.2 GiB per minute with htdemucs), so a
 long song can exhaust a pod's memory. Chunked, its peak depends on the chunk length only.

@@ -34,9 +34,8 @@ DOWNLOAD_FAILURE_MARKERS = (
     "Connection refused",
     "HTTP Error",
 )
-TAIL_BYTES = 16000  # holds the last "Separating track" line of a chunk run too
+TAIL_BYTES = 16000
 PROGRESS = re.compile(rb"(\d{1,3})%\|")  # tqdm's " 45%|####      | 13.5/30.0 [...]"
-CHUNK_NAME = re.compile(rb"Separating track .*chunk-(\d+)\.wav")
 # Runs the command after asking the kernel to SIGKILL it if the worker dies: a worker killed mid-job
 # (OOM, SIGKILL) must not leave a separation running on as an orphan.
 DIE_WITH_PARENT = (
@@ -135,19 +134,12 @@ def _ffmpeg_dir() -> Path:
     return folder
 
 
-def progress_of(log_path: Path, chunks: int = 1) -> float | None:
-    """The progress Demucs' output shows, in percent: its bar's last percentage, and for a song separated
-    in chunks, which chunk it is on."""
+def progress_of(log_path: Path) -> float | None:
+    """The progress Demucs' output shows, in percent: its bar's last percentage."""
     with open(log_path, "rb") as file:
         file.seek(max(0, log_path.stat().st_size - TAIL_BYTES))
-        tail = file.read()
-    done = 0
-    if chunks > 1 and (names := list(CHUNK_NAME.finditer(tail))):
-        done, tail = int(names[-1][1]), tail[names[-1].end():]
-    found = PROGRESS.findall(tail)
-    if not found and not done:
-        return None
-    return (done + (float(found[-1]) if found else 0.0) / 100) * 100 / chunks
+        found = PROGRESS.findall(file.read())
+    return float(found[-1]) if found else None
 
 
 def song_seconds(input_path: Path) -> float:
@@ -174,10 +166,17 @@ def separate(
     """
     duration = song_seconds(run.input_path)
     limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
+    deadline = time.monotonic() + limit
     plan: list[chunks.Chunk] = []
     if settings.chunk_seconds and duration > settings.chunk_seconds:
         run, plan = cut(run, settings)
-    _run(run, settings, log_path, limit, abandon, report, max(1, len(plan)))
+    # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
+    # keeps one track's stems while it separates the next, so its peak would be that of two chunks; a model
+    # load (about 3 s, the weights being in the page cache) per minute-long chunk is the cheaper price.
+    parts = [replace(run, chunks=(path,)) for path in run.chunks] or [run]
+    for done, part in enumerate(parts):
+        _run(part, settings, log_path, (deadline, limit), abandon,
+             lambda percent, done=done: report((done * 100 + percent) / len(parts)))
     sources = run.chunks or (run.input_path,)
     missing = [track for track in tracks for source in sources
                if not (path := run.track_path(track, source)).is_file() or path.stat().st_size == 0]
@@ -216,9 +215,10 @@ def cut(run: DemucsRun, settings: Settings) -> tuple[DemucsRun, list[chunks.Chun
     return replace(run, chunks=tuple(paths)), plan
 
 
-def _run(run: DemucsRun, settings: Settings, log_path: Path, limit: float, abandon: Callable[[], bool],
-         report: Callable[[float], None], parts: int) -> None:
-    """Run the Demucs command to its end, or kill it; raise SeparationFailed when it fails."""
+def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[float, float],
+         abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
+    """Run the Demucs command to its end, or kill it past the (monotonic deadline, time limit) of the whole
+    separation; raise SeparationFailed when it fails."""
     command = run.command(settings)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
@@ -231,15 +231,15 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, limit: float, aband
             env=environment(settings),
             start_new_session=True,
         )
-    started = reported = time.monotonic()
+    reported = time.monotonic()
     try:
         while process.poll() is None:
             now = time.monotonic()
-            if now - started > limit:
-                raise SeparationFailed(f"demucs timed out after {limit:.0f} s and was killed")
+            if now > deadline[0]:
+                raise SeparationFailed(f"demucs timed out after {deadline[1]:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
-            if now - reported >= 1.0 and (percent := progress_of(log_path, parts)) is not None:
+            if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
                 report(percent)
                 reported = now
             time.sleep(0.2)
