@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -33,6 +34,9 @@ log = logging.getLogger("devstack")
 def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
     logs_dir = STATE / "logs"
     redis_dir = STATE / "redis"
+    # Redis starts empty: its append-only file outlives a crash of Redis alone, but moto's objects do not
+    # outlive `make run`, and jobs or "done" statuses naming objects that are gone would mislead.
+    shutil.rmtree(redis_dir, ignore_errors=True)
     for folder in (logs_dir, redis_dir):
         folder.mkdir(parents=True, exist_ok=True)
     s3_port = int(settings.s3_endpoint.rsplit(":", 1)[1])

@@ -40,6 +40,13 @@ class SongStatus:
         """The result's fields, empty if the service has never seen it."""
         return self.redis.hgetall(self.key(result))
 
+    def drop(self, result: str) -> None:
+        """Forget one result, whose tracks are gone: a new submission separates it again."""
+        self.redis.delete(self.key(result))
+
+    def expire(self, result: str, seconds: int) -> None:
+        self.redis.expire(self.key(result), seconds)
+
     def forget(self, songhash: str) -> int:
         """Drop the status of every result of a song; how many there were."""
         keys = list(self.redis.scan_iter(match=f"{self.prefix}{songhash}*"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 
@@ -25,9 +24,10 @@ from msaas.jobs import (
 )
 from msaas.status import DONE, FAILED, PROCESSING, QUEUED
 from rest.backends import backends
+from rest.json_body import read_json
 from rest.openapi import document
 from rest.submission import submit
-from rest.uploads import from_base64, from_stream
+from rest.uploads import from_stream
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__)
@@ -84,8 +84,7 @@ def separate():
             raise BadRequest("multipart body has no file field 'mp3'", "missing_mp3")
         upload = from_stream(request.files["mp3"].stream, settings.max_request_bytes, scratch)
     else:  # JSON, whatever the client called it: the reference clients say application/json
-        fields = _json_object()
-        upload = from_base64(fields.pop("mp3", None), scratch)
+        fields, upload = read_json(request.stream, settings.max_request_bytes, scratch)
     try:
         if upload.size == 0:
             raise BadRequest("mp3 is empty", "missing_mp3")
@@ -172,10 +171,12 @@ def remove(songhash: str, track: str):
     songhash = check_songhash(songhash)
     track, extension = parse_track(track)
     options = _query_options(extension)
+    services = backends()
     try:
-        backends().store.remove_output(songhash, track, options)
+        services.store.remove_output(songhash, track, options)
     except NotFound:
         raise NotFound(f"there is no track {track} of song {songhash} to remove", "track_not_found") from None
+    services.status.drop(result_id(songhash, options))  # no longer separated whole: a new submission redoes it
     log.info("song %s: track %s removed", songhash, track)
     return jsonify(hash=songhash, track=track, reason="Track removed")
 
@@ -190,20 +191,6 @@ def remove_song(songhash: str):
         raise NotFound(f"there is nothing stored for song {songhash}", "song_not_found")
     log.info("song %s removed (%d objects)", songhash, removed)
     return jsonify(hash=songhash, removed=removed, reason="Song removed")
-
-
-def _json_object() -> dict:
-    try:
-        body = json.loads(request.get_data(cache=False))
-    except ValueError as error:
-        raise BadRequest(
-            f"request body is not valid JSON ({error}); send JSON with a base64 'mp3', or the MP3 itself "
-            "with Content-Type: audio/mpeg",
-            "invalid_json",
-        ) from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object", "invalid_json")
-    return body
 
 
 def _callback(fields: dict) -> Callback | None:
@@ -246,11 +233,16 @@ def _position(services, result: str) -> int | None:
 
 
 def _why_missing(songhash: str, track: str, options: Options) -> str:
+    result = result_id(songhash, options)
     try:
-        status = backends().status.get(result_id(songhash, options))
+        status = backends().status.get(result)
+        if status.get("state") == DONE:  # removed or expired behind the service's back: forget it was done
+            backends().status.drop(result)
     except redis.RedisError:
         status = {}
     state = status.get("state")
+    if state == DONE:
+        return f"track {track} of song {songhash} is no longer stored; submit the song again to separate it again"
     if state == FAILED:
         return f"track {track} of song {songhash} does not exist: separation failed: {status.get('reason')}"
     if state in (QUEUED, PROCESSING):

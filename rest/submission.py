@@ -24,7 +24,9 @@ def submit(services: Backends, upload: Upload, options: Options, callback: Callb
     services.metrics.upload_bytes.observe(upload.size)
     result = result_id(songhash, options)
     state = services.status.get(result).get("state")
-    if state == DONE and _complete(services, songhash, options):
+    # "done" is trusted without asking the store: it expires before the tracks do (worker/loop.py), and
+    # removing a track, or finding one missing, drops it (rest/api.py).
+    if state == DONE:
         return "Song already separated with these options; its tracks are ready (nothing queued)"
     if state in ACTIVE:
         return f"Song already {state} with these options; not queued again"
@@ -49,7 +51,3 @@ def submit(services: Backends, upload: Upload, options: Options, callback: Callb
     services.metrics.jobs_enqueued.inc()
     return ENQUEUED
 
-
-def _complete(services: Backends, songhash: str, options: Options) -> bool:
-    tracks = options.tracks(services.settings.demucs_model)
-    return len(services.store.stored_tracks(songhash, options, tracks)) == len(tracks)

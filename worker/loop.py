@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
 BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
 ALIVE_FILE = Path(tempfile.gettempdir()) / "msaas-worker-alive"
+DONE_MARGIN = 3600  # seconds by which a "done" status expires before its tracks (clocks differ; stores round)
 
 
 @dataclass(frozen=True)
@@ -242,3 +243,7 @@ class Worker:
                 "callback_delivered": str(outcome.delivered).lower(),
             }
         self.status.set(task.result, DONE, worker=self.name, job_id=job.id, progress=100, **callback_fields)
+        if self.settings.retention_days > 0:
+            # REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires.
+            stored_for = time.monotonic() - separated
+            self.status.expire(task.result, int(self.settings.retention_days * 86400 - stored_for - DONE_MARGIN))

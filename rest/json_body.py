@@ -1,0 +1,171 @@
+"""A JSON request body read as it streams in, with its base64 `mp3` string decoded to disk on the way.
+
+`json.loads` would hold the body, and then the `mp3` string, whole: two copies of a 64 MiB body per request in
+flight. Here the body passes through a buffer of a few hundred KiB; only the other fields (a callback, options:
+small) are parsed as JSON values. A body that does not start as an object goes to `json.loads`, which says
+what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import BinaryIO
+
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from msaas.errors import BadRequest
+from rest.uploads import CHUNK, Base64Sink, Upload, spool
+
+MAX_FIELDS = 64  # the contract has a handful; a body of thousands of tiny fields is an attack
+WHITESPACE = b" \t\r\n"
+STRING_STOP = re.compile(rb'["\\]')  # where a run of plain characters in a JSON string ends
+ESCAPES = {ord(k): v for k, v in {"/": b"/", '"': b'"', "\\": b"\\", "b": b"\b", "f": b"\f", "n": b"\n",
+                                   "r": b"\r", "t": b"\t"}.items()}
+DECODER = json.JSONDecoder()
+
+
+def invalid_json(why: str) -> BadRequest:
+    return BadRequest(
+        f"request body is not valid JSON ({why}); send JSON with a base64 'mp3', or the MP3 itself "
+        "with Content-Type: audio/mpeg",
+        "invalid_json",
+    )
+
+
+class _Body:
+    """The request body as it arrives: a buffer of what is not parsed yet, refilled from the stream."""
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self.stream, self.limit = stream, limit
+        self.buffer, self.pos, self.size, self.ended = b"", 0, 0, False
+
+    def fill(self, everything: bool = False) -> bool:
+        """Read the next piece (or all the rest) after what is left unparsed; False if nothing came."""
+        pieces = [self.buffer[self.pos :]]
+        while not self.ended:
+            piece = self.stream.read(CHUNK)
+            self.size += len(piece)
+            if self.size > self.limit:
+                raise RequestEntityTooLarge()
+            self.ended = not piece
+            pieces.append(piece)
+            if not everything:
+                break
+        self.buffer, self.pos = b"".join(pieces), 0
+        return any(pieces[1:])
+
+    def peek(self) -> int | None:
+        """The next byte that is not whitespace (None at the end), leaving it unread."""
+        while True:
+            while self.pos < len(self.buffer) and self.buffer[self.pos] in WHITESPACE:
+                self.pos += 1
+            if self.pos < len(self.buffer):
+                return self.buffer[self.pos]
+            if not self.fill():
+                return None
+
+    def expect(self, byte: bytes, what: str) -> None:
+        if self.peek() != byte[0]:
+            raise invalid_json(f"expected {what} at byte {self.size - len(self.buffer) + self.pos}")
+        self.pos += 1
+
+    def need(self, count: int) -> bytes:
+        """The next `count` bytes, whitespace included."""
+        while len(self.buffer) - self.pos < count:
+            if not self.fill():
+                raise invalid_json("the body ends inside a string")
+        return self.buffer[self.pos : self.pos + count]
+
+    def value(self) -> object:
+        """One JSON value (a key, a callback, an option); small ones only ever need the buffer at hand."""
+        self.peek()
+        while True:
+            try:
+                text = self.buffer[self.pos :].decode()
+                value, end = DECODER.raw_decode(text)
+                if end < len(text) or self.ended:  # a number at the buffer's end may go on in the next piece
+                    self.pos += len(text[:end].encode())
+                    return value
+            except ValueError as error:  # JSONDecodeError, or UTF-8 cut between two pieces
+                if self.ended:
+                    raise invalid_json(str(error)) from None
+            self.fill(everything=True)  # a value across pieces: the rest of the body is bounded by the limit
+
+
+def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[dict, Upload]:
+    """The body's fields but `mp3`, and the song decoded from `mp3`; 400 for a body that is not a JSON object
+    with a strict base64 string `mp3`, 413 past `limit` bytes."""
+    body = _Body(stream, limit)
+    if body.peek() != ord("{"):
+        body.fill(everything=True)
+        try:
+            json.loads(body.buffer)
+        except ValueError as error:
+            raise invalid_json(str(error)) from None
+        raise BadRequest("request body must be a JSON object", "invalid_json")
+    body.pos += 1
+    fields: dict = {}
+    upload: Upload | None = None
+    try:
+        while body.peek() != ord("}"):
+            if fields or upload:
+                body.expect(b",", "',' or '}' after a field")
+            key = body.value()
+            if not isinstance(key, str):
+                raise invalid_json("expected a field name in double quotes")
+            body.expect(b":", f"':' after field name {key!r}")
+            if key == "mp3" and upload is None and body.peek() == ord('"'):
+                upload = _base64_string(body, scratch_dir)
+            elif key == "mp3" and upload is not None:
+                raise invalid_json("field 'mp3' is given twice")
+            else:
+                fields[key] = body.value()
+            if len(fields) > MAX_FIELDS:
+                raise BadRequest(f"the request has more than {MAX_FIELDS} fields", "invalid_json")
+        body.pos += 1
+        if body.peek() is not None:
+            raise invalid_json("extra data after the JSON object")
+    except BaseException:
+        if upload:
+            upload.discard()
+        raise
+    mp3 = fields.pop("mp3", None)
+    if upload is None:
+        if mp3 is None:
+            raise BadRequest("'mp3' is missing: send the song as a base64 string", "missing_mp3")
+        raise BadRequest("'mp3' must be a base64 string", "invalid_mp3")
+    if upload.size == 0:
+        upload.discard()
+        raise BadRequest("'mp3' is empty", "missing_mp3")
+    return fields, upload
+
+
+def _base64_string(body: _Body, scratch_dir: str | None) -> Upload:
+    """Decode the JSON string at hand, base64 inside, to disk as it streams in."""
+    body.pos += 1  # the opening quote
+    with spool(scratch_dir) as (file, path):
+        sink = Base64Sink(file)
+        while True:
+            stop = STRING_STOP.search(body.buffer, body.pos)
+            if stop is None:
+                sink.write(body.buffer[body.pos :])
+                body.pos = len(body.buffer)
+                if not body.fill():
+                    raise invalid_json("the body ends inside the 'mp3' string")
+                continue
+            sink.write(body.buffer[body.pos : stop.start()])
+            body.pos = stop.start() + 1
+            if stop[0] == b'"':
+                break
+            escape = body.need(1)[0]  # JSON may escape any character; only '/' is a base64 one in practice
+            if escape == ord("u"):
+                try:
+                    sink.write(chr(int(body.need(5)[1:], 16)).encode("utf-8", "replace"))
+                except ValueError:
+                    raise invalid_json("a \\u escape without four hex digits in 'mp3'") from None
+                body.pos += 5
+            else:
+                sink.write(ESCAPES.get(escape, b"\\"))
+                body.pos += 1
+        return sink.close(path)
