@@ -23,18 +23,22 @@ def connect_redis(settings: Settings, socket_timeout: float = 10.0) -> redis.Red
     )
 
 
-def connect_store(settings: Settings) -> Minio:
-    """A client that gives up within seconds when the store is down, instead of minio's long retry loop."""
-    http = urllib3.PoolManager(
+def store_http() -> urllib3.PoolManager:
+    """Connections to the object store that give up within seconds when it is down, instead of minio's long
+    retry loop."""
+    return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3.0, read=60.0),
         retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         maxsize=16,
     )
+
+
+def connect_store(settings: Settings) -> Minio:
     return Minio(
         settings.s3_endpoint,
         access_key=settings.s3_access_key,
         secret_key=settings.s3_secret_key,
         secure=settings.s3_secure,
         region=settings.s3_region,
-        http_client=http,
+        http_client=store_http(),
     )

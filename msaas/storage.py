@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,12 +15,15 @@ from minio.commonconfig import ENABLED, Filter
 from minio.error import MinioException, S3Error
 from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
+from msaas.connections import store_http
 from msaas.errors import BackendUnavailable, NotFound
 from msaas.jobs import FORMATS, Options, input_key, output_key, outputs_prefix, song_prefixes
 
 CHUNK = 256 * 1024
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
 DEFAULT = Options()
+UPLOAD_LINK = timedelta(minutes=15)
+ERROR_CODE = re.compile(rb"<Code>([^<]+)</Code>")
 
 
 @dataclass
@@ -57,8 +62,10 @@ class ObjectStore:
         output_bucket: str,
         retention_days: int = 0,
         public_client: Minio | None = None,
+        http: urllib3.PoolManager | None = None,
     ) -> None:
         self.client = client
+        self.http = http or store_http()  # for uploads, streamed from disk (`_put_file`)
         self.queue_bucket = queue_bucket
         self.output_bucket = output_bucket
         self.retention_days = retention_days
@@ -90,8 +97,7 @@ class ObjectStore:
     def put_input(self, songhash: str, path: str) -> None:
         self.ensure_buckets()
         key = input_key(songhash)
-        with _reaching(f"{self.queue_bucket}/{key}"):
-            self.client.fput_object(self.queue_bucket, key, path, content_type="audio/mpeg")
+        self._put_file(self.queue_bucket, key, path, "audio/mpeg")
 
     def has_input(self, songhash: str) -> bool:
         key = input_key(songhash)
@@ -115,8 +121,25 @@ class ObjectStore:
     def put_output(self, songhash: str, track: str, path: str, options: Options = DEFAULT) -> None:
         self.ensure_buckets()
         key = output_key(songhash, track, options)
-        with _reaching(f"{self.output_bucket}/{key}"):
-            self.client.fput_object(self.output_bucket, key, path, content_type=FORMATS[options.format])
+        self._put_file(self.output_bucket, key, path, FORMATS[options.format])
+
+    def _put_file(self, bucket: str, key: str, path: str, content_type: str) -> None:
+        """One PUT, sent from the file as it is read. minio-py's own uploads read the file into memory in
+        5 MiB parts, all of them at once when it sends parts in parallel: 16 uploads in flight in REST, or a
+        long song's WAV stems in the worker, would hold hundreds of MB. A presigned URL carries the signature,
+        so the body need not be hashed first; S3 takes single PUTs up to 5 GB."""
+        with _reaching(f"{bucket}/{key}"), open(path, "rb") as body:
+            response = self.http.request(
+                "PUT",
+                self.client.presigned_put_object(bucket, key, UPLOAD_LINK),
+                body=body,
+                headers={"Content-Type": content_type, "Content-Length": str(os.fstat(body.fileno()).st_size)},
+            )
+            if response.status != 200:
+                code = ERROR_CODE.search(response.data)
+                raise BackendUnavailable(
+                    f"object store refused {bucket}/{key}: {code[1].decode() if code else response.status}"
+                )
 
     def open_output(self, songhash: str, track: str, options: Options = DEFAULT) -> Download:
         key = output_key(songhash, track, options)

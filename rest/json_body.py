@@ -9,7 +9,6 @@ what is wrong with it.
 from __future__ import annotations
 
 import json
-import re
 from typing import BinaryIO
 
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -19,7 +18,6 @@ from rest.uploads import CHUNK, Base64Sink, Upload, spool
 
 MAX_FIELDS = 64  # the contract has a handful; a body of thousands of tiny fields is an attack
 WHITESPACE = b" \t\r\n"
-STRING_STOP = re.compile(rb'["\\]')  # where a run of plain characters in a JSON string ends
 ESCAPES = {ord(k): v for k, v in {"/": b"/", '"': b'"', "\\": b"\\", "b": b"\b", "f": b"\f", "n": b"\n",
                                    "r": b"\r", "t": b"\t"}.items()}
 DECODER = json.JSONDecoder()
@@ -147,16 +145,16 @@ def _base64_string(body: _Body, scratch_dir: str | None) -> Upload:
     with spool(scratch_dir) as (file, path):
         sink = Base64Sink(file)
         while True:
-            stop = STRING_STOP.search(body.buffer, body.pos)
-            if stop is None:
+            stop = _string_stop(body.buffer, body.pos)
+            if stop < 0:
                 sink.write(body.buffer[body.pos :])
                 body.pos = len(body.buffer)
                 if not body.fill():
                     raise invalid_json("the body ends inside the 'mp3' string")
                 continue
-            sink.write(body.buffer[body.pos : stop.start()])
-            body.pos = stop.start() + 1
-            if stop[0] == b'"':
+            sink.write(body.buffer[body.pos : stop])
+            body.pos = stop + 1
+            if body.buffer[stop] == ord('"'):
                 break
             escape = body.need(1)[0]  # JSON may escape any character; only '/' is a base64 one in practice
             if escape == ord("u"):
@@ -169,3 +167,11 @@ def _base64_string(body: _Body, scratch_dir: str | None) -> Upload:
                 sink.write(ESCAPES.get(escape, b"\\"))
                 body.pos += 1
         return sink.close(path)
+
+
+def _string_stop(buffer: bytes, start: int) -> int:
+    """Where a run of plain characters in a JSON string ends: its closing quote or an escape; -1 if not in
+    `buffer`. Two memchr scans: a regex character class is ten times slower over megabytes."""
+    quote = buffer.find(b'"', start)
+    escape = buffer.find(b"\\", start, quote if quote >= 0 else len(buffer))
+    return escape if escape >= 0 else quote
