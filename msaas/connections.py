@@ -30,6 +30,7 @@ def store_http() -> urllib3.PoolManager:
         timeout=urllib3.Timeout(connect=3.0, read=60.0),
         retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         maxsize=16,
+        blocksize=256 * 1024,  # uploads stream from disk in pieces this big (urllib3's default: 16 KiB)
     )
 
 
