@@ -15,6 +15,7 @@ from msaas.jobs import Job
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 ACTIVE = (QUEUED, PROCESSING)
+FORGET_DONE = "if redis.call('hget', KEYS[1], 'state') == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class SongStatus:
@@ -40,9 +41,10 @@ class SongStatus:
         """The result's fields, empty if the service has never seen it."""
         return self.redis.hgetall(self.key(result))
 
-    def drop(self, result: str) -> None:
-        """Forget one result, whose tracks are gone: a new submission separates it again."""
-        self.redis.delete(self.key(result))
+    def forget_done(self, result: str) -> bool:
+        """Forget that a result is done, its tracks being gone, so a new submission separates it again; a
+        result queued or processing meanwhile is left alone (one step: Lua)."""
+        return bool(self.redis.eval(FORGET_DONE, 1, self.key(result), DONE))
 
     def expire(self, result: str, seconds: int) -> None:
         self.redis.expire(self.key(result), seconds)

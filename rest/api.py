@@ -176,7 +176,7 @@ def remove(songhash: str, track: str):
         services.store.remove_output(songhash, track, options)
     except NotFound:
         raise NotFound(f"there is no track {track} of song {songhash} to remove", "track_not_found") from None
-    services.status.drop(result_id(songhash, options))  # no longer separated whole: a new submission redoes it
+    services.status.forget_done(result_id(songhash, options))  # no longer whole: a new submission redoes it
     log.info("song %s: track %s removed", songhash, track)
     return jsonify(hash=songhash, track=track, reason="Track removed")
 
@@ -233,16 +233,17 @@ def _position(services, result: str) -> int | None:
 
 
 def _why_missing(songhash: str, track: str, options: Options) -> str:
+    services = backends()
     result = result_id(songhash, options)
     try:
-        status = backends().status.get(result)
-        if status.get("state") == DONE:  # removed or expired behind the service's back: forget it was done
-            backends().status.drop(result)
+        status = services.status.get(result)
+        # One of a finished result's tracks is gone (removed or expired behind the service's back): forget it
+        # was done, or repeats of the song would be told its tracks are ready.
+        if track in options.tracks(services.settings.demucs_model) and services.status.forget_done(result):
+            return f"track {track} of song {songhash} is no longer stored; submit the song again to separate it again"
     except redis.RedisError:
         status = {}
     state = status.get("state")
-    if state == DONE:
-        return f"track {track} of song {songhash} is no longer stored; submit the song again to separate it again"
     if state == FAILED:
         return f"track {track} of song {songhash} does not exist: separation failed: {status.get('reason')}"
     if state in (QUEUED, PROCESSING):

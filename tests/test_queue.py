@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from msaas.jobqueue import JobQueue
 from msaas.jobs import Job
+from msaas.status import DONE, PROCESSING, SongStatus
 
 SONG = "a" * 56
 
@@ -39,3 +40,12 @@ def test_reaping_requeues_only_the_jobs_of_workers_without_a_lease(redis_client,
     assert redis_client.llen(queue.processing_list("alive")) == 1
     assert queue.waiting()[0].songhash == "c" * 56
     assert queue.reap() == []  # nothing twice
+
+
+def test_only_a_done_status_is_forgotten_when_its_tracks_are_gone(redis_client):
+    status = SongStatus(redis_client)
+    status.set("a", DONE)
+    status.set("b", PROCESSING, worker="w")
+    assert status.forget_done("a") and status.get("a") == {}
+    assert not status.forget_done("b") and status.get("b")["state"] == PROCESSING
+    assert not status.forget_done("never-seen")
