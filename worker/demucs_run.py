@@ -160,7 +160,8 @@ def separate(
 ) -> dict[str, Path]:
     """Run Demucs and return each track's file; raise SeparationFailed with the reason otherwise.
 
-    A song longer than `CHUNK_SECONDS` is separated in chunks and joined (worker/chunks.py). Past its time
+    A song longer than one chunk (about `CHUNK_SECONDS`) is separated in chunks and joined (worker/chunks.py);
+    a song that fits in one goes to Demucs as it is, which encodes its tracks itself. Past its time
     limit, or when `abandon()` turns true, the whole process group is killed. `report` hears the progress
     percentage about once a second.
     """
@@ -168,7 +169,7 @@ def separate(
     limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
     deadline = time.monotonic() + limit
     plan: list[chunks.Chunk] = []
-    if settings.chunk_seconds and duration > settings.chunk_seconds:
+    if len(chunk_plan(run.model, settings, round(duration * chunks.SAMPLE_RATE))) > 1:
         run, plan = cut(run, settings)
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks; a model
@@ -206,13 +207,18 @@ def cut(run: DemucsRun, settings: Settings) -> tuple[DemucsRun, list[chunks.Chun
         frames = chunks.decode(run.input_path, raw)
     except subprocess.CalledProcessError as error:
         raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
-    rate = chunks.SAMPLE_RATE
-    plan = chunks.plan(frames, int(settings.chunk_seconds * rate), int(settings.chunk_overlap_seconds * rate),
-                       chunks.segment_grid(run.model, settings.demucs_segment))
+    plan = chunk_plan(run.model, settings, frames)
     paths = chunks.write_inputs(raw, plan, folder)
     raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
-    log.info("%s: %.0f s of audio, separating in %d chunks", run.input_path.name, frames / rate, len(plan))
+    log.info("%s: %.0f s of audio, separating in %d chunks", run.input_path.name, frames / chunks.SAMPLE_RATE,
+             len(plan))
     return replace(run, chunks=tuple(paths)), plan
+
+
+def chunk_plan(model: str, settings: Settings, frames: int) -> list[chunks.Chunk]:
+    rate = chunks.SAMPLE_RATE
+    return chunks.plan(frames, int(settings.chunk_seconds * rate), int(settings.chunk_overlap_seconds * rate),
+                       chunks.segment_grid(model, settings.demucs_segment))
 
 
 def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[float, float],
