@@ -88,6 +88,8 @@ class _Body:
             except ValueError as error:  # JSONDecodeError, or UTF-8 cut between two pieces
                 if self.ended:
                     raise invalid_json(str(error)) from None
+            except RecursionError:
+                raise invalid_json("values nested too deeply") from None
             self.fill(everything=True)  # a value across pieces: the rest of the body is bounded by the limit
 
 
@@ -101,6 +103,8 @@ def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[di
             json.loads(body.buffer)
         except ValueError as error:
             raise invalid_json(str(error)) from None
+        except RecursionError:
+            raise invalid_json("values nested too deeply") from None
         raise BadRequest("request body must be a JSON object", "invalid_json")
     body.pos += 1
     fields: dict = {}

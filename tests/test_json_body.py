@@ -87,6 +87,8 @@ def test_json_escapes_inside_the_base64_string_are_undone(tmp_path):
         ('{"mp3": null}', "missing_mp3", "missing"),
         ('{"mp3": ["QUJD"]}', "invalid_mp3", "base64 string"),
         ("{" + ",".join(f'"f{n}": {n}' for n in range(MAX_FIELDS + 1)) + "}", "invalid_json", "fields"),
+        ('{"callback": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid_json", "nested too deeply"),
+        ("[" * 100_000 + "]" * 100_000, "invalid_json", "nested too deeply"),
     ],
 )
 def test_what_json_loads_refuses_is_refused_and_leaves_no_file(tmp_path, body, code, words):
