@@ -85,6 +85,25 @@ def test_unknown_models_get_plain_overlapping_chunks():
     assert chunks.segment_grid("someone/else", 4) == (RATE * 4, RATE * 3)
 
 
+def test_join_gives_back_the_song_and_maps_two_chunks_at_most(tmp_path):
+    """Chunks whose "stem" is the chunk itself join into the song; the worker's memory must not grow with the
+    number of chunks, and mapped files count in it."""
+    song = np.random.default_rng(1).uniform(-1, 1, (RATE * 12, 2)).astype(np.float32)
+    plan = chunks.plan(len(song), RATE * 2, RATE // 2)
+    stems = []
+    for index, chunk in enumerate(plan):
+        stems.append(tmp_path / f"chunk-{index:03d}.wav")
+        with open(stems[-1], "wb") as file:
+            chunks.write_wav_header(file, chunk.end - chunk.start, float_samples=True)
+            file.write((song[chunk.start:chunk.end] * chunks.LEVEL).astype("<f4").tobytes())
+    blocks, mapped = [], 0
+    for block in chunks.joined(stems, plan):
+        blocks.append(block)
+        mapped = max(mapped, Path("/proc/self/maps").read_text().count(f"{tmp_path}/chunk-"))
+    assert len(plan) >= 6 and 1 <= mapped <= 2
+    assert np.allclose(np.concatenate(blocks), song, atol=1e-6)
+
+
 def test_float_wavs_read_back_as_written(tmp_path):
     audio = np.random.default_rng(1).uniform(-3, 3, (1000, 2)).astype("<f4")
     with open(tmp_path / "a.wav", "wb") as file:

@@ -103,12 +103,16 @@ def write_inputs(raw: Path, chunks: list[Chunk], folder: Path) -> list[Path]:
 
 
 def joined(stems: list[Path], chunks: list[Chunk]) -> Iterator[np.ndarray]:
-    """One stem of the whole song, in blocks of (frames, channels), from each chunk's stem of it."""
-    parts = [read_wav(path) for path in stems]
-    for index, (chunk, part) in enumerate(zip(chunks, parts, strict=True)):
+    """One stem of the whole song, in blocks of (frames, channels), from each chunk's stem of it.
+
+    Two chunks at most are mapped at a time: the pages of a mapped file count in the worker's memory, so
+    mapping them all would make it grow with the song again (670 MiB for 30 minutes)."""
+    before = None
+    for index, (chunk, path) in enumerate(zip(chunks, stems, strict=True)):
+        part = read_wav(path)
         begin = chunk.start
         if index:
-            previous, before = chunks[index - 1], parts[index - 1]
+            previous = chunks[index - 1]
             first, last = chunk.fade_in
             for at in range(first, last, BLOCK):
                 stop = min(at + BLOCK, last)
@@ -119,6 +123,7 @@ def joined(stems: list[Path], chunks: list[Chunk]) -> Iterator[np.ndarray]:
         finish = chunks[index + 1].fade_in[0] if index + 1 < len(chunks) else chunk.end
         for at in range(begin, finish, BLOCK):
             yield part[at - chunk.start:min(at + BLOCK, finish) - chunk.start] / LEVEL
+        before = part
 
 
 def join(stems: list[Path], chunks: list[Chunk], path: Path, kind: str, mp3_bitrate: int) -> None:
