@@ -100,11 +100,13 @@ def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[di
     if body.peek() != ord("{"):
         body.fill(everything=True)
         try:
-            json.loads(body.buffer)
+            document = json.loads(body.buffer)
         except ValueError as error:
             raise invalid_json(str(error)) from None
         except RecursionError:
             raise invalid_json("values nested too deeply") from None
+        if isinstance(document, dict):  # json.loads also takes UTF-16 and 32, and a byte order mark
+            raise BadRequest("request body must be a JSON object in UTF-8, with no byte order mark", "invalid_json")
         raise BadRequest("request body must be a JSON object", "invalid_json")
     body.pos += 1
     fields: dict = {}

@@ -89,6 +89,7 @@ def test_json_escapes_inside_the_base64_string_are_undone(tmp_path):
         ("{" + ",".join(f'"f{n}": {n}' for n in range(MAX_FIELDS + 1)) + "}", "invalid_json", "fields"),
         ('{"callback": ' + "[" * 100_000 + "]" * 100_000 + "}", "invalid_json", "nested too deeply"),
         ("[" * 100_000 + "]" * 100_000, "invalid_json", "nested too deeply"),
+        ('\ufeff{"mp3": "QUJD"}', "invalid_json", "UTF-8, with no byte order mark"),
     ],
 )
 def test_what_json_loads_refuses_is_refused_and_leaves_no_file(tmp_path, body, code, words):
