@@ -12,7 +12,7 @@ import requests
 
 from bench import songs
 from bench.config import Plan
-from bench.measure import PeakRss, idle_rss, percentile
+from bench.measure import PeakRss, cpu_seconds, idle_rss, percentile, tree_cpu_seconds
 from bench.report import Check, Section, Table, seconds
 from bench.stack import Stack, Upload, upload
 
@@ -34,6 +34,7 @@ class Round:
     peak_rss: int
     body_bytes: int  # one request's body
     wall: float  # first request sent to last answer
+    cpu: tuple[float, float]  # CPU seconds REST (master and workers) and the S3 server spent on the round
 
     @property
     def growth(self) -> int:
@@ -72,15 +73,18 @@ def _round(stack: Stack, kind: str, mp3: bytes, warm_up: bytes, clients: int, la
     _all_at_once(stack, warm)
     bodies = [upload(songs.variant(mp3, f"{label}-{kind}-{index}"), raw) for index in range(clients)]
     idle = idle_rss(stack.rest_pid)
+    s3_pid = stack.s3.process.pid
+    cpu_before = tree_cpu_seconds(stack.rest_pid), cpu_seconds(s3_pid)
     with PeakRss(stack.rest_pid, interval=0.05) as memory:
         started = time.perf_counter()
         outcomes = _all_at_once(stack, bodies)
         wall = time.perf_counter() - started
+    cpu = tree_cpu_seconds(stack.rest_pid) - cpu_before[0], cpu_seconds(s3_pid) - cpu_before[1]
     for request in warm + bodies:
         stack.remove(request.songhash)  # the S3 server keeps objects in memory
     latencies = [latency for latency, _ in outcomes]
     errors = [error for _, error in outcomes if error]
-    return Round(kind, latencies, errors, idle, memory.peak, len(bodies[0].data), wall)
+    return Round(kind, latencies, errors, idle, memory.peak, len(bodies[0].data), wall, cpu)
 
 
 def _all_at_once(stack: Stack, uploads: list[Upload]) -> list[tuple[float, str | None]]:
@@ -106,7 +110,10 @@ def _all_at_once(stack: Stack, uploads: list[Upload]) -> list[tuple[float, str |
     return outcomes
 
 
-ROUND_COLUMNS = "round, kind, body, errors, p50, p95, max, round wall, idle RSS, peak RSS, growth, growth per body"
+ROUND_COLUMNS = (
+    "round, kind, body, errors, p50, p95, max, round wall, REST CPU, S3 CPU, idle RSS, peak RSS, growth, "
+    "growth per body"
+)
 
 
 def _section(plan: Plan, mp3: bytes, rounds: list[Round]) -> Section:
@@ -121,7 +128,8 @@ def _section(plan: Plan, mp3: bytes, rounds: list[Round]) -> Section:
         "Each round starts a fresh REST service (gunicorn, as deployed) and warms it up with as many small uploads; "
         "growth is the peak RSS of gunicorn's master and workers (summed, polled every 50 ms) minus their median "
         "RSS over the second before; growth per body: over clients × body size, the bodies in flight at once "
-        "(MB = 10^6 bytes).",
+        "(MB = 10^6 bytes). CPU: seconds REST (all its processes) and the S3 server spent during the round; "
+        "with the clients', they bound the round's wall time from below on this machine's cores.",
     ]
     if errors:
         notes.append(f"First error: {errors[0]}")
@@ -138,6 +146,7 @@ def _row(index: int, result: Round) -> list[str]:
         *(seconds(percentile(latencies, p)) for p in (50, 95)),
         seconds(max(latencies)),
         seconds(result.wall),
+        *(seconds(value) for value in result.cpu),
         *(f"{value / MB:.0f} MB" for value in (result.idle_rss, result.peak_rss, result.growth)),
         f"{result.copies:.2f}",
     ]

@@ -42,6 +42,20 @@ def tree_rss(pid: int) -> int:
     return sum(rss(member) for member in [pid, *descendants(pid)])
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system, all its threads) of process `pid` so far; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(member) for member in [pid, *descendants(pid)])
+
+
 class PeakRss:
     """`with PeakRss(pid) as memory:` polls the tree's RSS every `interval` seconds; `memory.peak` is the most."""
 
