@@ -62,10 +62,9 @@ class ObjectStore:
         output_bucket: str,
         retention_days: int = 0,
         public_client: Minio | None = None,
-        http: urllib3.PoolManager | None = None,
     ) -> None:
         self.client = client
-        self.http = http or store_http()  # for uploads, streamed from disk (`_put_file`)
+        self.http = store_http()  # for uploads, streamed from disk (`_put_file`)
         self.queue_bucket = queue_bucket
         self.output_bucket = output_bucket
         self.retention_days = retention_days
