@@ -85,15 +85,16 @@ def mib(value: float) -> str:
     return f"{value / MiB:.0f} MiB"
 
 
-def machine() -> list[str]:
-    """What the figures depend on, one Markdown list item each."""
+def machine(report: Path | None = None) -> list[str]:
+    """What the figures depend on, one Markdown list item each; `report`, the file being written, does not
+    count as a change to the commit measured."""
     allowed = len(os.sched_getaffinity(0))
     return [
         f"Machine: {_cpu_model()}, {os.cpu_count()} CPUs ({allowed} allowed to this run; cgroup CPU limit: "
         f"{cgroup_cpu_limit() or 'none'}), {_memory_gib():.1f} GiB RAM, "
         f"GPU: {'present, unused (Demucs runs on CPU)' if Path('/dev/nvidia0').exists() else 'none'}",
         f"Software: {platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"torch {version('torch')}, demucs {version('demucs')}; commit {_commit()}",
+        f"torch {version('torch')}, demucs {version('demucs')}; commit {_commit(report)}",
     ]
 
 
@@ -120,9 +121,12 @@ def _memory_gib() -> float:
     return 0.0
 
 
-def _commit() -> str:
+def _commit(report: Path | None) -> str:
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return f"{commit} with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no") else commit
+    inside = report is not None and report.resolve().is_relative_to(ROOT)
+    skip = [f":(exclude){report.resolve().relative_to(ROOT)}"] if inside else []
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *skip)
+    return f"{commit} with uncommitted changes" if changed else commit

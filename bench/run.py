@@ -133,7 +133,7 @@ def write_report(
             for line in [
                 f"Date: {started:%Y-%m-%d %H:%M} UTC; took {minutes:.0f} min",
                 f"Command: `{command_line()}` (from the repository root)",
-                *machine(),
+                *machine(path),
                 f"Model: {plan.model.describe()}",
             ]
         ),
