@@ -30,9 +30,19 @@ class SongStatus:
     def fields(state: str, reason: str = "", **extra: str | int | float) -> dict[str, str | int | float]:
         return {"state": state, "reason": reason, f"{state}_at": round(time.time(), 3), **extra}
 
-    def set(self, result: str, state: str, reason: str = "", **extra: str | int | float) -> None:
-        """Record `state` (and when it was reached); `reason` is cleared unless given."""
-        self.redis.hset(self.key(result), mapping=self.fields(state, reason, **extra))
+    def set(
+        self, result: str, state: str, reason: str = "", *, expire_in: int | None = None, **extra: str | int | float
+    ) -> None:
+        """Record `state` (and when it was reached); `reason` is cleared unless given. The status expires after
+        `expire_in` seconds if given, else never (an expiry set for an earlier state does not carry over)."""
+        key = self.key(result)
+        with self.redis.pipeline() as pipe:  # one transaction: no moment with the state but the wrong expiry
+            pipe.hset(key, mapping=self.fields(state, reason, **extra))
+            if expire_in:
+                pipe.expire(key, expire_in)
+            else:
+                pipe.persist(key)
+            pipe.execute()
 
     def progress(self, result: str, percent: float) -> None:
         self.redis.hset(self.key(result), "progress", f"{percent:.0f}")
@@ -45,9 +55,6 @@ class SongStatus:
         """Forget that a result is done, its tracks being gone, so a new submission separates it again; a
         result queued or processing meanwhile is left alone (one step: Lua)."""
         return bool(self.redis.eval(FORGET_DONE, 1, self.key(result), DONE))
-
-    def expire(self, result: str, seconds: int) -> None:
-        self.redis.expire(self.key(result), seconds)
 
     def forget(self, songhash: str) -> int:
         """Drop the status of every result of a song; how many there were."""

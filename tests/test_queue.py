@@ -49,3 +49,11 @@ def test_only_a_done_status_is_forgotten_when_its_tracks_are_gone(redis_client):
     assert status.forget_done("a") and status.get("a") == {}
     assert not status.forget_done("b") and status.get("b")["state"] == PROCESSING
     assert not status.forget_done("never-seen")
+
+
+def test_a_status_expires_only_in_the_state_that_asked_for_it(redis_client):
+    status = SongStatus(redis_client)
+    status.set("a", DONE, expire_in=100)
+    assert 90 < redis_client.ttl(status.key("a")) <= 100
+    status.set("a", PROCESSING, worker="w")  # separated again (a job pushed straight to the queue): no expiry
+    assert redis_client.ttl(status.key("a")) == -1

@@ -242,8 +242,7 @@ class Worker:
                 "callback_attempts": outcome.attempts,
                 "callback_delivered": str(outcome.delivered).lower(),
             }
-        self.status.set(task.result, DONE, worker=self.name, job_id=job.id, progress=100, **callback_fields)
-        if self.settings.retention_days > 0:
-            # REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires.
-            stored_for = time.monotonic() - separated
-            self.status.expire(task.result, int(self.settings.retention_days * 86400 - stored_for - DONE_MARGIN))
+        # REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires.
+        retention = self.settings.retention_days * 86400 - (time.monotonic() - separated) - DONE_MARGIN
+        self.status.set(task.result, DONE, worker=self.name, job_id=job.id, progress=100,
+                        expire_in=int(retention) if self.settings.retention_days > 0 else None, **callback_fields)
