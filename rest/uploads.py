@@ -46,24 +46,37 @@ def spool(scratch_dir: str | None) -> Iterator[tuple[BinaryIO, str]]:
         raise
 
 
-def from_stream(stream: BinaryIO, limit: int, scratch_dir: str | None) -> Upload:
-    """Copy a raw request body to disk, hashing it on the way; 413 past `limit` bytes."""
-    digest, size = hashlib.sha224(), 0
-    with spool(scratch_dir) as (file, path):
-        while chunk := stream.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise RequestEntityTooLarge()
-            digest.update(chunk)
-            file.write(chunk)
-    return Upload(path, digest.hexdigest(), size)
-
-
-class Base64Sink:
-    """Strict base64 however it is split, decoded as it comes, hashed and written to `file`."""
+class SongFile:
+    """The song going into its spool file, hashed and counted on the way."""
 
     def __init__(self, file: BinaryIO) -> None:
         self.file, self.digest, self.size = file, hashlib.sha224(), 0
+
+    def write(self, song: bytes) -> None:
+        self.size += len(song)
+        self.digest.update(song)
+        self.file.write(song)
+
+    def upload(self, path: str) -> Upload:
+        return Upload(path, self.digest.hexdigest(), self.size)
+
+
+def from_stream(stream: BinaryIO, limit: int, scratch_dir: str | None) -> Upload:
+    """Copy a raw request body to disk, hashing it on the way; 413 past `limit` bytes."""
+    with spool(scratch_dir) as (file, path):
+        song = SongFile(file)
+        while chunk := stream.read(CHUNK):
+            if song.size + len(chunk) > limit:
+                raise RequestEntityTooLarge()
+            song.write(chunk)
+    return song.upload(path)
+
+
+class Base64Sink:
+    """Strict base64 however it is split, decoded as it comes into a `SongFile`."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.song = SongFile(file)
         self.pending, self.padded = b"", False
 
     def write(self, text: bytes) -> None:
@@ -76,7 +89,7 @@ class Base64Sink:
     def close(self, path: str) -> Upload:
         if self.pending:
             self._decode(self.pending)
-        return Upload(path, self.digest.hexdigest(), self.size)
+        return self.song.upload(path)
 
     def _decode(self, text: bytes) -> None:
         if self.padded:
@@ -90,9 +103,7 @@ class Base64Sink:
                 raise _invalid_base64(str(error)) from None
             raise _invalid_base64("a character outside the base64 alphabet") from None
         self.padded = text.endswith(b"=")
-        self.size += len(song)
-        self.digest.update(song)
-        self.file.write(song)
+        self.song.write(song)
 
 
 def _invalid_base64(why: str) -> BadRequest:
