@@ -63,6 +63,9 @@ def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis
     store.client.remove_bucket(settings.output_bucket)
     repeat = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
     assert "already separated" in repeat.json()["reason"]
+    # A track the result never had (guitar is htdemucs_6s') says nothing about the result's own tracks.
+    assert requests.get(f"http://{rest}/apiv1/track/{SONGHASH}/guitar.mp3").status_code == 404
+    assert redis_client.hget(f"status:{SONGHASH}", "state") == "done"
     missing = requests.get(f"http://{rest}/apiv1/track/{SONGHASH}/drums.mp3")
     assert missing.status_code == 404 and "no longer stored" in missing.json()["message"]
     answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
