@@ -20,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.config import Model, child_env
 from bench.measure import MiB, PeakRss
 from devstack.processes import Child, free_port, redis_command, s3_command
-from msaas.jobs import FOUR_STEMS, MODEL_TRACKS, songhash_of
+from msaas.models import stems_of
+from msaas.naming import songhash_of
 from msaas.settings import Settings
 from msaas.status import FAILED
 
@@ -117,7 +118,7 @@ class Stack:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.settings = _settings(folder, model)
-        self.tracks = MODEL_TRACKS.get(model.name, FOUR_STEMS)
+        self.tracks = stems_of(model.name)
         env = child_env(**self.settings.to_env())
         redis_port, s3_port = self.settings.redis_port, int(self.settings.s3_endpoint.rsplit(":", 1)[1])
         self.redis = Child("redis", redis_command(redis_port, folder), env, folder / "redis.log", redis_port)

@@ -1,8 +1,16 @@
-"""Named errors of the service. The REST layer maps each class to one HTTP status in one place."""
+"""Named errors of the service. Each API maps each class to one status in one place (rest/errors.py)."""
 
 
 class ConfigError(Exception):
     """A setting is missing or malformed; the service must not start."""
+
+
+class InvalidJob(Exception):
+    """A queue entry that is not a job this service can run (it goes to the dead letters, with why)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 class ServiceError(Exception):
@@ -19,6 +27,12 @@ class ServiceError(Exception):
 
 class BadRequest(ServiceError):
     code = "bad_request"
+
+
+class TooLarge(ServiceError):
+    """The request, or one of its fields, is larger than the service accepts."""
+
+    code = "too_large"
 
 
 class NotFound(ServiceError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
-from msaas.errors import BadRequest
+from msaas.errors import InvalidJob
 from msaas.jobs import Job
 
 IF_OWNER = """
@@ -32,9 +32,10 @@ class Delivery:
 
 
 class JobQueue:
-    def __init__(self, connection: redis.Redis, name: str) -> None:
+    def __init__(self, connection: redis.Redis, name: str, default_model: str) -> None:
         self.redis = connection
         self.name = name
+        self.default_model = default_model  # for entries that name no model (pushed by a script)
         self.dead_letters = f"{name}:dead"
         # Compare and act in one step: a lock that expired and was taken by another worker is left alone.
         self._if_owner = connection.register_script(IF_OWNER)
@@ -45,21 +46,24 @@ class JobQueue:
     def lease_key(self, worker: str) -> str:
         return f"{self.name}:lease:{worker}"
 
-    def song_lock_key(self, songhash: str) -> str:
-        return f"{self.name}:song:{songhash}"
+    def result_lock_key(self, result: str) -> str:
+        return f"{self.name}:song:{result}"  # "song": the name the locks had when a result was a song
 
-    def push(self, job: Job) -> None:
-        self.redis.lpush(self.name, job.to_json())
+    def push(self, job: Job, pipeline: redis.client.Pipeline | None = None) -> None:
+        """The one way onto the queue; with `pipeline`, as part of the caller's transaction."""
+        (pipeline or self.redis).lpush(self.name, job.to_json())
+
+    def decode(self, raw: str) -> Job:
+        return Job.from_json(raw, self.default_model)
 
     def waiting(self) -> list[Job]:
         """Jobs not yet taken by a worker, next one first; entries that do not decode are left out."""
-        jobs = []
-        for raw in reversed(self.redis.lrange(self.name, 0, -1)):
-            try:
-                jobs.append(Job.from_json(raw))
-            except BadRequest:
-                continue
-        return jobs
+        return [job for raw in reversed(self.redis.lrange(self.name, 0, -1)) if (job := _decode(self, raw))]
+
+    def entries_of(self, job_id: str, connection: redis.Redis | redis.client.Pipeline | None = None) -> list[str]:
+        """The queue's entries of one job (as they are, to remove them)."""
+        entries = (connection or self.redis).lrange(self.name, 0, -1)
+        return [raw for raw in entries if (job := _decode(self, raw)) and job.id == job_id]
 
     def take(self, worker: str, timeout: float) -> Delivery | None:
         """Block up to `timeout` seconds for a job and move it into `worker`'s processing list."""
@@ -67,8 +71,8 @@ class JobQueue:
         if raw is None:
             return None
         try:
-            return Delivery(raw, Job.from_json(raw))
-        except BadRequest as error:
+            return Delivery(raw, self.decode(raw))
+        except InvalidJob as error:
             return Delivery(raw, None, error.message)
 
     def ack(self, worker: str, delivery: Delivery) -> None:
@@ -94,7 +98,7 @@ class JobQueue:
         return moved
 
     def postpone(self, worker: str, delivery: Delivery) -> None:
-        """Put a job, uncounted, behind the others (its song is busy elsewhere)."""
+        """Put a job, uncounted, behind the others (its result is busy elsewhere)."""
         self._move(worker, delivery, "lpush", self.name, delivery.raw)
 
     def retry(self, worker: str, delivery: Delivery, job: Job) -> None:
@@ -119,18 +123,18 @@ class JobQueue:
     def drop_lease(self, worker: str) -> None:
         self.redis.delete(self.lease_key(worker))
 
-    def lock_song(self, songhash: str, worker: str, seconds: float) -> bool:
-        """Only one worker at a time may write a song's outputs; False if another holds the song."""
-        key = self.song_lock_key(songhash)
+    def lock_result(self, result: str, worker: str, seconds: float) -> bool:
+        """Only one worker at a time may write a result's tracks; False if another holds the result."""
+        key = self.result_lock_key(result)
         if self.redis.set(key, worker, nx=True, px=int(seconds * 1000)):
             return True
         return self.redis.get(key) == worker
 
-    def renew_song_lock(self, songhash: str, worker: str, seconds: float) -> None:
-        self._if_owner(keys=[self.song_lock_key(songhash)], args=[worker, "pexpire", int(seconds * 1000)])
+    def renew_result_lock(self, result: str, worker: str, seconds: float) -> None:
+        self._if_owner(keys=[self.result_lock_key(result)], args=[worker, "pexpire", int(seconds * 1000)])
 
-    def unlock_song(self, songhash: str, worker: str) -> None:
-        self._if_owner(keys=[self.song_lock_key(songhash)], args=[worker, "del", 0])
+    def unlock_result(self, result: str, worker: str) -> None:
+        self._if_owner(keys=[self.result_lock_key(result)], args=[worker, "del", 0])
 
     def reap(self) -> list[tuple[str, Job | None]]:
         """Put back on the queue every job held by a worker whose lease expired; return what was requeued.
@@ -149,7 +153,7 @@ class JobQueue:
                     entries = pipe.lrange(key, 0, -1)
                     if not entries:
                         continue
-                    jobs = [job.next_attempt() if (job := _decode(raw)) else None for raw in entries]
+                    jobs = [job.next_attempt() if (job := _decode(self, raw)) else None for raw in entries]
                     pipe.multi()
                     # The processing list's newest entry is on the left: pushing left to right onto the
                     # taken end leaves the oldest job to be taken first.
@@ -163,8 +167,8 @@ class JobQueue:
         return recovered
 
 
-def _decode(raw: str) -> Job | None:
+def _decode(queue: JobQueue, raw: str) -> Job | None:
     try:
-        return Job.from_json(raw)
-    except BadRequest:
+        return queue.decode(raw)
+    except InvalidJob:
         return None

@@ -1,5 +1,11 @@
-"""Is this upload an MP3? Its first frames must be well-formed MPEG Layer III, its start must decode, and
-its length (summed from the frame headers) must be within the limit."""
+"""Is this upload an MP3, and how long is it? The one place a song's length is measured.
+
+The length is summed from the frame headers over the whole file: each Layer III frame decodes to exactly the
+samples its header announces, so this is the length a decoder gets, at a hundredth of a decode's cost. The frames
+must account for the whole body: a file whose frames stop early with more data behind them (a decoder resyncs
+and plays on), or whose Xing/VBRI header claims another frame count (some readers trust it), is refused. Its
+start must also decode, so a look-alike of frame headers is refused too.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +26,21 @@ SCAN_LIMIT = 64 * 1024  # how far past the ID3 tag the first frame may start
 DECODE_SECONDS = 2.0  # decoding this much tells audio from a look-alike; the worker decodes the rest
 
 
+TAIL_SLACK = 1441  # bytes a file may end with after its last whole frame: a cut-off frame at most
+FRAME_COUNT_SLACK = 2  # frames by which a Xing/VBRI count may differ from the frames found (encoders vary)
+
+
 class Frame(NamedTuple):
     length: int  # bytes
     samples: int  # per channel
     rate: int  # Hz
+
+
+class Measure(NamedTuple):
+    seconds: float
+    frames: int  # audio frames found, a Xing/VBRI header frame excluded
+    end: int  # where the frames stop
+    claimed: int | None  # the frame count a Xing/VBRI header claims, if any
 
 
 def frame_info(header: bytes) -> Frame | None:
@@ -79,19 +96,50 @@ def first_frame(data: bytes) -> int | None:
     return None
 
 
-def duration_seconds(data: bytes, offset: int) -> float:
-    """Length of the audio, summing the frames from `offset` until the frames stop (an ID3v1 tag, say)."""
-    samples, rate, end = 0, 0, len(data)
+def walk(data: bytes, offset: int) -> Measure:
+    """Sum the frames from `offset` until they stop; a leading Xing/Info/VBRI frame holds no audio."""
+    seconds, frames, end, claimed = 0.0, 0, len(data), None
+    first = FRAMES[data[offset + 1] << 8 | data[offset + 2]] if offset + 4 <= end else None
+    if first and (claimed := vbr_frame_count(data, offset)) is not None:
+        offset += first.length
     while offset + 4 <= end and data[offset] == 0xFF and (frame := FRAMES[data[offset + 1] << 8 | data[offset + 2]]):
-        samples += frame.samples
-        rate = frame.rate
+        seconds += frame.samples / frame.rate
+        frames += 1
         offset += frame.length
-    return samples / rate if rate else 0.0
+    return Measure(seconds, frames, min(offset, end), claimed)
+
+
+def vbr_frame_count(data: bytes, offset: int) -> int | None:
+    """The frame count a Xing/Info or VBRI header in the frame at `offset` claims; None if it has none."""
+    version, channel_mode = (data[offset + 1] >> 3) & 3, data[offset + 3] >> 6
+    side_info = (32 if channel_mode != 3 else 17) if version == 3 else (17 if channel_mode != 3 else 9)
+    at = offset + 4 + side_info
+    if data[at : at + 4] in (b"Xing", b"Info"):
+        flags = int.from_bytes(data[at + 4 : at + 8], "big")
+        return int.from_bytes(data[at + 8 : at + 12], "big") if flags & 1 else None
+    if data[offset + 36 : offset + 40] == b"VBRI":
+        return int.from_bytes(data[offset + 50 : offset + 54], "big")
+    return None
+
+
+def trailing_tag(rest: bytes) -> bool:
+    """True if `rest`, what follows the last frame, is tags that end the file (APEv2, ID3v2, ID3v1) and no audio."""
+    while rest:
+        if len(rest) == 128 and rest[:3] == b"TAG":  # ID3v1: the very last 128 bytes
+            return True
+        if rest[:8] == b"APETAGEX" and len(rest) >= 32:  # APEv2 with a header: its size counts what follows it
+            size = 32 + int.from_bytes(rest[12:16], "little")
+        elif rest[:3] == b"ID3" and len(rest) >= 10:
+            size = id3_length(rest)
+        else:
+            return False
+        rest = rest[size:]
+    return True
 
 
 def check_mp3(path: str, max_seconds: float = 0.0) -> float:
-    """Raise BadRequest unless the file holds MPEG Layer III audio that decodes and is not too long;
-    return its duration in seconds."""
+    """Raise BadRequest unless the file holds MPEG Layer III audio that decodes, whose frames account for the
+    whole body, and that is not too long; return its length in seconds."""
     with open(path, "rb") as file:
         if file.seek(0, 2) == 0:
             raise BadRequest("mp3 is empty", "missing_mp3")
@@ -99,7 +147,18 @@ def check_mp3(path: str, max_seconds: float = 0.0) -> float:
             offset = first_frame(data)
             if offset is None:
                 raise BadRequest("mp3 is not an MP3 file: no MPEG Layer III frame header found", "invalid_mp3")
-            duration = duration_seconds(data, offset)
+            measure = walk(data, offset)
+            rest = len(data) - measure.end
+            if rest > TAIL_SLACK and not trailing_tag(data[measure.end :]):
+                raise BadRequest(
+                    f"mp3's frames stop at byte {measure.end} of {len(data)}: what follows is not MPEG audio",
+                    "invalid_mp3",
+                )
+    if measure.claimed is not None and abs(measure.claimed - measure.frames) > FRAME_COUNT_SLACK:
+        raise BadRequest(
+            f"mp3's Xing/VBRI header claims {measure.claimed} frames but it holds {measure.frames}", "invalid_mp3"
+        )
+    duration = measure.seconds
     if max_seconds and duration > max_seconds:
         raise BadRequest(
             f"song is {duration:.0f} s long; the limit is {max_seconds:.0f} s",

@@ -58,6 +58,7 @@ class Settings:
     max_song_seconds: float = 3600.0  # longest song accepted
     retention_days: int = 0  # inputs and outputs expire after this many days; 0: kept
     s3_public_endpoint: str = ""  # host:port clients reach the store at, for presigned download links
+    public_url: str = ""  # the API's address as clients reach it (https://msaas.example.org), for track links
     hostname: str = ""  # names this process in log lines; the machine's hostname if unset
     logs_min_level: str = "DEBUG"  # the logs service prints lines of this level and above
     worker_metrics_port: int = 8000  # where a worker serves /metrics; 0: no metrics server

@@ -17,11 +17,10 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 
 from msaas.connections import store_http
 from msaas.errors import BackendUnavailable, NotFound
-from msaas.jobs import FORMATS, Options, input_key, output_key, outputs_prefix, song_prefixes
+from msaas.naming import FORMATS, Result, input_key, song_prefixes
 
 CHUNK = 256 * 1024
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
-DEFAULT = Options()
 UPLOAD_LINK = timedelta(minutes=15)
 ERROR_CODE = re.compile(rb"<Code>([^<]+)</Code>")
 
@@ -117,10 +116,9 @@ class ObjectStore:
         with _reaching(f"{self.queue_bucket}/{key}"):
             self.client.fget_object(self.queue_bucket, key, path)
 
-    def put_output(self, songhash: str, track: str, path: str, options: Options = DEFAULT) -> None:
+    def put_output(self, result: Result, track: str, path: str, extension: str) -> None:
         self.ensure_buckets()
-        key = output_key(songhash, track, options)
-        self._put_file(self.output_bucket, key, path, FORMATS[options.format])
+        self._put_file(self.output_bucket, result.key(track, extension), path, FORMATS[extension])
 
     def _put_file(self, bucket: str, key: str, path: str, content_type: str) -> None:
         """One PUT, sent from the file as it is read. minio-py's own uploads read the file into memory in
@@ -140,23 +138,23 @@ class ObjectStore:
                     f"object store refused {bucket}/{key}: {code[1].decode() if code else response.status}"
                 )
 
-    def open_output(self, songhash: str, track: str, options: Options = DEFAULT) -> Download:
-        key = output_key(songhash, track, options)
+    def open_output(self, result: Result, track: str, extension: str) -> Download:
+        key = result.key(track, extension)
         with _reaching(f"{self.output_bucket}/{key}"):
             response = self.client.get_object(self.output_bucket, key)
         return Download(int(response.headers.get("Content-Length", 0)), response)
 
-    def output_link(self, songhash: str, track: str, options: Options = DEFAULT, minutes: int = 15) -> str:
+    def output_link(self, result: Result, track: str, extension: str, minutes: int = 15) -> str:
         """A short-lived presigned URL to download the track straight from the store (404 if absent)."""
-        key = output_key(songhash, track, options)
+        key = result.key(track, extension)
         with _reaching(f"{self.output_bucket}/{key}"):
             self.client.stat_object(self.output_bucket, key)
             return self.public_client.presigned_get_object(self.output_bucket, key, timedelta(minutes=minutes))
 
-    def stored_tracks(self, songhash: str, options: Options, tracks: tuple[str, ...]) -> list[str]:
+    def stored_tracks(self, result: Result, tracks: tuple[str, ...], extension: str) -> list[str]:
         """Which of `tracks` are stored for this result (one listing, not one request per track)."""
-        wanted = {output_key(songhash, track, options): track for track in tracks}
-        prefix = outputs_prefix(songhash, options)
+        wanted = {result.key(track, extension): track for track in tracks}
+        prefix = result.prefix
         try:
             with _reaching(f"{self.output_bucket}/{prefix}*"):
                 names = {item.object_name for item in self.client.list_objects(self.output_bucket, prefix, True)}
@@ -164,12 +162,18 @@ class ObjectStore:
             return []
         return [track for key, track in wanted.items() if key in names]
 
-    def remove_output(self, songhash: str, track: str, options: Options = DEFAULT) -> None:
+    def remove_output(self, result: Result, track: str, extension: str) -> None:
         """Remove one track; NotFound if it is not there (S3 deletes answer success either way)."""
-        key = output_key(songhash, track, options)
+        key = result.key(track, extension)
         with _reaching(f"{self.output_bucket}/{key}"):
             self.client.stat_object(self.output_bucket, key)
             self.client.remove_object(self.output_bucket, key)
+
+    def remove_result(self, result: Result, tracks: tuple[str, ...], extension: str) -> None:
+        """Remove whatever tracks of a result are stored (a cancelled job's partial writes)."""
+        with _reaching(f"result {result.id}"):
+            for track in tracks:
+                self.client.remove_object(self.output_bucket, result.key(track, extension))
 
     def remove_song(self, songhash: str) -> int:
         """Remove every result of a song, whatever its options, and its input; how many objects went."""

@@ -10,6 +10,7 @@ from msaas.connections import connect_redis, connect_store
 from msaas.jobqueue import JobQueue
 from msaas.logbus import LogBus, setup_logging
 from msaas.settings import Settings
+from msaas.songs import Policy, Songs
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
 from rest import api, errors, guards, metrics
@@ -28,17 +29,20 @@ def create_app(settings: Settings | None = None) -> Flask:
         public_store = connect_store(replace(settings, s3_endpoint=settings.s3_public_endpoint))
     app = Flask(__name__)  # rest/static/ and rest/templates/: the web page
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
-    queue = JobQueue(connection, settings.worker_queue)
+    queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
     instruments = RestMetrics(queue, settings.prometheus_multiproc_dir)
+    store = ObjectStore(
+        connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days, public_store,
+    )
+    status = SongStatus(connection)
+    policy = Policy(settings.demucs_model, settings.max_song_seconds, settings.callback_allow_hosts)
     app.extensions["msaas"] = Backends(
         settings=settings,
         redis=connection,
         queue=queue,
-        store=ObjectStore(
-            connect_store(settings), settings.queue_bucket, settings.output_bucket,
-            settings.retention_days, public_store,
-        ),
-        status=SongStatus(connection),
+        store=store,
+        status=status,
+        songs=Songs(queue, store, status, policy),
         metrics=instruments,
     )
     app.register_blueprint(api.blueprint)

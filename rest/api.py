@@ -1,35 +1,20 @@
-"""The routes of the wire contract (`/apiv1/...`), plus `/` and the health checks."""
+"""The routes of the wire contract (`/apiv1/...`), plus `/` and the health checks: HTTP in and out of
+`msaas.songs.Songs`, which holds every rule about songs."""
 
 from __future__ import annotations
 
-import datetime
-import logging
-import os
-
-import redis
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 
-from msaas.callbacks import check_callback_url
-from msaas.errors import BadRequest, NotFound
-from msaas.jobs import (
-    DEFAULT_BITRATE,
-    FORMATS,
-    MODEL_TRACKS,
-    MP3_BITRATES,
-    Callback,
-    Options,
-    check_songhash,
-    parse_track,
-    result_id,
-)
-from msaas.status import DONE, FAILED, PROCESSING, QUEUED
+from msaas.errors import BadRequest
+from msaas.models import MODELS, stems_of
+from msaas.naming import FORMATS
+from msaas.options import SPECS
+from msaas.songs import SongState
+from msaas.uploads import from_stream
 from rest.backends import backends
 from rest.json_body import read_json
 from rest.openapi import document
-from rest.submission import submit
-from rest.uploads import from_stream
 
-log = logging.getLogger(__name__)
 blueprint = Blueprint("api", __name__)
 
 RAW_TYPES = ("audio/mpeg", "audio/mp3", "application/octet-stream")
@@ -41,12 +26,9 @@ def index() -> str:
     settings = backends().settings
     return render_template(
         "index.html",
-        models=list(MODEL_TRACKS),
-        model_tracks=MODEL_TRACKS,
+        options=SPECS,
+        model_tracks={name: stems_of(name) for name in MODELS},
         default_model=settings.demucs_model,
-        formats=list(FORMATS),
-        bitrates=MP3_BITRATES,
-        default_bitrate=DEFAULT_BITRATE,
         keys_required=bool(settings.api_keys),
     )
 
@@ -86,166 +68,112 @@ def separate():
     else:  # JSON, whatever the client called it: the reference clients say application/json
         fields, upload = read_json(request.stream, settings.max_request_bytes, scratch)
     try:
-        if upload.size == 0:
-            raise BadRequest("mp3 is empty", "missing_mp3")
-        options = Options.parse(fields, settings.demucs_model)
-        reason = submit(services, upload, options, _callback(fields))
+        songs = services.songs
+        options = songs.options(fields)
+        submitted = songs.submit(upload, options, _callback(fields))
     finally:
-        os.unlink(upload.path)
-    return jsonify(hash=upload.songhash, reason=reason)
+        upload.discard()
+    services.metrics.upload_bytes.observe(upload.size)
+    if submitted.queued:
+        services.metrics.jobs_enqueued.inc()
+    return jsonify(hash=submitted.songhash, reason=submitted.reason)
 
 
 @blueprint.get("/apiv1/queue")
 @blueprint.get("/apiv1/queue/")
 def queue():
-    return jsonify(queue=[job.songhash for job in backends().queue.waiting()])
+    return jsonify(queue=backends().songs.waiting())
 
 
 @blueprint.get("/apiv1/status/<songhash>")
 def status(songhash: str):
-    songhash = check_songhash(songhash)
-    services = backends()
-    options = _query_options()
-    result = result_id(songhash, options)
-    fields = services.status.get(result)
-    if not fields:
-        raise NotFound(f"song {songhash} has not been submitted with these options", "song_not_found")
-    state = fields["state"]
+    songs = backends().songs
+    return jsonify(status_body(songs.describe(songhash, songs.options(request.args.to_dict()))))
+
+
+def status_body(song: SongState) -> dict:
+    """A status as the API has always answered it; `options` are those the job was accepted with."""
     body: dict = {
-        "hash": songhash,
-        "state": state,
-        "options": {"model": options.model or services.settings.demucs_model, **_public(options)},
-        "attempts": int(fields.get("attempts") or 0),
-        "timestamps": {
-            name: _iso(fields[f"{name}_at"]) for name in (QUEUED, PROCESSING, DONE, FAILED) if f"{name}_at" in fields
-        },
+        "hash": song.songhash,
+        "state": song.state,
+        "options": song.options.as_fields(),
+        "attempts": song.attempts,
+        "timestamps": song.timestamps,
     }
-    if fields.get("reason"):
-        body["reason"] = fields["reason"]
-    if state == QUEUED:
-        body["position"] = _position(services, result)
-    elif state == PROCESSING:
-        body["progress"] = float(fields.get("progress") or 0)
-        body["worker"] = fields.get("worker", "")
-    elif state == DONE:
-        body["tracks"] = {
-            track: url_for(
-                "api.track", songhash=songhash, track=f"{track}.{options.format}", _external=True,
-                **options.as_query(),
-            )
-            for track in options.tracks(services.settings.demucs_model)
-        }
-    if "callback" in fields:
-        body["callback"] = {
-            "delivered": fields.get("callback_delivered") == "true",
-            "attempts": int(fields.get("callback_attempts") or 0),
-            "outcome": fields["callback"],
-        }
-    return jsonify(body)
+    if song.reason:
+        body["reason"] = song.reason
+    if song.state == "queued":
+        body["position"] = song.position
+    elif song.state == "processing":
+        body["progress"] = song.progress
+        body["worker"] = song.worker
+    elif song.state == "done":
+        query = song.options.as_query() if song.result.tag else {}
+        body["tracks"] = {track: _public_url("api.track", songhash=song.songhash,
+                                             track=f"{track}.{song.options.format}", **query)
+                          for track in song.tracks}
+    if song.callback is not None:
+        body["callback"] = song.callback
+    return body
 
 
 @blueprint.get("/apiv1/track/<songhash>/<track>")
 def track(songhash: str, track: str):
-    songhash = check_songhash(songhash)
-    track, extension = parse_track(track)
-    options = _query_options(extension)
-    services = backends()
-    try:
-        if request.args.get("redirect") in ("1", "true", "yes"):
-            return redirect(services.store.output_link(songhash, track, options), code=302)
-        download = services.store.open_output(songhash, track, options)
-    except NotFound:
-        raise NotFound(_why_missing(songhash, track, options), "track_not_found") from None
+    songs = backends().songs
+    ref = songs.track(songhash, track, _query())
+    if request.args.get("redirect") in ("1", "true", "yes"):
+        return redirect(songs.track_link(ref), code=302)
+    download = songs.open_track(ref)
     return Response(
         download,
-        mimetype=FORMATS[options.format],
+        mimetype=FORMATS[ref.options.format],
         headers={
             "Content-Length": str(download.size),
-            "Content-Disposition": f'inline; filename="{songhash}-{track}.{options.format}"',
+            "Content-Disposition": f'inline; filename="{ref.result.songhash}-{ref.track}.{ref.options.format}"',
         },
     )
 
 
 @blueprint.route("/apiv1/remove/<songhash>/<track>", methods=["GET", "DELETE"])
 def remove(songhash: str, track: str):
-    songhash = check_songhash(songhash)
-    track, extension = parse_track(track)
-    options = _query_options(extension)
-    services = backends()
-    try:
-        services.store.remove_output(songhash, track, options)
-    except NotFound:
-        raise NotFound(f"there is no track {track} of song {songhash} to remove", "track_not_found") from None
-    services.status.forget_done(result_id(songhash, options))  # no longer whole: a new submission redoes it
-    log.info("song %s: track %s removed", songhash, track)
-    return jsonify(hash=songhash, track=track, reason="Track removed")
+    songs = backends().songs
+    ref = songs.track(songhash, track, _query())
+    songs.remove_track(ref)
+    return jsonify(hash=ref.result.songhash, track=ref.track, reason="Track removed")
 
 
 @blueprint.delete("/apiv1/remove/<songhash>")
 def remove_song(songhash: str):
-    """Every track of the song, whatever its options, its input, and its status."""
-    songhash = check_songhash(songhash)
-    services = backends()
-    removed = services.store.remove_song(songhash)
-    if not services.status.forget(songhash) and not removed:
-        raise NotFound(f"there is nothing stored for song {songhash}", "song_not_found")
-    log.info("song %s removed (%d objects)", songhash, removed)
-    return jsonify(hash=songhash, removed=removed, reason="Song removed")
+    """Cancel the song's jobs, and remove every track of it, whatever its options, its input and its status."""
+    removed, cancelled = backends().songs.remove(songhash)
+    return jsonify(hash=songhash.lower(), removed=removed, cancelled=cancelled, reason="Song removed")
 
 
-def _callback(fields: dict) -> Callback | None:
+@blueprint.post("/apiv1/cancel/<songhash>")
+def cancel(songhash: str):
+    """Stop the song's queued and processing jobs; finished results stay."""
+    cancelled = backends().songs.cancel(songhash)
+    return jsonify(hash=songhash.lower(), cancelled=cancelled,
+                   reason="Song cancelled" if cancelled else "Nothing queued or processing for this song")
+
+
+def _callback(fields: dict):
+    songs = backends().songs
     if fields.get("callback") is not None:
-        callback = Callback.parse(fields["callback"])
-    elif fields.get("callback_url"):  # raw and multipart uploads name the callback in the query
-        callback = Callback.parse({"url": fields["callback_url"]})
-    else:
-        return None
-    # Refuse private targets now, where the client hears why; the worker checks again when it connects.
-    check_callback_url(callback.url, backends().settings.callback_allow_hosts)
-    return callback
-
-
-def _query_options(extension: str | None = None) -> Options:
-    """Options selecting a result on the read routes; a track's extension implies its format."""
-    fields = request.args.to_dict()
-    if extension and "format" not in fields:
-        fields["format"] = extension
-    options = Options.parse(fields, backends().settings.demucs_model)
-    if extension and extension != options.format:
-        raise BadRequest(f"track extension .{extension} does not match format {options.format}", "invalid_track")
-    return options
-
-
-def _public(options: Options) -> dict:
-    return {"two_stems": options.two_stems, "format": options.format, "mp3_bitrate": options.mp3_bitrate}
-
-
-def _iso(timestamp: str) -> str:
-    return datetime.datetime.fromtimestamp(float(timestamp), datetime.UTC).isoformat(timespec="milliseconds")
-
-
-def _position(services, result: str) -> int | None:
-    """1 for the next job a worker takes; None when the job is not waiting (a worker has it)."""
-    for position, job in enumerate(services.queue.waiting(), start=1):
-        if result_id(job.songhash, job.options) == result:
-            return position
+        return songs.callback(fields["callback"])
+    if fields.get("callback_url"):  # raw and multipart uploads name the callback in the query
+        return songs.callback({"url": fields["callback_url"]})
     return None
 
 
-def _why_missing(songhash: str, track: str, options: Options) -> str:
-    services = backends()
-    result = result_id(songhash, options)
-    try:
-        status = services.status.get(result)
-        # One of a finished result's tracks is gone (removed or expired behind the service's back): forget it
-        # was done, or repeats of the song would be told its tracks are ready.
-        if track in options.tracks(services.settings.demucs_model) and services.status.forget_done(result):
-            return f"track {track} of song {songhash} is no longer stored; submit the song again to separate it again"
-    except redis.RedisError:
-        status = {}
-    state = status.get("state")
-    if state == FAILED:
-        return f"track {track} of song {songhash} does not exist: separation failed: {status.get('reason')}"
-    if state in (QUEUED, PROCESSING):
-        return f"track {track} of song {songhash} is not ready yet: the song is {state}"
-    return f"track {track} of song {songhash} does not exist"
+def _query() -> dict:
+    return {spec.name: request.args[spec.name] for spec in SPECS if spec.name in request.args}
+
+
+def _public_url(endpoint: str, **values) -> str:
+    """An absolute link: under PUBLIC_URL when set, so no request's Host header can redirect clients elsewhere."""
+    public = backends().settings.public_url
+    if public:
+        return public.rstrip("/") + url_for(endpoint, **values)
+    return url_for(endpoint, _external=True, **values)
+

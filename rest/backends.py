@@ -9,6 +9,7 @@ from flask import current_app
 
 from msaas.jobqueue import JobQueue
 from msaas.settings import Settings
+from msaas.songs import Songs
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
 from rest.metrics import RestMetrics
@@ -21,6 +22,7 @@ class Backends:
     queue: JobQueue
     store: ObjectStore
     status: SongStatus
+    songs: Songs
     metrics: RestMetrics
 
 

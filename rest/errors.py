@@ -9,11 +9,11 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError
+from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError, TooLarge
 
 log = logging.getLogger(__name__)
 
-STATUS = {BadRequest: 400, NotFound: 404, BackendUnavailable: 503}
+STATUS = {BadRequest: 400, TooLarge: 413, NotFound: 404, BackendUnavailable: 503}
 RETRY_AFTER_SECONDS = 5
 
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 from typing import BinaryIO
 
-from werkzeug.exceptions import RequestEntityTooLarge
-
 from msaas.errors import BadRequest
-from rest.uploads import CHUNK, Base64Sink, Upload, spool
+from msaas.uploads import CHUNK, Base64Sink, Upload, spool, too_large
 
 MAX_FIELDS = 64  # the contract has a handful; a body of thousands of tiny fields is an attack
 WHITESPACE = b" \t\r\n"
@@ -45,7 +43,7 @@ class _Body:
             piece = self.stream.read(CHUNK)
             self.size += len(piece)
             if self.size > self.limit:
-                raise RequestEntityTooLarge()
+                raise too_large(self.limit)
             self.ended = not piece
             pieces.append(piece)
             if not everything:

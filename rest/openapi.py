@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from msaas.jobs import ALL_TRACKS, FORMATS, MODEL_TRACKS, MP3_BITRATES, SIX_STEMS
+from msaas.naming import ALL_TRACKS, FORMATS
+from msaas.options import SPECS
+from msaas.status import STATES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 SONGHASH = {
@@ -15,18 +17,9 @@ TRACK = {
     "description": "a track name, optionally with its extension: vocals, vocals.mp3, no_vocals.wav, base.mp3 (bass)",
     "schema": {"type": "string"},
 }
-OPTION_PARAMETERS = [
-    {"name": "model", "in": "query", "schema": {"type": "string", "enum": list(MODEL_TRACKS)}},
-    {"name": "two_stems", "in": "query", "schema": {"type": "string", "enum": list(SIX_STEMS)}},
-    {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(FORMATS)}},
-    {"name": "mp3_bitrate", "in": "query", "schema": {"type": "integer", "enum": list(MP3_BITRATES)}},
-]
-OPTION_PROPERTIES = {
-    "model": {"type": "string", "enum": list(MODEL_TRACKS), "description": "Demucs model; default htdemucs"},
-    "two_stems": {"type": "string", "enum": list(SIX_STEMS), "description": "<stem> and no_<stem> only"},
-    "format": {"type": "string", "enum": list(FORMATS), "default": "mp3"},
-    "mp3_bitrate": {"type": "integer", "enum": list(MP3_BITRATES), "default": 320},
-}
+# The options table (msaas/options.py), as query parameters and as JSON properties.
+OPTION_PARAMETERS = [{"name": spec.name, "in": "query", "schema": spec.schema()} for spec in SPECS]
+OPTION_PROPERTIES = {spec.name: spec.schema() for spec in SPECS}
 
 
 def _error(description: str) -> dict:
@@ -55,8 +48,9 @@ STATUS = {
     "required": ["hash", "state", "options", "attempts", "timestamps"],
     "properties": {
         "hash": {"type": "string"},
-        "state": {"type": "string", "enum": ["queued", "processing", "done", "failed"]},
-        "options": {"type": "object"},
+        "state": {"type": "string", "enum": list(STATES)},
+        "options": {"type": "object", "description": "the options the job was accepted with: what runs",
+                    "properties": OPTION_PROPERTIES},
         "attempts": {"type": "integer"},
         "timestamps": {"type": "object", "additionalProperties": {"type": "string", "format": "date-time"}},
         "reason": {"type": "string"},
@@ -178,11 +172,21 @@ def document() -> dict:
                 } for method in ("get", "delete")
             },
             "/apiv1/remove/{songhash}": {"delete": {
-                "summary": "remove every track of a song (all options), its input and its status",
+                "summary": "cancel a song's queued and processing jobs, and remove every track of it (all options), "
+                           "its input and its finished statuses",
                 "parameters": [SONGHASH],
-                "responses": {"200": _json("removed", {"type": "object", "required": ["hash", "removed", "reason"]}),
+                "responses": {"200": _json("removed", {"type": "object",
+                                                       "required": ["hash", "removed", "cancelled", "reason"]}),
                               "400": _error("malformed songhash"), "404": _error("nothing stored for the song"),
                               **COMMON},
+            }},
+            "/apiv1/cancel/{songhash}": {"post": {
+                "summary": "cancel a song's queued and processing jobs (all options): queued ones leave the queue, "
+                           "running ones are stopped within seconds; their status says cancelled",
+                "parameters": [SONGHASH],
+                "responses": {"200": _json("cancelled", {"type": "object",
+                                                         "required": ["hash", "cancelled", "reason"]}),
+                              "400": _error("malformed songhash"), **COMMON},
             }},
         },
     }

@@ -3,26 +3,37 @@ app over HTTP, and worker processes that run the real `demucs.separate` CLI with
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from devstack.processes import Child, free_port, redis_command, s3_command
 from msaas.connections import connect_redis, connect_store
 from msaas.settings import Settings
 from msaas.storage import ObjectStore
 from rest import create_app
+from support import (  # noqa: F401 - tests written before support.py import these from conftest
+    ROOT,
+    SHORT_SAMPLE,
+    CallbackReceiver,
+    child_env,
+    job_for,
+    processes,
+    serve,
+    start_service,
+    wait_for,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
-SHORT_SAMPLE = ROOT / "data" / "short-hum.mp3"
+SERVER_FIXTURES = {"redis_server", "s3_server", "settings"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test gets a part: `demucs`, `browser` and `k8s` are marked by module; of the rest, those using the
+    real servers are `stack`, the others `unit` (pure logic, no server: the fast loop)."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("demucs", "browser", "k8s")):
+            continue
+        item.add_marker(pytest.mark.stack if SERVER_FIXTURES & set(item.fixturenames) else pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -91,29 +102,12 @@ def client(settings):
     return create_app(settings).test_client()
 
 
-def serve(app) -> tuple[str, object]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"127.0.0.1:{server.server_port}", server
-
-
 @pytest.fixture
 def rest(settings) -> Iterator[str]:
     """The REST app over real HTTP; yields its host:port."""
     address, server = serve(create_app(settings))
     yield address
     server.shutdown()
-
-
-def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if key not in Settings.__dataclass_fields__}
-    return {**env, **settings.to_env(), "PYTHONUNBUFFERED": "1", **overrides}
-
-
-def start_service(name: str, settings: Settings, log_path: Path, **overrides: str) -> Child:
-    child = Child(name, [sys.executable, "-m", name], child_env(settings, **overrides), log_path, cwd=ROOT)
-    child.start()
-    return child
 
 
 @pytest.fixture
@@ -124,30 +118,6 @@ def worker(settings, tmp_path) -> Iterator[Child]:
     child.stop()
 
 
-class CallbackReceiver:
-    """A local HTTP listener that records every POST it receives."""
-
-    def __init__(self) -> None:
-        self.received: list[dict] = []
-        self.arrived = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-                receiver.arrived.set()
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture
 def callback_receiver() -> Iterator[CallbackReceiver]:
     receiver = CallbackReceiver()
@@ -155,26 +125,3 @@ def callback_receiver() -> Iterator[CallbackReceiver]:
     receiver.server.shutdown()
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def processes() -> dict[int, tuple[int, str]]:
-    """Every process on this machine: pid -> (parent pid, command line), from /proc."""
-    found = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rpartition(")")[2].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue  # it ended meanwhile
-        found[int(entry)] = (parent, command)
-    return found

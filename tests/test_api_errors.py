@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import SHORT_SAMPLE
 from devstack.processes import free_port
 from rest import create_app
+from support import SHORT_SAMPLE
 
 MP3 = SHORT_SAMPLE.read_bytes()
 MP3_B64 = base64.b64encode(MP3).decode()
@@ -54,7 +54,7 @@ BAD_BODIES = [
     # Two well-formed frame headers, then noise: looks like an MP3, does not decode.
     ({"mp3": base64.b64encode(MP3[:600]).decode()}, "invalid_mp3", "does not decode"),
     ({"mp3": MP3_B64, "model": "no_such_model"}, "invalid_model", "htdemucs"),
-    ({"mp3": MP3_B64, "model": ["htdemucs"]}, "invalid_model", "unknown model"),
+    ({"mp3": MP3_B64, "model": ["htdemucs"]}, "invalid_model", "model"),
     ({"mp3": MP3_B64, "callback": "http://example.com"}, "invalid_callback", "must be an object"),
     ({"mp3": MP3_B64, "callback": {"data": {}}}, "invalid_callback", "not an http(s) URL"),
     ({"mp3": MP3_B64, "callback": {"url": "ftp://example.com/x"}}, "invalid_callback", "not an http(s) URL"),

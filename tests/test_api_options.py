@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 import requests
 
-from conftest import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
 from msaas.connections import connect_redis
-from msaas.jobs import songhash_of
+from msaas.naming import Result, songhash_of
 from rest import create_app
+from support import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONGHASH = songhash_of(SONG)
@@ -76,7 +76,7 @@ def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis
 
 def test_removing_a_track_makes_the_next_submission_separate_the_song_again(rest, store, redis_client, settings):
     redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
-    store.put_output(SONGHASH, "vocals", str(SHORT_SAMPLE))
+    store.put_output(Result(SONGHASH), "vocals", str(SHORT_SAMPLE), "mp3")
     assert requests.delete(f"http://{rest}/apiv1/remove/{SONGHASH}/vocals.mp3").status_code == 200
     assert requests.get(f"http://{rest}/apiv1/status/{SONGHASH}").status_code == 404
     answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
@@ -150,7 +150,7 @@ def test_options_give_their_own_tracks_beside_the_default_ones(settings, rest, s
         ({"two_stems": "guitar"}, "not a source of model demucs_unittest"),
         ({"two_stems": "kazoo"}, "two_stems 'kazoo' must be one of"),
         ({"format": "ogg"}, "format 'ogg' must be one of mp3, wav, flac"),
-        ({"mp3_bitrate": 100}, "mp3_bitrate must be one of"),
+        ({"mp3_bitrate": 100}, "must be one of 64, 96"),
         ({"format": "wav", "mp3_bitrate": 128}, "applies to format mp3 only"),
         ({"callback": {"url": "http://10.1.2.3/hook"}}, "private address"),
         ({"callback": {"url": "http://169.254.169.254/latest/meta-data"}}, "link-local"),
@@ -226,7 +226,7 @@ def test_retention_sets_a_lifecycle_rule_on_both_buckets(settings, store):
 def test_redirect_answers_a_presigned_link_that_downloads_the_track(settings, store, tmp_path):
     track = tmp_path / "vocals.mp3"
     track.write_bytes(SONG)
-    store.put_output(SONGHASH, "vocals", str(track))
+    store.put_output(Result(SONGHASH), "vocals", str(track), "mp3")
     address, server = serve(create_app(settings))
     try:
         answer = requests.get(f"http://{address}/apiv1/track/{SONGHASH}/vocals.mp3?redirect=1", allow_redirects=False)

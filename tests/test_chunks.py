@@ -14,10 +14,12 @@ import pytest
 import requests
 import sphn
 
-from conftest import ROOT, start_service, wait_for
 from devstack import random_models
-from msaas.jobs import FOUR_STEMS, Options, songhash_of
+from msaas.models import FOUR_STEMS
+from msaas.naming import Result, songhash_of
+from msaas.options import Options
 from msaas.settings import Settings
+from support import ROOT, start_service, wait_for
 from worker import chunks
 from worker.demucs_run import DemucsRun, progress_of, separate, torch_threads
 
@@ -144,10 +146,10 @@ def test_chunked_separation_matches_the_whole_song_within_30_db(
     settings = Settings(demucs_repo=model_repo, demucs_segment=segment, demucs_shifts=0, demucs_threads=2)
     outputs, progress = {}, []
     for name, chunk_seconds in (("whole", 0), ("chunked", chunk)):
-        run = DemucsRun(model, mp3, tmp_path / name / "separated", Options(format="wav"))
+        run = DemucsRun(model, mp3, tmp_path / name / "separated", Options.resolve({"format": "wav"}, model))
         outputs[name] = separate(
             run, FOUR_STEMS, replace(settings, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
-            tmp_path / f"{name}.log", report=progress.append if name == "chunked" else lambda percent: None,
+            tmp_path / f"{name}.log", seconds, report=progress.append if name == "chunked" else lambda percent: None,
         )
     parts = len(list((tmp_path / "chunked" / "separated" / model).glob("chunk-*")))
     assert parts >= 2
@@ -172,7 +174,7 @@ def test_worker_separates_a_long_song_in_chunks_into_mp3_tracks(settings, rest, 
         answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": base64.b64encode(mp3).decode()})
         assert answer.status_code == 200
         songhash = songhash_of(mp3)
-        wait_for(lambda: len(store.stored_tracks(songhash, Options(), FOUR_STEMS)) == 4, 120, "four tracks")
+        wait_for(lambda: len(store.stored_tracks(Result(songhash), FOUR_STEMS, "mp3")) == 4, 120, "four tracks")
     finally:
         worker.stop()
     original, _ = sphn.read(str(ROOT / "data" / "short-march.mp3"))

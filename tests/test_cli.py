@@ -18,11 +18,14 @@ import pytest
 import requests
 import sphn
 
-from conftest import ROOT, SHORT_SAMPLE, start_service, wait_for
 from msaas.cli import commands, exits
 from msaas.cli.exits import Failure
 from msaas.cli.progress import Progress
-from msaas.jobs import FOUR_STEMS, songhash_of
+from msaas.models import FOUR_STEMS
+from msaas.naming import songhash_of
+from support import ROOT, SHORT_SAMPLE, start_service, wait_for
+
+pytestmark = pytest.mark.demucs
 
 MSAAS = Path(sys.executable).parent / "msaas"
 MARCH = ROOT / "data" / "short-march.mp3"

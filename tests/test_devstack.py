@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
-from conftest import ROOT, processes, wait_for
 from devstack.processes import free_port
+from support import ROOT, processes, wait_for
+
+pytestmark = pytest.mark.demucs
 
 
 def children_of(pid: int) -> dict[int, str]:

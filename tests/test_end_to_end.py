@@ -9,11 +9,15 @@ import subprocess
 import sys
 
 import jsonpickle
+import pytest
 import requests
 import sphn
 
-from conftest import ROOT, SHORT_SAMPLE, start_service, wait_for
-from msaas.jobs import FOUR_STEMS, songhash_of
+from msaas.models import FOUR_STEMS
+from msaas.naming import songhash_of
+from support import ROOT, SHORT_SAMPLE, start_service, wait_for
+
+pytestmark = pytest.mark.demucs
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONGHASH = songhash_of(SONG)
@@ -76,7 +80,7 @@ def test_song_is_separated_downloaded_called_back_and_removed(
         printed = wait_for(
             lambda: "separated in" in (text := (tmp_path / "logs.out").read_text()) and text, 10, "log lines"
         )
-        assert f"test rest INFO rest.submission: song {SONGHASH} enqueued" in printed
+        assert f"test rest INFO msaas.songs: song {SONGHASH} enqueued" in printed
         assert f"job {SONGHASH} separated in" in printed
     finally:
         logs.stop()

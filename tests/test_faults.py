@@ -17,13 +17,17 @@ from dataclasses import replace
 import pytest
 import requests
 
-from conftest import SHORT_SAMPLE, processes, serve, start_service
 from devstack.processes import Child, free_port, redis_command
 from msaas.connections import connect_redis
 from msaas.jobqueue import JobQueue
-from msaas.jobs import FOUR_STEMS, Callback, Job, songhash_of
+from msaas.jobs import Callback
+from msaas.models import FOUR_STEMS
+from msaas.naming import songhash_of
 from msaas.status import SongStatus
 from rest import create_app
+from support import SHORT_SAMPLE, job_for, processes, serve, start_service
+
+pytestmark = pytest.mark.demucs
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONGS = int(os.environ.get("FAULT_SONGS", "5"))
@@ -219,15 +223,15 @@ def test_poison_jobs_are_dead_lettered_and_the_rest_completes(settings, store, t
     settings = replace(settings, lease_seconds=LEASE)
     address, server = serve(create_app(settings))
     connection = connect_redis(settings)
-    queue = JobQueue(connection, settings.worker_queue)
+    queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
     # A valid frame header, then noise: it passes for an MP3 at a glance and does not decode.
     undecodable = SONG[:1254] + os.urandom(100_000)
     poison = tmp_path / "poison.mp3"
     poison.write_bytes(undecodable)
     store.put_input(songhash_of(undecodable), str(poison))
-    queue.push(Job(songhash_of(undecodable)))
+    queue.push(job_for(songhash_of(undecodable), settings))
     missing = songhash_of(b"never uploaded")
-    queue.push(Job(missing))
+    queue.push(job_for(missing, settings))
     workers = [start_worker(settings, tmp_path, f"p{index}") for index in range(2)]
     try:
         good = submit_batch(address, 3, "poison")
@@ -245,7 +249,7 @@ def test_poison_jobs_are_dead_lettered_and_the_rest_completes(settings, store, t
     assert status.get(songhash_of(undecodable))["attempts"] == str(settings.max_attempts)
     assert "does not decode as audio" in status.get(songhash_of(undecodable))["reason"]
     assert "is missing" in status.get(missing)["reason"]
-    dead = {Job.from_json(entry["job"]).songhash: entry["reason"] for entry in queue.dead()}
+    dead = {queue.decode(entry["job"]).songhash: entry["reason"] for entry in queue.dead()}
     assert set(dead) == {songhash_of(undecodable), missing}
     assert "does not decode as audio" in dead[songhash_of(undecodable)]
 
@@ -274,7 +278,7 @@ def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
     settings = replace(settings, lease_seconds=LEASE)
     connection = connect_redis(settings)
     store.put_input(songhash_of(SONG), str(SHORT_SAMPLE))
-    job = Job(songhash_of(SONG), callback=Callback(callback_receiver.url, {"n": 1}))
+    job = job_for(songhash_of(SONG), settings, Callback(callback_receiver.url, {"n": 1}))
     raw = job.to_json()
     connection.lpush(settings.worker_queue, raw, raw)  # the same job, twice (as after a recovery)
     workers = [start_worker(settings, tmp_path, f"d{index}") for index in range(2)]

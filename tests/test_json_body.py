@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 
 import pytest
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from msaas.errors import BadRequest
+from msaas.errors import BadRequest, TooLarge
 from rest.json_body import MAX_FIELDS, read_json
 
 SONG = os.urandom(3000)
@@ -101,6 +100,6 @@ def test_what_json_loads_refuses_is_refused_and_leaves_no_file(tmp_path, body, c
 
 
 def test_a_body_past_the_limit_is_refused_as_it_streams(tmp_path):
-    with pytest.raises(RequestEntityTooLarge):
+    with pytest.raises(TooLarge):
         read(json.dumps({"mp3": B64}), tmp_path, piece=1000, limit=2000)
     assert list(tmp_path.iterdir()) == []

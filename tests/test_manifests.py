@@ -24,6 +24,8 @@ from flask import Flask
 from msaas.settings import FIELDS, Settings
 from rest import api
 
+pytestmark = pytest.mark.k8s
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_VERSION = "1.37.0"
 NAMESPACE = "msaas"

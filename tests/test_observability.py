@@ -15,13 +15,15 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import ROOT, SHORT_SAMPLE, child_env, start_service, wait_for
 from devstack.processes import Child, free_port
 from msaas.connections import connect_redis
 from msaas.jobqueue import JobQueue
-from msaas.jobs import Job, songhash_of
 from msaas.logbus import JsonFormatter, _Identity, readable
+from msaas.naming import songhash_of
 from msaas.status import SongStatus
+from support import ROOT, SHORT_SAMPLE, child_env, job_for, start_service, wait_for
+
+pytestmark = pytest.mark.demucs
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONGHASH = songhash_of(SONG)
@@ -131,7 +133,7 @@ def test_metrics_move_by_exactly_one_per_job(settings, gunicorn, callback_receiv
         assert factor == pytest.approx(seconds / 8.0, rel=0.05)  # the sample is 8 s long
 
         # A job that fails every attempt: one retry, then the dead-letter list.
-        JobQueue(connect_redis(settings), settings.worker_queue).push(Job(LOST))
+        JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model).push(job_for(LOST, settings))
         wait_for(lambda: SongStatus(connect_redis(settings)).get(LOST).get("state") == "failed", 60, "the dead job")
         assert moved(worker_after, scrape(worker_metrics)) == {
             ("msaas_jobs_failed_total", ()): 2.0,
@@ -166,7 +168,7 @@ def _answers(address: str) -> bool:
 
 
 def bus_line(message: str, *args, level: int = logging.INFO, **extra) -> dict:
-    record = logging.LogRecord("rest.submission", level, __file__, 1, message, args, None)
+    record = logging.LogRecord("msaas.songs", level, __file__, 1, message, args, None)
     record.__dict__.update(extra)
     _Identity("pod-1", "rest").filter(record)
     return json.loads(JsonFormatter().format(record))
@@ -183,8 +185,8 @@ def test_bus_lines_carry_level_time_host_service_and_songhash():
 
 def test_logs_service_prints_readably_and_filters_by_level():
     info = json.dumps(bus_line("song %s enqueued", SONGHASH))
-    assert readable(info).endswith(f"pod-1 rest INFO rest.submission: song {SONGHASH} enqueued")
+    assert readable(info).endswith(f"pod-1 rest INFO msaas.songs: song {SONGHASH} enqueued")
     assert readable(info, logging.WARNING) is None
     named = json.dumps(bus_line("callback failed", level=logging.ERROR, songhash=SONGHASH))
-    assert readable(named, logging.WARNING).endswith(f"ERROR rest.submission: callback failed [song {SONGHASH}]")
+    assert readable(named, logging.WARNING).endswith(f"ERROR msaas.songs: callback failed [song {SONGHASH}]")
     assert readable("an old plain line", logging.ERROR) == "an old plain line"  # not ours: printed as it came

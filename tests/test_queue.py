@@ -3,35 +3,35 @@
 from __future__ import annotations
 
 from msaas.jobqueue import JobQueue
-from msaas.jobs import Job
 from msaas.status import DONE, PROCESSING, SongStatus
+from support import job_for
 
 SONG = "a" * 56
 
 
-def test_a_song_lock_is_only_renewed_or_released_by_its_holder(redis_client, settings):
-    queue = JobQueue(redis_client, settings.worker_queue)
-    key = queue.song_lock_key(SONG)
-    assert queue.lock_song(SONG, "worker-a", 30)
-    assert queue.lock_song(SONG, "worker-a", 30)  # its holder may take it again
-    assert not queue.lock_song(SONG, "worker-b", 30)
+def test_a_result_lock_is_only_renewed_or_released_by_its_holder(redis_client, settings):
+    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
+    key = queue.result_lock_key(SONG)
+    assert queue.lock_result(SONG, "worker-a", 30)
+    assert queue.lock_result(SONG, "worker-a", 30)  # its holder may take it again
+    assert not queue.lock_result(SONG, "worker-b", 30)
 
-    queue.renew_song_lock(SONG, "worker-b", 300)
+    queue.renew_result_lock(SONG, "worker-b", 300)
     assert redis_client.pttl(key) <= 30_000
-    queue.unlock_song(SONG, "worker-b")
+    queue.unlock_result(SONG, "worker-b")
     assert redis_client.get(key) == "worker-a"
 
-    queue.renew_song_lock(SONG, "worker-a", 300)
+    queue.renew_result_lock(SONG, "worker-a", 300)
     assert redis_client.pttl(key) > 30_000
-    queue.unlock_song(SONG, "worker-a")
+    queue.unlock_result(SONG, "worker-a")
     assert redis_client.get(key) is None
-    assert queue.lock_song(SONG, "worker-b", 30)
+    assert queue.lock_result(SONG, "worker-b", 30)
 
 
 def test_reaping_requeues_only_the_jobs_of_workers_without_a_lease(redis_client, settings):
-    queue = JobQueue(redis_client, settings.worker_queue)
+    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
     for song in ("b" * 56, "c" * 56):
-        queue.push(Job(song))
+        queue.push(job_for(song, settings))
     queue.renew_lease("alive", 30)
     assert queue.take("alive", 1).job.songhash == "b" * 56
     assert queue.take("dead", 1).job.songhash == "c" * 56  # "dead" never had a lease

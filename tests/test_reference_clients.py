@@ -7,9 +7,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import sphn
 
-from conftest import ROOT
+from support import ROOT
+
+pytestmark = pytest.mark.demucs
 
 
 def test_short_sample_requests_separates_the_short_samples(settings, rest, worker, tmp_path):

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from msaas.errors import BadRequest, ConfigError
-from msaas.jobs import Callback, Job, check_songhash, input_key, output_key, parse_track, songhash_of
+from msaas.errors import BadRequest, ConfigError, InvalidJob
+from msaas.jobs import Callback, Job
 from msaas.mp3 import first_frame, frame_length, id3_length
+from msaas.naming import Result, check_songhash, input_key, parse_track, songhash_of
+from msaas.options import SPECS, Options
 from msaas.settings import FIELDS, Settings
 from worker.demucs_run import DemucsRun, explain_failure
 
@@ -24,7 +26,55 @@ def test_songhash_is_the_sha224_hex_digest():
 
 def test_object_keys_follow_the_contract():
     assert input_key("ab") == "ab.mp3"
-    assert output_key("ab", "vocals") == "ab-vocals.mp3"
+    assert Result("ab").key("vocals", "mp3") == "ab-vocals.mp3"
+    assert Result("ab", "htdemucs-all-wav").key("vocals", "wav") == "ab/htdemucs-all-wav/vocals.wav"
+    for result in (Result("a" * 56), Result("a" * 56, "htdemucs_6s-all-mp3320")):
+        assert Result.parse(result.id) == result
+    for bad in ("x", "a" * 56 + "/../x", "a" * 56 + "/x/y"):
+        with pytest.raises(ValueError):
+            Result.parse(bad)
+
+
+def test_options_resolve_once_to_concrete_values_whatever_the_default():
+    plain = Options.resolve({}, "htdemucs")
+    assert plain.as_fields() == {"model": "htdemucs", "two_stems": None, "format": "mp3", "mp3_bitrate": 320}
+    assert plain.result("a" * 56, "htdemucs") == Result("a" * 56)  # the reference's names
+    # Query-string text and JSON values mean the same; absent, null and "" mean the default.
+    assert Options.resolve({"mp3_bitrate": "192", "two_stems": ""}, "htdemucs") == Options.resolve(
+        {"mp3_bitrate": 192, "two_stems": None}, "htdemucs")
+    wav = Options.resolve({"format": "wav"}, "htdemucs")
+    assert wav.mp3_bitrate is None and wav.result("a" * 56, "htdemucs").tag == "htdemucs-all-wav"
+    six = Options.resolve({"model": "htdemucs_6s"}, "htdemucs")
+    assert six.tracks() == ("vocals", "drums", "bass", "other", "guitar", "piano")
+    assert six.result("a" * 56, "htdemucs").tag == "htdemucs_6s-all-mp3320"
+    # What a default names is decided where a job is accepted: under another default, the same options are
+    # another result, never the plain one.
+    explicit = Options.resolve({"model": "htdemucs"}, "demucs_unittest")
+    assert explicit.result("a" * 56, "demucs_unittest").tag == "htdemucs-all-mp3320"
+    assert Options.resolve(explicit.as_query(), "demucs_unittest") == explicit
+
+
+HOSTILE_VALUES = [1e999, float("inf"), float("nan"), -1, 0, True, [], ["wav"], {"a": 1}, "", " ", "x" * 10000,
+                  "320.5", "1e3", "0x140", 320.5, "nope"]
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in SPECS])
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_every_option_refuses_every_wrong_value_with_a_bad_request(name, value):
+    """Non-finite numbers, wrong JSON types and junk text in every option: a 400, never another exception."""
+    try:
+        options = Options.resolve({name: value}, "htdemucs")
+    except BadRequest as refusal:
+        assert refusal.code in ("invalid_option", "invalid_model") and len(refusal.message) < 300
+    else:  # "" means the default; nothing else in the list is a valid value of any option
+        assert value == "" and options == Options.resolve({}, "htdemucs")
+
+
+def test_options_that_contradict_each_other_are_refused():
+    with pytest.raises(BadRequest, match="mp3 only"):
+        Options.resolve({"format": "wav", "mp3_bitrate": 192}, "htdemucs")
+    with pytest.raises(BadRequest, match="not a source of model"):
+        Options.resolve({"two_stems": "piano"}, "htdemucs")
 
 
 @pytest.mark.parametrize(
@@ -49,17 +99,31 @@ def test_bad_track_names(name):
 
 
 def test_job_round_trips_and_accepts_the_reference_key_hash():
-    job = Job("a" * 56, "htdemucs", Callback("http://x/", {"k": 1}))
-    assert Job.from_json(job.to_json()) == job
-    assert Job.from_json('{"hash": "' + "b" * 56 + '"}').songhash == "b" * 56
+    options = Options.resolve({"two_stems": "vocals"}, "htdemucs")
+    job = Job.of("a" * 56, options, "htdemucs", 12.5, Callback("http://x/", {"k": 1}))
+    # Decoded where another default model rules, it is still the job REST accepted.
+    assert Job.from_json(job.to_json(), "demucs_unittest") == job
+    reference = Job.from_json('{"hash": "' + "b" * 56 + '"}', "demucs_unittest")
+    assert reference.songhash == "b" * 56 and reference.options.model == "demucs_unittest"
+    assert reference.result == Result("b" * 56)
 
 
 @pytest.mark.parametrize(
-    "raw", ["nope", "[]", "{}", '{"songhash": "xyz"}', '{"hash": "' + "a" * 56 + '", "model": "x"}']
+    "raw", ["nope", "[]", "{}", '{"songhash": "xyz"}', '{"hash": "' + "a" * 56 + '", "model": "x"}',
+            '{"hash": "' + "a" * 56 + '", "mp3_bitrate": 1e999}', '{"hash": "' + "a" * 56 + '", "attempts": -1}',
+            '{"hash": "' + "a" * 56 + '", "result": "' + "b" * 56 + '"}',
+            '{"hash": "' + "a" * 56 + '", "result": "' + "a" * 56 + '/mdx-all-mp3320"}',
+            '{"hash": "' + "a" * 56 + '", "callback": {"url": "http://[::1"}}', "[" * 100000]
 )
-def test_bad_jobs_are_refused(raw):
-    with pytest.raises(BadRequest):
-        Job.from_json(raw)
+def test_bad_jobs_are_refused_as_invalid_jobs(raw):
+    with pytest.raises(InvalidJob):
+        Job.from_json(raw, "htdemucs")
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[zz]/", "http://h:99999/", "ftp://h/", "http://", 7, None])
+def test_malformed_callback_urls_are_bad_requests(url):
+    with pytest.raises(BadRequest, match="not an http|malformed port"):
+        Callback.parse({"url": url})
 
 
 def test_mpeg1_layer3_frame_length():
@@ -100,12 +164,12 @@ def test_store_credentials_are_required():
 
 def test_demucs_command_carries_the_settings():
     settings = Settings(demucs_device="cuda", demucs_segment=7, demucs_repo=Path("/models"))
-    run = DemucsRun("htdemucs", Path("/tmp/x/song.mp3"), Path("/tmp/x/out"))
+    run = DemucsRun("htdemucs", Path("/tmp/x/song.mp3"), Path("/tmp/x/out"), Options.resolve({}, "htdemucs"))
     command = run.command(settings)
     assert command[1:3] == ["-m", "demucs.separate"]
     assert command[3:] == [
-        "--mp3", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1", "--segment", "7",
-        "--repo", "/models", "/tmp/x/song.mp3",
+        "--mp3", "--mp3-bitrate", "320", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",
+        "--segment", "7", "--repo", "/models", "/tmp/x/song.mp3",
     ]
     assert run.track_path("vocals") == Path("/tmp/x/out/htdemucs/song/vocals.mp3")
 

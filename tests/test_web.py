@@ -16,9 +16,12 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from conftest import ROOT, SHORT_SAMPLE, serve, start_service
-from msaas.jobs import FOUR_STEMS, songhash_of
+from msaas.models import FOUR_STEMS
+from msaas.naming import songhash_of
 from rest import create_app
+from support import ROOT, SHORT_SAMPLE, serve, start_service
+
+pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; `make test` installs it. Playwright never downloads a browser here.
 CHROMIUM_ARGS = [

@@ -16,7 +16,7 @@ def main() -> None:
     settings = Settings.from_env().require_store_credentials()
     connection = connect_redis(settings)
     setup_logging("worker", settings.hostname, settings.log_level, LogBus(connection, settings.log_list))
-    queue = JobQueue(connection, settings.worker_queue)
+    queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
     metrics = WorkerMetrics()
     worker = Worker(
         settings,

@@ -25,6 +25,8 @@ import imageio_ffmpeg
 import lameenc
 import numpy as np
 
+from msaas.models import MODELS
+
 SAMPLE_RATE = 44100  # every Demucs model's rate
 CHANNELS = 2
 # Chunks go to Demucs 48 dB quieter and come back as float WAVs: Demucs clamps float output to ±1, and a
@@ -32,9 +34,6 @@ CHANNELS = 2
 # Demucs normalises its input by its standard deviation, so the level changes nothing else.
 LEVEL = 2.0**-8
 DEMUCS_OVERLAP = Fraction(1, 4)  # demucs.separate's default --overlap between its segments
-# Segment lengths (seconds) of the models whose defaults are known without loading them.
-MODEL_SEGMENTS = {"htdemucs": Fraction(39, 5), "htdemucs_ft": Fraction(39, 5), "htdemucs_6s": Fraction(39, 5),
-                  "demucs_unittest": Fraction(40)}
 BLOCK = 1 << 16  # frames handled at a time when copying, joining and encoding
 
 
@@ -47,7 +46,7 @@ class Chunk:
 
 def segment_grid(model: str, segment: int | None) -> tuple[int, int]:
     """(segment, stride) in frames, as Demucs computes them; (1, 1) when the model's segment is unknown."""
-    seconds = segment or MODEL_SEGMENTS.get(model)
+    seconds = segment or (MODELS[model].segment if model in MODELS else None)
     if seconds is None:
         return 1, 1
     length = int(SAMPLE_RATE * seconds)
@@ -75,13 +74,14 @@ def plan(frames: int, chunk: int, overlap: int, grid: tuple[int, int] = (1, 1)) 
     return chunks
 
 
-def decode(song: Path, raw: Path) -> int:
+def decode(song: Path, raw: Path, seconds: float) -> int:
     """Decode `song` to interleaved float32 stereo at 44.1 kHz in `raw`; return its length in frames.
 
-    ffmpeg streams, so memory stays flat; its decoding matches Demucs' own (sphn) to within 2e-6.
+    ffmpeg streams, so memory stays flat; its decoding matches Demucs' own (sphn) to within 2e-6. It stops at
+    the song's measured length (and a second), so no file yields more audio than it was accepted for.
     """
     subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(song),
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", str(song), "-t", f"{seconds + 1:.3f}",
          "-f", "f32le", "-ac", str(CHANNELS), "-ar", str(SAMPLE_RATE), str(raw)],
         check=True, capture_output=True,
     )

@@ -16,9 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import imageio_ffmpeg
-import sphn
 
-from msaas.jobs import Options
+from msaas.options import Options
 from msaas.settings import Settings
 from worker import chunks
 
@@ -57,7 +56,7 @@ class DemucsRun:
     model: str
     input_path: Path
     out_dir: Path
-    options: Options = Options()
+    options: Options
     # The song's chunks (float WAVs) when it is separated in chunks: Demucs separates these instead.
     chunks: tuple[Path, ...] = ()
 
@@ -79,7 +78,7 @@ class DemucsRun:
             return ["--flac"]
         if self.options.format == "wav":
             return []  # Demucs' default
-        return ["--mp3", "--mp3-bitrate", str(self.options.mp3_bitrate)] if self.options.mp3_bitrate else ["--mp3"]
+        return ["--mp3", "--mp3-bitrate", str(self.options.mp3_bitrate)]
 
     def track_path(self, track: str, source: Path | None = None) -> Path:
         # demucs.separate writes <out>/<model>/<input name without extension>/<track>.<format>
@@ -142,35 +141,28 @@ def progress_of(log_path: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
-def song_seconds(input_path: Path) -> float:
-    """The song's duration; 0 when it does not decode (Demucs will say so quickly)."""
-    try:
-        return sphn.durations([str(input_path)])[0] or 0.0
-    except (ValueError, OSError):
-        return 0.0
-
-
 def separate(
     run: DemucsRun,
     tracks: tuple[str, ...],
     settings: Settings,
     log_path: Path,
+    seconds: float,
     abandon: Callable[[], bool] = lambda: False,
     report: Callable[[float], None] = lambda percent: None,
 ) -> dict[str, Path]:
-    """Run Demucs and return each track's file; raise SeparationFailed with the reason otherwise.
+    """Run Demucs on a song of `seconds` (measured where its job was accepted) and return each track's file;
+    raise SeparationFailed with the reason otherwise.
 
     A song longer than one chunk (about `CHUNK_SECONDS`) is separated in chunks and joined (worker/chunks.py);
     a song that fits in one goes to Demucs as it is, which encodes its tracks itself. Past its time
     limit, or when `abandon()` turns true, the whole process group is killed. `report` hears the progress
     percentage about once a second.
     """
-    duration = song_seconds(run.input_path)
-    limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
+    limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * seconds
     deadline = time.monotonic() + limit
     plan: list[chunks.Chunk] = []
-    if len(chunk_plan(run.model, settings, round(duration * chunks.SAMPLE_RATE))) > 1:
-        run, plan = cut(run, settings)
+    if len(chunk_plan(run.model, settings, round(seconds * chunks.SAMPLE_RATE))) > 1:
+        run, plan = cut(run, settings, seconds)
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks; a model
     # load (about 3 s, the weights being in the page cache) per minute-long chunk is the cheaper price.
@@ -194,17 +186,18 @@ def separate(
     for track in tracks:
         outputs[track] = joined / f"{track}.{run.options.format}"
         chunks.join([run.track_path(track, source) for source in run.chunks], plan, outputs[track],
-                    run.options.format, run.options.mp3_bitrate or 320)
+                    run.options.format, run.options.mp3_bitrate)
     return outputs
 
 
-def cut(run: DemucsRun, settings: Settings) -> tuple[DemucsRun, list[chunks.Chunk]]:
-    """Decode the song and write its chunks for Demucs; the run that separates them, and the plan."""
+def cut(run: DemucsRun, settings: Settings, seconds: float) -> tuple[DemucsRun, list[chunks.Chunk]]:
+    """Decode the song (no further than its measured length) and write its chunks for Demucs; the run that
+    separates them, and the plan."""
     folder = run.out_dir.parent / "chunks"
     folder.mkdir(parents=True)
     raw = folder / "song.f32"
     try:
-        frames = chunks.decode(run.input_path, raw)
+        frames = chunks.decode(run.input_path, raw, seconds)
     except subprocess.CalledProcessError as error:
         raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
     plan = chunk_plan(run.model, settings, frames)

@@ -14,17 +14,17 @@ import signal
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 from msaas.backoff import Backoff
-from msaas.errors import BackendUnavailable, NotFound
+from msaas.errors import BackendUnavailable, BadRequest, NotFound
 from msaas.jobqueue import Delivery, JobQueue
-from msaas.jobs import Job, Options, result_id
+from msaas.jobs import Job
+from msaas.mp3 import check_mp3
 from msaas.settings import Settings
-from msaas.status import DONE, FAILED, PROCESSING, QUEUED, SongStatus
+from msaas.status import DONE, FAILED, QUEUED, SongStatus
 from msaas.storage import ObjectStore
 from worker.callback import deliver
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed, separate
@@ -35,20 +35,11 @@ TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that 
 BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
 ALIVE_FILE = Path(tempfile.gettempdir()) / "msaas-worker-alive"
 DONE_MARGIN = 3600  # seconds by which a "done" status expires before its tracks (clocks differ; stores round)
+CANCEL_CHECK_SECONDS = 1.0  # how often a running job asks whether it was cancelled
 
 
-@dataclass(frozen=True)
-class Task:
-    """A job with its options settled against this worker's default model, and the result it makes."""
-
-    job: Job
-    options: Options
-    result: str
-
-    @classmethod
-    def of(cls, job: Job, default_model: str) -> Task:
-        options = job.options.normalized(default_model)
-        return cls(job, options, result_id(job.songhash, options))
+class Cancelled(Exception):
+    """A client cancelled the job while it ran; nothing more is written for it."""
 
 
 class Worker:
@@ -124,7 +115,7 @@ class Worker:
             self.queue.renew_lease(self.name, self.settings.lease_seconds)
             current = self.current
             if current is not None:
-                self.queue.renew_song_lock(current, self.name, self.settings.lease_seconds)
+                self.queue.renew_result_lock(current, self.name, self.settings.lease_seconds)
             for dead_worker, job in self.queue.reap():
                 self.metrics.jobs_retried.labels("worker_lost").inc()
                 log.warning(
@@ -141,34 +132,40 @@ class Worker:
             self.queue.bury(self.name, delivery, delivery.error or "unreadable job")
             self.metrics.jobs_dead_lettered.inc()
             return
-        task = Task.of(job, self.settings.demucs_model)
-        if not self.queue.lock_song(task.result, self.name, self.settings.lease_seconds):
+        result = job.result.id
+        if not self.queue.lock_result(result, self.name, self.settings.lease_seconds):
             log.info("worker %s: song %s is being written by another worker; later", self.name, job.songhash)
             self.queue.postpone(self.name, delivery)
             time.sleep(BUSY_SONG_PAUSE)
             return
-        self.current = task.result
+        self.current = result
         try:
-            self.attempt(delivery, task)
+            self.attempt(delivery, job)
         finally:
             self.current = None
-            self.queue.unlock_song(task.result, self.name)
+            self.queue.unlock_result(result, self.name)
 
-    def attempt(self, delivery: Delivery, task: Task) -> None:
-        job = task.job
-        status = self.status.get(task.result)
+    def attempt(self, delivery: Delivery, job: Job) -> None:
+        status = self.status.get(job.result.id)
         if status.get("state") == DONE and status.get("job_id") == job.id:
             log.info("worker %s: job %s was already done (a repeated delivery); dropped", self.name, job.songhash)
             self.queue.ack(self.name, delivery)
             return
         attempt = job.attempts + 1
-        self.status.set(task.result, PROCESSING, worker=self.name, job_id=job.id, attempts=attempt, progress=0)
+        if not self.status.start(job, self.name, attempt):
+            log.info("worker %s: job %s was cancelled before it started; dropped", self.name, job.songhash)
+            self.queue.ack(self.name, delivery)
+            return
         try:
-            self.process(task)
+            self.process(job)
+        except Cancelled:
+            log.info("worker %s: job %s cancelled; stopped, and nothing kept", self.name, job.songhash)
+            self.queue.ack(self.name, delivery)
+            return
         except Abandoned:
             log.warning("worker %s: job %s handed back unfinished (shutting down)", self.name, job.songhash)
             self.queue.hand_back(self.name, delivery)
-            self.status.set(task.result, QUEUED, reason="handed back by a worker that shut down", job_id=job.id)
+            self.status.finish(job, QUEUED, "handed back by a worker that shut down")
             return
         except BackendUnavailable:
             self.queue.hand_back(self.name, delivery)
@@ -176,11 +173,11 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # Redis itself is away: the run loop hands the job back once it returns
         except SeparationFailed as failure:
-            self.fail(delivery, task, str(failure))
+            self.fail(delivery, job, str(failure))
             return
         except Exception as error:  # a bug must not crash-loop the worker on the same job forever
             log.exception("worker %s: job %s raised", self.name, job.songhash)
-            self.fail(delivery, task, f"internal error: {error!r}")
+            self.fail(delivery, job, f"internal error: {error!r}")
             return
         self.queue.ack(self.name, delivery)
         self.metrics.jobs_completed.inc()
@@ -191,42 +188,64 @@ class Worker:
         except redis.RedisError:
             pass  # progress is a courtesy; the separation goes on
 
-    def fail(self, delivery: Delivery, task: Task, reason: str) -> None:
-        job = task.job
+    def fail(self, delivery: Delivery, job: Job, reason: str) -> None:
         attempt = job.attempts + 1
         self.metrics.jobs_failed.inc()
         if attempt < self.settings.max_attempts:
             log.warning("worker %s: job %s attempt %d failed, will retry: %s", self.name, job.songhash, attempt, reason)
             self.queue.retry(self.name, delivery, job.next_attempt())
-            self.status.set(task.result, QUEUED, reason=f"attempt {attempt} failed: {reason}", attempts=attempt)
+            self.status.finish(job, QUEUED, f"attempt {attempt} failed: {reason}", attempts=attempt)
             self.metrics.jobs_retried.labels("failed").inc()
             return
         log.error("worker %s: job %s failed after %d attempts: %s", self.name, job.songhash, attempt, reason)
         self.queue.bury(self.name, delivery, reason)
-        self.status.set(task.result, FAILED, reason=reason, attempts=attempt, job_id=job.id)
+        self.status.finish(job, FAILED, reason, attempts=attempt)
         self.metrics.jobs_dead_lettered.inc()
 
-    def process(self, task: Task) -> None:
-        job, options = task.job, task.options
-        model = options.model or self.settings.demucs_model
+    def checker(self, job: Job):
+        """What a running separation asks about once in a while: True to hand the job back (shutting down);
+        it raises Cancelled once the job was cancelled (asked of Redis once a second at most)."""
+        checked = [time.monotonic()]
+
+        def check() -> bool:
+            if time.monotonic() - checked[0] >= CANCEL_CHECK_SECONDS:
+                checked[0] = time.monotonic()
+                self.raise_if_cancelled(job)
+            return self.should_abandon()
+
+        return check
+
+    def raise_if_cancelled(self, job: Job) -> None:
+        try:
+            cancelled = self.status.is_cancelled(job)
+        except redis.RedisError:
+            return  # a cancel is noticed once Redis is back; the outage itself is handled by the loop
+        if cancelled:
+            raise Cancelled()
+
+    def process(self, job: Job) -> None:
+        options, result = job.options, job.result
         started = time.monotonic()
         work_dir = str(self.settings.work_dir) if self.settings.work_dir else None
         with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=work_dir) as scratch:
-            run = DemucsRun(model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated", options)
+            run = DemucsRun(options.model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated",
+                            options)
             try:
                 self.store.fetch_input(job.songhash, str(run.input_path))
             except NotFound:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
-            log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, model,
-                     job.attempts + 1)
+            seconds = job.seconds or self.measure(run.input_path)
+            log.info("worker %s: job %s: separating %.0f s with %s (attempt %d)", self.name, job.songhash, seconds,
+                     options.model, job.attempts + 1)
             tracks = separate(
-                run, options.tracks(model), self.settings, Path(scratch) / "demucs.log",
-                self.should_abandon, lambda percent: self.report_progress(task.result, percent),
+                run, options.tracks(), self.settings, Path(scratch) / "demucs.log", seconds,
+                self.checker(job), lambda percent: self.report_progress(result.id, percent),
             )
             separated = time.monotonic()
-            self.metrics.separated(model, separated - started, run.input_path)
+            self.metrics.separated(options.model, separated - started, seconds)
+            self.raise_if_cancelled(job)
             for track, path in tracks.items():
-                self.store.put_output(job.songhash, track, str(path), options)
+                self.store.put_output(result, track, str(path), options.format)
         log.info(
             "worker %s: job %s separated in %.1f s, %d tracks stored in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
@@ -244,5 +263,15 @@ class Worker:
             }
         # REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires.
         retention = self.settings.retention_days * 86400 - (time.monotonic() - separated) - DONE_MARGIN
-        self.status.set(task.result, DONE, worker=self.name, job_id=job.id, progress=100,
-                        expire_in=int(retention) if self.settings.retention_days > 0 else None, **callback_fields)
+        if not self.status.finish(job, DONE, worker=self.name, progress=100, **callback_fields,
+                                  expire_in=int(retention) if self.settings.retention_days > 0 else None):
+            # Cancelled while the tracks were being written: take back what this job wrote.
+            self.store.remove_result(result, options.tracks(), options.format)
+            raise Cancelled()
+
+    def measure(self, song: Path) -> float:
+        """The length of a song whose job does not say (pushed by a script), as REST measures it."""
+        try:
+            return check_mp3(str(song), self.settings.max_song_seconds)
+        except BadRequest as refusal:
+            raise SeparationFailed(refusal.message) from None

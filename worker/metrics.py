@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -19,7 +18,6 @@ from prometheus_client.core import GaugeMetricFamily
 
 from msaas.jobqueue import JobQueue
 from worker.callback import CallbackOutcome
-from worker.demucs_run import song_seconds
 
 log = logging.getLogger(__name__)
 SECONDS_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -87,10 +85,10 @@ class WorkerMetrics:
             return
         log.info("metrics served on port %d", port)
 
-    def separated(self, model: str, seconds: float, song: Path) -> None:
+    def separated(self, model: str, seconds: float, song_seconds: float) -> None:
         self.separation_seconds.labels(model).observe(seconds)
-        if (duration := song_seconds(song)) > 0:  # 0: a song Demucs read but sphn cannot; it still counts
-            self.realtime_factor.labels(model).observe(seconds / duration)
+        if song_seconds > 0:
+            self.realtime_factor.labels(model).observe(seconds / song_seconds)
 
     def called_back(self, outcome: CallbackOutcome) -> None:
         if outcome.delivered:

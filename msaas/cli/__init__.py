@@ -12,27 +12,39 @@ import argparse
 import json
 import os
 import sys
+import urllib.parse
 
 from msaas.cli import commands
 from msaas.cli.client import Client
-from msaas.cli.exits import INTERRUPTED, Failure
-from msaas.jobs import FORMATS, MODEL_TRACKS, MP3_BITRATES, SIX_STEMS
+from msaas.cli.exits import BUG, INTERRUPTED, SERVER, USAGE, Failure
+from msaas.options import SPECS
 
 DEFAULT_SERVER = "http://localhost:5000"
 
 
+def global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """--server, --json and -q, accepted before the command (as kubectl, docker and gh take them) and after it;
+    after it, `default` is SUPPRESS so an option given before is not reset."""
+    parser.add_argument("--server", default=default if default is argparse.SUPPRESS else None,
+                        help=f"the REST service (default: $MSAAS_URL or {DEFAULT_SERVER})")
+    parser.add_argument("--json", action="store_true", default=default if default is argparse.SUPPRESS else False,
+                        help="print one JSON object on stdout, errors included")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        default=default if default is argparse.SUPPRESS else False, help="no progress on stderr")
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--server", help=f"the REST service (default: $MSAAS_URL or {DEFAULT_SERVER})")
-    common.add_argument("--json", action="store_true", help="print one JSON object on stdout, errors included")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    global_options(common, argparse.SUPPRESS)
     selection = argparse.ArgumentParser(add_help=False)
-    selection.add_argument("--model", choices=list(MODEL_TRACKS), help="Demucs model (default: the server's)")
-    selection.add_argument("--two-stems", choices=list(SIX_STEMS), help="only STEM and no_STEM")
-    selection.add_argument("--format", choices=list(FORMATS), help="tracks' format (default mp3)")
-    selection.add_argument("--mp3-bitrate", type=int, choices=MP3_BITRATES, help="kbit/s (default 320)")
+    for spec in SPECS:  # the options table: one flag per option
+        selection.add_argument(
+            "--" + spec.name.replace("_", "-"), type=spec.kind, choices=spec.choices or None,
+            help=f"{spec.help} (default: {'the server' if spec.default is None else spec.default})",
+        )
 
     main_parser = argparse.ArgumentParser(prog="msaas", description="Split songs into stems with Demucs, remotely.")
+    global_options(main_parser, None)
     sub = main_parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("separate", parents=[common, selection], help="upload a song, wait, save its stems")
     run.add_argument("song", help="an MP3 file")
@@ -47,26 +59,50 @@ def parser() -> argparse.ArgumentParser:
     get.add_argument("songhash")
     get.add_argument("track", help="vocals, drums, bass, other, ... or no_<stem>; an extension picks the format")
     get.add_argument("--out", help="file or folder to save to; - for stdout (default: <songhash>-<track>.<ext>)")
-    remove = sub.add_parser("rm", parents=[common, selection], help="remove a song (everything) or one track")
+    remove = sub.add_parser("rm", parents=[common, selection],
+                            help="remove a song (everything; its queued or running jobs are cancelled) or one track")
     remove.add_argument("songhash")
     remove.add_argument("track", nargs="?")
+    cancel = sub.add_parser("cancel", parents=[common], help="stop a song's queued and running jobs; results stay")
+    cancel.add_argument("songhash")
     return main_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    server = args.server or os.environ.get("MSAAS_URL") or DEFAULT_SERVER
-    client = Client(server, os.environ.get("MSAAS_API_KEY", ""))
     command = {
         "separate": commands.separate, "status": commands.status, "queue": commands.queue,
-        "get": commands.get, "rm": commands.remove,
+        "get": commands.get, "rm": commands.remove, "cancel": commands.cancel,
     }[args.command]
     try:
+        client = Client(server_url(args.server or os.environ.get("MSAAS_URL") or DEFAULT_SERVER),
+                        os.environ.get("MSAAS_API_KEY", ""))
         return command(args, client)
     except Failure as failure:  # the client's own, and the server's errors (ApiError)
         return fail(args, failure.code, failure.message, failure.exit_code)
     except KeyboardInterrupt:
         return fail(args, "interrupted", "interrupted", INTERRUPTED)
+    except OSError as error:  # a local file or folder: --out that cannot be made or written, a song unreadable
+        where = f"{error.filename}: " if error.filename else ""
+        return fail(args, "file_error", f"{where}{error.strerror or error}", USAGE)
+    except (KeyError, TypeError, AttributeError) as error:  # an answer without the fields the API promises
+        return fail(args, "bad_answer", f"the server's answer lacks what the API promises ({error!r})", SERVER)
+    except Exception as error:  # a bug here: still one line, and its own exit code
+        return fail(args, "bug", f"{type(error).__name__}: {error} (please report it)", BUG)
+
+
+def server_url(value: str) -> str:
+    """`--server` as a base URL; a bare host:port means http. Usage error for anything else."""
+    url = value if "://" in value else f"http://{value}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise Failure("usage", f"--server {value!r} is not an http(s) URL such as http://localhost:5000", USAGE)
+    return url
 
 
 def fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:

@@ -58,7 +58,15 @@ class Client:
 
     def json(self, method: str, path: str, query: dict[str, str] | None = None, **kwargs) -> dict:
         with self.request(method, path, query, **kwargs) as response:
-            return json.load(response)
+            text = response.read()
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise ApiError(-1, "bad_answer", f"{self.server} answered {method} {path} with something other than a "
+                                             f"JSON object: {text[:80]!r}")
+        return answer
 
     def separate(self, song: Path, options: dict[str, str]) -> dict:
         """Upload the MP3 as a raw body, streamed from disk; options travel in the query."""
@@ -70,7 +78,10 @@ class Client:
         return self.json("GET", f"/apiv1/status/{songhash}", options)
 
     def queue(self) -> list[str]:
-        return self.json("GET", "/apiv1/queue")["queue"]
+        waiting = self.json("GET", "/apiv1/queue").get("queue")
+        if not isinstance(waiting, list):
+            raise ApiError(-1, "bad_answer", f"{self.server} answered the queue without a list")
+        return waiting
 
     def download(self, path: str, destination: BinaryIO, query: dict[str, str] | None = None) -> int:
         """Stream a track into `destination`; the number of bytes."""

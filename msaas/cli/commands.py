@@ -13,8 +13,9 @@ from pathlib import Path
 from msaas.cli.client import Client
 from msaas.cli.exits import OK, SONG_FAILED, TIMEOUT, USAGE, Failure
 from msaas.cli.progress import Progress, describe
+from msaas.options import SPECS
 
-FINAL_STATES = ("done", "failed")
+FINAL_STATES = ("done", "failed", "cancelled")
 
 
 def emit(args: argparse.Namespace, result: dict, text: str) -> None:
@@ -23,10 +24,9 @@ def emit(args: argparse.Namespace, result: dict, text: str) -> None:
 
 def options_of(args: argparse.Namespace) -> dict[str, str]:
     """The chosen options as the API's query parameters; the server's defaults for the rest."""
-    chosen = {
-        "model": args.model, "two_stems": args.two_stems, "format": args.format, "mp3_bitrate": args.mp3_bitrate,
-    }
-    return {name: str(value) for name, value in chosen.items() if value is not None}
+    chosen = {spec.name: getattr(args, spec.name) for spec in SPECS}
+    return {name: f"{value:g}" if isinstance(value, float) else str(value)
+            for name, value in chosen.items() if value is not None}
 
 
 def separate(args: argparse.Namespace, client: Client) -> int:
@@ -42,8 +42,8 @@ def separate(args: argparse.Namespace, client: Client) -> int:
     progress = Progress(sys.stderr, song.name, args.quiet)
     progress.note(f"{answer['reason']} (songhash {songhash})")
     status = wait(client, songhash, options, progress, args.timeout, args.interval)
-    if status["state"] == "failed":
-        raise Failure("song_failed", f"song {songhash} failed: {status.get('reason', 'no reason given')}", SONG_FAILED)
+    if status["state"] != "done":
+        raise Failure(f"song_{status['state']}", f"song {songhash} {describe(status)}", SONG_FAILED)
     folder = Path(args.out) if args.out else Path("separated") / song.stem
     folder.mkdir(parents=True, exist_ok=True)
     saved = {}
@@ -89,7 +89,7 @@ def status(args: argparse.Namespace, client: Client) -> int:
     lines = [describe(answer)]
     lines += [f"{track}\t{url}" for track, url in answer.get("tracks", {}).items()]
     emit(args, answer, "\n".join(lines))
-    return SONG_FAILED if answer["state"] == "failed" else OK
+    return SONG_FAILED if answer["state"] in ("failed", "cancelled") else OK
 
 
 def queue(args: argparse.Namespace, client: Client) -> int:
@@ -99,6 +99,8 @@ def queue(args: argparse.Namespace, client: Client) -> int:
 
 
 def get(args: argparse.Namespace, client: Client) -> int:
+    if "/" in args.track or args.track in ("", ".", ".."):
+        raise Failure("usage", f"{args.track!r} is not a track name (vocals, drums, bass.mp3, ...)", USAGE)
     options = options_of(args)
     path = f"/apiv1/track/{args.songhash}/{args.track}"
     if args.out == "-":
@@ -117,5 +119,11 @@ def get(args: argparse.Namespace, client: Client) -> int:
 def remove(args: argparse.Namespace, client: Client) -> int:
     answer = client.remove(args.songhash, args.track, options_of(args))
     emit(args, answer, answer.get("reason", "removed"))
+    return OK
+
+
+def cancel(args: argparse.Namespace, client: Client) -> int:
+    answer = client.json("POST", f"/apiv1/cancel/{args.songhash}")
+    emit(args, answer, answer.get("reason", "cancelled"))
     return OK
 

@@ -18,8 +18,8 @@ def describe(status: dict) -> str:
         return text + (f" ({status['reason']})" if status.get("reason") else "")
     if state == "processing":
         return f"processing {status.get('progress', 0):.0f}%"
-    if state == "failed":
-        return f"failed: {status.get('reason', 'no reason given')}"
+    if state in ("failed", "cancelled"):
+        return f"{state}: {status.get('reason', 'no reason given')}"
     return state
 
 

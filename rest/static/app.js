@@ -6,6 +6,7 @@ import { SongCard } from "./song.js";
 
 const SONGS_STORAGE = "msaas.songs";
 const modelTracks = JSON.parse(document.getElementById("model-tracks").textContent);
+const optionNames = JSON.parse(document.getElementById("option-names").textContent); // the options table's rows
 const form = document.getElementById("submit-form");
 const fileInput = document.getElementById("files");
 const dropzone = document.getElementById("dropzone");
@@ -33,20 +34,23 @@ function refreshStemChoices() {
 
 function refreshBitrate() {
   const bitrate = select("mp3_bitrate");
-  bitrate.disabled = select("format").value !== "mp3";
+  bitrate.disabled = (select("format").value || "mp3") !== "mp3";
   if (bitrate.disabled) bitrate.value = "";
 }
 
 function chosenOptions() {
   const query = new URLSearchParams();
-  for (const name of ["model", "two_stems", "format", "mp3_bitrate"]) {
+  for (const name of optionNames) {
     const value = select(name).value;
-    if (value && !(name === "format" && value === "mp3")) query.set(name, value);
+    if (value) query.set(name, value);
   }
+  const format = select("format").value || "mp3";
   const label = [
     select("model").value || `${select("model").dataset.default} (default)`,
     select("two_stems").value ? `${select("two_stems").value} + no_${select("two_stems").value}` : "all stems",
-    select("format").value + (select("mp3_bitrate").value ? ` ${select("mp3_bitrate").value} kbit/s` : ""),
+    format + (select("mp3_bitrate").value ? ` ${select("mp3_bitrate").value} kbit/s` : ""),
+    ...optionNames.filter((name) => !["model", "two_stems", "format", "mp3_bitrate"].includes(name))
+      .filter((name) => select(name).value).map((name) => `${name} ${select(name).value}`),
   ].join(" · ");
   return { query: query.toString(), label };
 }

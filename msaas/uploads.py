@@ -1,5 +1,5 @@
-"""Receiving a song: from a raw body or a multipart field, or base64 from JSON (rest/json_body.py), into a
-temporary file.
+"""Receiving a song into a temporary file: from a raw body, a multipart field, base64 in JSON
+(rest/json_body.py) or gRPC chunks (rpc/).
 
 Every way in ends the same: the MP3 on disk (streamed there in chunks, hashed on the way), never held
 in memory whole more than the request format forces.
@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 import pybase64
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from msaas.errors import BadRequest
+from msaas.errors import BadRequest, TooLarge
 
 CHUNK = 256 * 1024
 
@@ -67,9 +66,13 @@ def from_stream(stream: BinaryIO, limit: int, scratch_dir: str | None) -> Upload
         song = SongFile(file)
         while chunk := stream.read(CHUNK):
             if song.size + len(chunk) > limit:
-                raise RequestEntityTooLarge()
+                raise too_large(limit)
             song.write(chunk)
     return song.upload(path)
+
+
+def too_large(limit: int) -> TooLarge:
+    return TooLarge(f"request body is larger than the limit of {limit} bytes", "too_large")
 
 
 class Base64Sink:

@@ -1,0 +1,76 @@
+"""How songs, results and their objects are named: the songhash, tracks, and keys in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from msaas.errors import BadRequest
+from msaas.models import SIX_STEMS
+
+SONGHASH = re.compile(r"[0-9a-f]{56}")  # SHA-224 hex digest
+TRACK_ALIASES = {"base": "bass"}  # the reference README's typo `base.mp3`
+ALL_TRACKS = (*SIX_STEMS, *(f"no_{stem}" for stem in SIX_STEMS))  # no_<stem>: the rest, with --two-stems
+FORMATS = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}  # extension -> content type
+
+
+def songhash_of(mp3: bytes) -> str:
+    return hashlib.sha224(mp3).hexdigest()
+
+
+def check_songhash(value: str) -> str:
+    songhash = value.lower()
+    if not SONGHASH.fullmatch(songhash):
+        raise BadRequest(f"{value!r} is not a songhash (56 hexadecimal characters)", "invalid_songhash")
+    return songhash
+
+
+def parse_track(value: str) -> tuple[str, str | None]:
+    """`vocals`, `vocals.wav` or `base.mp3` -> (track, extension or None); anything else is a BadRequest."""
+    name, dot, extension = value.lower().rpartition(".")
+    if not dot or extension not in FORMATS:
+        name, extension = value.lower(), None
+    name = TRACK_ALIASES.get(name, name)
+    if name not in ALL_TRACKS:
+        raise BadRequest(f"unknown track {value!r}; tracks are {', '.join(ALL_TRACKS)}", "invalid_track")
+    return name, extension
+
+
+def input_key(songhash: str) -> str:
+    return f"{songhash}.mp3"
+
+
+def song_prefixes(songhash: str) -> tuple[str, str]:
+    """Key prefixes under which every result of a song lies, whatever its options."""
+    return f"{songhash}-", f"{songhash}/"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One separation of a song with given options. The reference's defaults have no tag, and their tracks the
+    reference's names (`<songhash>-vocals.mp3`); any other options are tagged (`htdemucs_6s-all-mp3320`), and
+    their tracks lie under `<songhash>/<tag>/`, so results never overwrite or get mistaken for each other."""
+
+    songhash: str
+    tag: str = ""
+
+    @property
+    def id(self) -> str:
+        """What the result is known by in Redis (status, locks): the songhash, or songhash/tag."""
+        return f"{self.songhash}/{self.tag}" if self.tag else self.songhash
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.songhash}/{self.tag}/" if self.tag else f"{self.songhash}-"
+
+    def key(self, track: str, extension: str) -> str:
+        return f"{self.prefix}{track}.{extension}"
+
+    @classmethod
+    def parse(cls, value: str) -> Result:
+        """The inverse of `id`; ValueError for anything else."""
+        songhash, _, tag = value.partition("/")
+        if not SONGHASH.fullmatch(songhash) or "/" in tag or (tag and not re.fullmatch(r"[\w.-]+", tag)):
+            raise ValueError(f"{value!r} is not a result id")
+        return cls(songhash, tag)

@@ -1,0 +1,157 @@
+"""How to separate a song: one table of options, resolved to concrete values once, where a job is accepted.
+
+`Options` is the table. Each field carries its `Spec` (type, allowed values, help), and everything else is
+derived from it: parsing JSON bodies, query strings and the CLI's flags, the OpenAPI parameters, the web page's
+choices, the tag that names a result. Adding an option is adding a field here and using it where it acts
+(for Demucs' flags: worker/demucs_run.py).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from msaas.errors import BadRequest
+from msaas.models import MODELS, SIX_STEMS, stems_of
+from msaas.naming import FORMATS, Result
+
+MP3_BITRATES = (64, 96, 128, 160, 192, 224, 256, 320)
+# The options the first tags were made of, in their order: results stored under those tags keep their names.
+TAGGED_FIRST = ("model", "two_stems", "format", "mp3_bitrate")
+INTEGER = re.compile(r"[+]?[0-9]{1,9}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One row of the table: what an option's values may be, and what it does."""
+
+    name: str
+    kind: type  # str, int or float
+    default: Any  # None: the service's choice (the model) or not used
+    help: str
+    choices: tuple = ()
+    bounds: tuple[float, float] | None = None
+    error: str = "invalid_option"  # the error code a wrong value gets
+
+    def parse(self, raw: object) -> Any:
+        """A JSON value, or the text of a query string, form field or flag -> the option's value; BadRequest
+        for anything else, whatever its type."""
+        value = _typed(self.kind, raw)
+        if value is None or (self.choices and value not in self.choices):
+            shown = repr(raw) if len(repr(raw)) <= 80 else repr(raw)[:77] + "..."
+            raise BadRequest(f"{self.name} {shown} must be {self.allowed()}", self.error)
+        if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
+            raise BadRequest(f"{self.name} {value!r} must be {self.allowed()}", self.error)
+        return value
+
+    def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        if self.bounds:
+            return f"a number from {self.bounds[0]:g} to {self.bounds[1]:g}"
+        return f"a {self.kind.__name__}"
+
+    def schema(self) -> dict:
+        """This option as an OpenAPI schema."""
+        schema: dict[str, Any] = {"type": {str: "string", int: "integer", float: "number"}[self.kind]}
+        if self.choices:
+            schema["enum"] = list(self.choices)
+        if self.bounds:
+            schema["minimum"], schema["maximum"] = self.bounds
+        if self.default is not None:
+            schema["default"] = self.default
+        schema["description"] = self.help
+        return schema
+
+
+def _typed(kind: type, raw: object) -> Any:
+    """`raw` as a value of `kind`, or None. Text is parsed (query strings, flags); JSON values must already be
+    of the kind (an integral float is an integer); booleans, lists, objects, NaN and infinities never are."""
+    if isinstance(raw, bool) or raw is None:
+        return None
+    if kind is str:
+        return raw if isinstance(raw, str) else None
+    if isinstance(raw, str):
+        text = raw.strip()
+        if kind is int:
+            return int(text) if INTEGER.fullmatch(text) else None
+        try:
+            raw = float(text)
+        except ValueError:
+            return None
+    if not isinstance(raw, int | float) or not math.isfinite(raw):
+        return None
+    if kind is int:
+        return int(raw) if float(raw).is_integer() else None
+    return float(raw)
+
+
+def option(name: str, kind: type, default: Any, help: str, choices: tuple = (), bounds=None,
+           error: str = "invalid_option") -> Any:
+    return field(default=default, metadata={"spec": Spec(name, kind, default, help, tuple(choices), bounds, error)})
+
+
+@dataclass(frozen=True)
+class Options:
+    """The table. Instances are resolved: every value concrete, the model included."""
+
+    model: str = option("model", str, None, "Demucs model; default: the service's DEMUCS_MODEL", tuple(MODELS),
+                        error="invalid_model")
+    two_stems: str | None = option(
+        "two_stems", str, None, "separate one stem from the rest: tracks <stem> and no_<stem>", SIX_STEMS
+    )
+    format: str = option("format", str, "mp3", "the tracks' audio format", tuple(FORMATS))
+    mp3_bitrate: int | None = option("mp3_bitrate", int, 320, "kbit/s of MP3 tracks (format mp3 only)", MP3_BITRATES)
+
+    @classmethod
+    def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:
+        """The options `values` ask for (JSON values or text; absent, null or "" means the default), checked
+        against each other, with the model made concrete. The one place a default model is applied."""
+        given = {spec.name: spec.parse(values[spec.name]) for spec in SPECS if values.get(spec.name) not in (None, "")}
+        options = replace(cls(model=default_model), **given)
+        if options.format != "mp3":
+            if "mp3_bitrate" in given:
+                raise BadRequest("mp3_bitrate applies to format mp3 only", "invalid_option")
+            options = replace(options, mp3_bitrate=None)
+        if options.two_stems and options.two_stems not in stems_of(options.model):
+            raise BadRequest(
+                f"two_stems {options.two_stems!r} is not a source of model {options.model} "
+                f"({', '.join(stems_of(options.model))})",
+                "invalid_option",
+            )
+        return options
+
+    def tracks(self) -> tuple[str, ...]:
+        if self.two_stems:
+            return self.two_stems, f"no_{self.two_stems}"
+        return stems_of(self.model)
+
+    @property
+    def tag(self) -> str:
+        """Names a result made with these options, e.g. `htdemucs_6s-all-mp3320` or `htdemucs-vocals-wav`."""
+        tag = f"{self.model}-{self.two_stems or 'all'}-{self.format}{self.mp3_bitrate or ''}"
+        for spec in SPECS:
+            value = getattr(self, spec.name)
+            if spec.name not in TAGGED_FIRST and value != spec.default:
+                tag += f"-{spec.name}{value:g}" if isinstance(value, float) else f"-{spec.name}{value}"
+        return tag
+
+    def result(self, songhash: str, default_model: str) -> Result:
+        """The result these options make of a song; the reference's defaults keep the reference's names."""
+        plain = self == Options.resolve({}, default_model)
+        return Result(songhash, "" if plain else self.tag)
+
+    def as_fields(self) -> dict[str, Any]:
+        """Every option by name, as the job carries them on the wire and the status shows them."""
+        return {spec.name: getattr(self, spec.name) for spec in SPECS}
+
+    def as_query(self) -> dict[str, str]:
+        """Every option given, as the query parameters that select this result on the read routes."""
+        return {name: f"{value:g}" if isinstance(value, float) else str(value)
+                for name, value in self.as_fields().items() if value is not None}
+
+
+SPECS: tuple[Spec, ...] = tuple(item.metadata["spec"] for item in fields(Options))

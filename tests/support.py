@@ -1,0 +1,92 @@
+"""What the tests share besides fixtures: real servers and processes to start, waiting, and small builders."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from werkzeug.serving import make_server
+
+from devstack.processes import Child
+from msaas.jobs import Callback, Job
+from msaas.options import Options
+from msaas.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHORT_SAMPLE = ROOT / "data" / "short-hum.mp3"
+
+
+def job_for(songhash: str, settings: Settings, callback: Callback | None = None, **options: object) -> Job:
+    """A job as REST would queue it for `songhash` with these options (the defaults if none)."""
+    return Job.of(songhash, Options.resolve(options, settings.demucs_model), settings.demucs_model, 0.0, callback)
+
+
+def serve(app) -> tuple[str, object]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"127.0.0.1:{server.server_port}", server
+
+
+def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in Settings.__dataclass_fields__}
+    return {**env, **settings.to_env(), "PYTHONUNBUFFERED": "1", **overrides}
+
+
+def start_service(name: str, settings: Settings, log_path: Path, **overrides: str) -> Child:
+    child = Child(name, [sys.executable, "-m", name], child_env(settings, **overrides), log_path, cwd=ROOT)
+    child.start()
+    return child
+
+
+class CallbackReceiver:
+    """A local HTTP listener that records every POST it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.arrived = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                receiver.arrived.set()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def processes() -> dict[int, tuple[int, str]]:
+    """Every process on this machine: pid -> (parent pid, command line), from /proc."""
+    found = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rpartition(")")[2].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # it ended meanwhile
+        found[int(entry)] = (parent, command)
+    return found

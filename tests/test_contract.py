@@ -1,0 +1,114 @@
+"""One job contract: a job carries the options and result it was accepted for, so REST and workers that disagree
+about defaults (a rolling update of DEMUCS_MODEL) neither lose a song nor mislabel it; and a cancel is real."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import replace
+
+import pytest
+import requests
+
+from msaas.models import FOUR_STEMS
+from msaas.naming import songhash_of
+from rest import create_app
+from support import ROOT, SHORT_SAMPLE, processes, serve, start_service, wait_for
+
+pytestmark = pytest.mark.demucs
+
+HUM = SHORT_SAMPLE.read_bytes()
+MARCH = (ROOT / "data" / "short-march.mp3").read_bytes()
+
+
+def submit(rest: str, mp3: bytes, **fields) -> dict:
+    answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": base64.b64encode(mp3).decode(), **fields})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def status(rest: str, songhash: str, **query) -> dict:
+    return requests.get(f"http://{rest}/apiv1/status/{songhash}", params=query).json()
+
+
+def outputs(store, settings, songhash: str) -> list[str]:
+    return sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, songhash,
+                                                                          recursive=True))
+
+
+def test_a_rest_worker_default_model_skew_neither_loses_a_song_nor_mislabels_it(settings, store, tmp_path):
+    # REST's default is the tiny model and the worker's is htdemucs (whose weights it could not even fetch here):
+    # a song submitted without a model runs with the model REST accepted it for.
+    rest_tiny, server_tiny = serve(create_app(settings))
+    rest_ht, server_ht = serve(create_app(replace(settings, demucs_model="htdemucs")))
+    worker = start_service("worker", settings, tmp_path / "worker.log", DEMUCS_MODEL="htdemucs")
+    try:
+        hum = submit(rest_tiny, HUM)["hash"]
+        done = wait_for(lambda: (s := status(rest_tiny, hum))["state"] in ("done", "failed") and s, 120, "hum")
+        assert done["state"] == "done", done
+        assert done["options"]["model"] == "demucs_unittest"
+        assert outputs(store, settings, hum) == sorted(f"{hum}-{track}.mp3" for track in FOUR_STEMS)
+        assert requests.get(done["tracks"]["vocals"]).ok
+
+        # The other way round: REST's default is htdemucs, the worker's the tiny model, and the client names the
+        # tiny model. REST files it as a tagged result; the worker writes it there, not under the plain names.
+        worker.stop()
+        worker = start_service("worker", settings, tmp_path / "worker2.log")
+        march = submit(rest_ht, MARCH, model="demucs_unittest")["hash"]
+        query = {"model": "demucs_unittest"}
+        done = wait_for(lambda: (s := status(rest_ht, march, **query))["state"] in ("done", "failed") and s, 120,
+                        "march")
+        assert done["state"] == "done", done
+        assert done["options"]["model"] == "demucs_unittest"
+        assert outputs(store, settings, march) == sorted(
+            f"{march}/demucs_unittest-all-mp3320/{track}.mp3" for track in FOUR_STEMS)
+        assert requests.get(done["tracks"]["drums"]).ok
+        assert requests.get(f"http://{rest_ht}/apiv1/status/{march}").status_code == 404  # no plain result
+    finally:
+        worker.stop()
+        server_tiny.shutdown()
+        server_ht.shutdown()
+
+
+def demucs_runs() -> list[int]:
+    return [pid for pid, (_, command) in processes().items() if "demucs.separate" in command]
+
+
+def test_cancelling_a_running_song_stops_demucs_and_keeps_nothing(settings, rest, store, redis_client, tmp_path):
+    # 40 random shifts make the tiny model's separation of 8 s last long enough to cancel it mid-way.
+    worker = start_service("worker", settings, tmp_path / "worker.log", DEMUCS_SHIFTS="40")
+    try:
+        hum = submit(rest, HUM)["hash"]
+        wait_for(lambda: status(rest, hum)["state"] == "processing" and demucs_runs(), 60, "a running separation")
+        answer = requests.delete(f"http://{rest}/apiv1/remove/{hum}")
+        assert answer.status_code == 200 and answer.json()["cancelled"] == 1
+        cancelled_at = time.monotonic()
+        wait_for(lambda: not demucs_runs(), 10, "Demucs killed")
+        assert time.monotonic() - cancelled_at < 10
+        assert status(rest, hum)["state"] == "cancelled"
+        # The worker goes on with the next song, and nothing of the cancelled one is written meanwhile.
+        march = submit(rest, MARCH)["hash"]
+        wait_for(lambda: status(rest, march)["state"] == "done", 120, "the next song")
+        assert outputs(store, settings, hum) == []
+        assert status(rest, hum)["state"] == "cancelled"
+        assert redis_client.llen(f"{settings.worker_queue}:dead") == 0
+    finally:
+        worker.stop()
+
+
+def test_cancelling_a_queued_song_takes_it_off_the_queue(settings, rest, redis_client, tmp_path):
+    hum = submit(rest, HUM)["hash"]
+    assert requests.get(f"http://{rest}/apiv1/queue").json()["queue"] == [hum]
+    answer = requests.post(f"http://{rest}/apiv1/cancel/{hum}")
+    assert answer.status_code == 200 and answer.json()["cancelled"] == 1
+    assert requests.get(f"http://{rest}/apiv1/queue").json()["queue"] == []
+    assert status(rest, hum)["state"] == "cancelled"
+    # Submitted again, it is queued again, as a new job.
+    assert submit(rest, HUM)["reason"] == "Song enqueued for separation"
+    worker = start_service("worker", settings, tmp_path / "worker.log")
+    try:
+        wait_for(lambda: status(rest, hum)["state"] == "done", 120, "the resubmitted song")
+    finally:
+        worker.stop()
+    assert redis_client.llen(f"{settings.worker_queue}:dead") == 0
+    assert songhash_of(HUM) == hum
