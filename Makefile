@@ -6,7 +6,7 @@ CHECKOV_VENV := $(VENV)/checkov
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-stamp
 HOST_PYTHON ?= python3
 
-.PHONY: install run test lint samples bench constraints clean
+.PHONY: install run test lint samples bench constraints proto clean
 
 install: $(STAMP)
 
@@ -51,6 +51,12 @@ samples: install
 # Issue 6's benchmarks (bench/run.py): about 2.5 hours on 2 cores; `make bench BENCH_ARGS=--quick` about 10 minutes.
 bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+# The gRPC contract's Python code (msaas/v1/), generated from proto/ and committed, so the images and the `msaas`
+# command need no code generator; tests/test_rpc_contract.py fails when it is stale.
+PROTOC := $(PYTHON) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=.
+proto: install
+	$(PROTOC) proto/msaas/v1/separation.proto
 
 # Regenerate the full pin list after changing requirements/*.txt.
 constraints: install $(TEST_TOOLS_STAMP)

@@ -32,6 +32,8 @@ class Settings:
     log_list: str = "logging"
     log_level: str = "INFO"
     port: int = 5000  # where the REST service listens
+    grpc_port: int = 50051  # where the gRPC service listens
+    grpc_metrics_port: int = 8001  # where the gRPC service serves /metrics; 0: no metrics server
     max_request_bytes: int = 64 * 1024 * 1024
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"

@@ -27,6 +27,12 @@ from msaas.uploads import Upload
 
 log = logging.getLogger(__name__)
 ENQUEUED = "Song enqueued for separation"  # the reference's words; clients may compare them
+TRACK_REMOVED = "Track removed"
+SONG_REMOVED = "Song removed"
+
+
+def cancel_reason(cancelled: int) -> str:
+    return "Song cancelled" if cancelled else "Nothing queued or processing for this song"
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,12 @@ class ObjectStore:
                     self.client.set_bucket_lifecycle(bucket, LifecycleConfig([rule]))
         self._buckets_ready = True
 
+    def check_reachable(self) -> None:
+        """BackendUnavailable unless the store answers now (readiness checks)."""
+        self.ensure_buckets()
+        with _reaching(f"bucket {self.queue_bucket}"):
+            self.client.bucket_exists(self.queue_bucket)
+
     def put_input(self, songhash: str, path: str) -> None:
         self.ensure_buckets()
         key = input_key(songhash)

@@ -12,7 +12,7 @@ import binascii
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -65,6 +65,17 @@ def from_stream(stream: BinaryIO, limit: int, scratch_dir: str | None) -> Upload
     with spool(scratch_dir) as (file, path):
         song = SongFile(file)
         while chunk := stream.read(CHUNK):
+            if song.size + len(chunk) > limit:
+                raise too_large(limit)
+            song.write(chunk)
+    return song.upload(path)
+
+
+def from_chunks(chunks: Iterable[bytes], limit: int, scratch_dir: str | None) -> Upload:
+    """Copy a song sent in pieces (gRPC's client stream) to disk, hashing it on the way; TooLarge past `limit`."""
+    with spool(scratch_dir) as (file, path):
+        song = SongFile(file)
+        for chunk in chunks:
             if song.size + len(chunk) > limit:
                 raise too_large(limit)
             song.write(chunk)

@@ -9,7 +9,7 @@ from msaas.errors import BadRequest
 from msaas.models import MODELS, stems_of
 from msaas.naming import FORMATS
 from msaas.options import SPECS
-from msaas.songs import SongState
+from msaas.songs import SONG_REMOVED, TRACK_REMOVED, SongState, cancel_reason
 from msaas.uploads import from_stream
 from rest.backends import backends
 from rest.json_body import read_json
@@ -139,22 +139,21 @@ def remove(songhash: str, track: str):
     songs = backends().songs
     ref = songs.track(songhash, track, _query())
     songs.remove_track(ref)
-    return jsonify(hash=ref.result.songhash, track=ref.track, reason="Track removed")
+    return jsonify(hash=ref.result.songhash, track=ref.track, reason=TRACK_REMOVED)
 
 
 @blueprint.delete("/apiv1/remove/<songhash>")
 def remove_song(songhash: str):
     """Cancel the song's jobs, and remove every track of it, whatever its options, its input and its status."""
     removed, cancelled = backends().songs.remove(songhash)
-    return jsonify(hash=songhash.lower(), removed=removed, cancelled=cancelled, reason="Song removed")
+    return jsonify(hash=songhash.lower(), removed=removed, cancelled=cancelled, reason=SONG_REMOVED)
 
 
 @blueprint.post("/apiv1/cancel/<songhash>")
 def cancel(songhash: str):
     """Stop the song's queued and processing jobs; finished results stay."""
     cancelled = backends().songs.cancel(songhash)
-    return jsonify(hash=songhash.lower(), cancelled=cancelled,
-                   reason="Song cancelled" if cancelled else "Nothing queued or processing for this song")
+    return jsonify(hash=songhash.lower(), cancelled=cancelled, reason=cancel_reason(cancelled))
 
 
 def _callback(fields: dict):

@@ -4,25 +4,19 @@ balancers, probes and Prometheus."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import logging
-import time
-
-import redis
 from flask import Flask, request
 
+from msaas.access import UNAUTHORIZED, RateLimit, api_keys, bearer_token, key_accepted, key_client
 from msaas.settings import Settings
 from rest.backends import backends
 from rest.errors import error_response
 
-log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/healthz", "/readyz", "/metrics")
 OPEN_PREFIXES = ("/static/",)
 
 
 def register(app: Flask, settings: Settings) -> None:
-    keys = [key.strip() for key in settings.api_keys.split(",") if key.strip()]
+    keys = api_keys(settings.api_keys)
     limit = settings.rate_limit_per_minute
 
     @app.before_request
@@ -31,40 +25,23 @@ def register(app: Flask, settings: Settings) -> None:
             return None
         client = request.remote_addr or "unknown"
         if keys:
-            token = _bearer_token()
-            if token is None or not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
-                response = error_response(
-                    401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'"
-                )
+            token = bearer_token(request.headers.get("Authorization", ""))
+            if not key_accepted(token, keys):
+                response = error_response(401, "unauthorized", UNAUTHORIZED)
                 response.headers["WWW-Authenticate"] = 'Bearer realm="msaas"'
                 return response
-            # Limits follow the key, not the address; only a digest of it is ever kept.
-            client = "key:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+            client = key_client(token)
         if limit:
             return _rate_limit(client, limit)
         return None
 
 
-def _bearer_token() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
 def _rate_limit(client: str, limit: int):
-    """A fixed one-minute window per client, counted in Redis so every REST replica shares it."""
-    now = time.time()
-    window = int(now // 60)
-    key = f"ratelimit:{client}:{window}"
-    try:
-        with backends().redis.pipeline() as pipe:
-            count, _ = pipe.incr(key).expire(key, 120).execute()
-    except redis.RedisError as error:
-        log.warning("rate limit not checked, Redis unreachable: %s", error)
-        return None  # the route itself will answer 503 if it needs Redis
-    if count > limit:
-        response = error_response(
-            429, "too_many_requests", f"more than {limit} requests in a minute from this client; slow down"
-        )
-        response.headers["Retry-After"] = str(60 * (window + 1) - int(now))
-        return response
-    return None
+    """msaas.access.RateLimit, answered as a 429 with Retry-After."""
+    rate_limit = RateLimit(backends().redis, limit)
+    wait = rate_limit.over(client)
+    if wait is None:
+        return None
+    response = error_response(429, "too_many_requests", rate_limit.message())
+    response.headers["Retry-After"] = str(wait)
+    return response

@@ -4,6 +4,7 @@ app over HTTP, and worker processes that run the real `demucs.separate` CLI with
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -108,6 +109,17 @@ def rest(settings) -> Iterator[str]:
     address, server = serve(create_app(settings))
     yield address
     server.shutdown()
+
+
+@pytest.fixture
+def rpc(settings) -> Iterator[str]:
+    """The gRPC service in this process, on a free port; yields its host:port."""
+    from rpc import create_server  # grpcio only for the tests that use it
+
+    server = create_server(replace(settings, grpc_port=0), host="127.0.0.1")
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop(grace=0)
 
 
 @pytest.fixture

@@ -1,0 +1,205 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Options(_message.Message):
+    __slots__ = ("model", "two_stems", "format", "mp3_bitrate")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TWO_STEMS_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MP3_BITRATE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    two_stems: str
+    format: str
+    mp3_bitrate: int
+    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ...) -> None: ...
+
+class Callback(_message.Message):
+    __slots__ = ("url", "data")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    data: _struct_pb2.Struct
+    def __init__(self, url: _Optional[str] = ..., data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class SubmitHeader(_message.Message):
+    __slots__ = ("options", "callback")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    options: Options
+    callback: Callback
+    def __init__(self, options: _Optional[_Union[Options, _Mapping]] = ..., callback: _Optional[_Union[Callback, _Mapping]] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: SubmitHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[SubmitHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class SubmitResponse(_message.Message):
+    __slots__ = ("songhash", "reason", "queued")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    reason: str
+    queued: bool
+    def __init__(self, songhash: _Optional[str] = ..., reason: _Optional[str] = ..., queued: _Optional[bool] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ("songhash", "options")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    options: Options
+    def __init__(self, songhash: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
+
+class SongStatus(_message.Message):
+    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[SongStatus.State]
+        STATE_QUEUED: _ClassVar[SongStatus.State]
+        STATE_PROCESSING: _ClassVar[SongStatus.State]
+        STATE_DONE: _ClassVar[SongStatus.State]
+        STATE_FAILED: _ClassVar[SongStatus.State]
+        STATE_CANCELLED: _ClassVar[SongStatus.State]
+    STATE_UNSPECIFIED: SongStatus.State
+    STATE_QUEUED: SongStatus.State
+    STATE_PROCESSING: SongStatus.State
+    STATE_DONE: SongStatus.State
+    STATE_FAILED: SongStatus.State
+    STATE_CANCELLED: SongStatus.State
+    class TimestampsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _timestamp_pb2.Timestamp
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    TRACKS_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    state: SongStatus.State
+    options: Options
+    attempts: int
+    timestamps: _containers.MessageMap[str, _timestamp_pb2.Timestamp]
+    reason: str
+    position: int
+    progress: float
+    worker: str
+    tracks: _containers.RepeatedScalarFieldContainer[str]
+    callback: CallbackOutcome
+    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ...) -> None: ...
+
+class CallbackOutcome(_message.Message):
+    __slots__ = ("delivered", "attempts", "outcome")
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    delivered: bool
+    attempts: int
+    outcome: str
+    def __init__(self, delivered: _Optional[bool] = ..., attempts: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
+
+class ListQueueRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListQueueResponse(_message.Message):
+    __slots__ = ("songhashes",)
+    SONGHASHES_FIELD_NUMBER: _ClassVar[int]
+    songhashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, songhashes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TrackRequest(_message.Message):
+    __slots__ = ("songhash", "track", "options")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    track: str
+    options: Options
+    def __init__(self, songhash: _Optional[str] = ..., track: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
+
+class TrackInfo(_message.Message):
+    __slots__ = ("size", "content_type", "filename")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    content_type: str
+    filename: str
+    def __init__(self, size: _Optional[int] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+
+class DownloadTrackResponse(_message.Message):
+    __slots__ = ("info", "chunk")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    info: TrackInfo
+    chunk: bytes
+    def __init__(self, info: _Optional[_Union[TrackInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class TrackLink(_message.Message):
+    __slots__ = ("url",)
+    URL_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    def __init__(self, url: _Optional[str] = ...) -> None: ...
+
+class RemoveTrackResponse(_message.Message):
+    __slots__ = ("songhash", "track", "reason")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    track: str
+    reason: str
+    def __init__(self, songhash: _Optional[str] = ..., track: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SongRequest(_message.Message):
+    __slots__ = ("songhash",)
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    def __init__(self, songhash: _Optional[str] = ...) -> None: ...
+
+class RemoveSongResponse(_message.Message):
+    __slots__ = ("songhash", "removed", "cancelled", "reason")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    removed: int
+    cancelled: int
+    reason: str
+    def __init__(self, songhash: _Optional[str] = ..., removed: _Optional[int] = ..., cancelled: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelSongResponse(_message.Message):
+    __slots__ = ("songhash", "cancelled", "reason")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    cancelled: int
+    reason: str
+    def __init__(self, songhash: _Optional[str] = ..., cancelled: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
