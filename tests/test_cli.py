@@ -200,6 +200,9 @@ class FailingServer:
     def status(self, songhash, options):
         return {"hash": songhash, "state": "failed", "reason": "demucs exited with code 1: boom"}
 
+    def watch(self, songhash, options, interval, timeout):
+        yield self.status(songhash, options)
+
 
 def test_separate_of_a_song_that_fails_raises_song_failed():
     args = argparse.Namespace(

@@ -7,7 +7,11 @@ import base64
 import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 from dataclasses import replace
 
 import grpc
@@ -16,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from devstack.processes import free_port
+from msaas.cli import exits
 from msaas.naming import Result
 from msaas.songs import ENQUEUED
 from msaas.v1 import separation_pb2 as pb
@@ -23,7 +28,7 @@ from rest import create_app
 from rpc import create_server
 from rpc.metrics import METHODS
 from rpc_support import error_code, requests, stub
-from support import SHORT_SAMPLE
+from support import ROOT, SHORT_SAMPLE, start_service, wait_for
 
 MP3 = SHORT_SAMPLE.read_bytes()
 SONGHASH = hashlib.sha224(MP3).hexdigest()
@@ -338,3 +343,53 @@ def test_calls_are_counted_by_method_and_code(settings):
     labels = {sample.labels["method"] for metric in registry.collect() for sample in metric.samples
               if sample.name == "msaas_grpc_requests_total"}
     assert labels <= set(METHODS)
+
+
+# --- the real process, and the CLI ------------------------------------------------------------------------
+
+
+def test_the_service_as_a_process_serves_metrics_and_stops_gracefully_on_sigterm(settings, tmp_path):
+    port, metrics_port = free_port(), free_port()
+    child = start_service("rpc", settings, tmp_path / "rpc.log", GRPC_PORT=str(port),
+                          GRPC_METRICS_PORT=str(metrics_port))
+    try:
+        child.port = port
+        child.wait_ready()
+        address = f"127.0.0.1:{port}"
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(address))
+        wait_for(lambda: health.Check(health_pb2.HealthCheckRequest(service="msaas.v1.SeparationService")).status
+                 == health_pb2.HealthCheckResponse.SERVING, 30, "readiness")
+        service = stub(address)
+        service.Submit(requests(MP3))
+        watch = service.WatchStatus(pb.StatusRequest(songhash=SONGHASH), timeout=60)
+        assert next(watch).state == pb.SongStatus.STATE_QUEUED
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'msaas_grpc_requests_total{code="OK",method="Submit"} 1.0' in scraped
+        child.signal(signal.SIGTERM)
+        error = refused(lambda: watch)  # the watch ends at once, saying so, so its client can call again
+        assert error.code() == Code.UNAVAILABLE and "shutting down" in error.details()
+        assert child.process.wait(15) == 0
+    finally:
+        child.stop()
+
+
+def cli(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "msaas.cli", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "MSAAS_API_KEY": ""})
+
+
+def test_the_cli_over_grpc_answers_like_over_rest(rpc, rest):
+    for server in (f"grpc://{rpc}", f"http://{rest}"):
+        missing = cli("--server", server, "status", "3" * 56)
+        assert missing.returncode == exits.NOT_FOUND, missing.stderr
+        assert missing.stderr.startswith("msaas: song_not_found: song 333")
+        bad = cli("--server", server, "status", "3" * 56, "--format", "wav", "--mp3-bitrate", "128")
+        assert bad.returncode == exits.USAGE
+        assert bad.stderr == "msaas: invalid_option: mp3_bitrate applies to format mp3 only\n"
+        queued = cli("--server", server, "--json", "separate", "--no-wait", str(SHORT_SAMPLE))
+        assert queued.returncode == 0 and json.loads(queued.stdout)["hash"] == SONGHASH
+        assert cli("--server", server, "queue").stdout.split() == [SONGHASH]
+        cancelled = cli("--server", server, "cancel", SONGHASH)
+        assert cancelled.returncode == 0 and cancelled.stdout.strip() == "Song cancelled"
+    gone = cli("--server", f"grpc://127.0.0.1:{free_port()}", "queue")
+    assert gone.returncode == exits.SERVER and gone.stderr.startswith("msaas: unreachable: cannot reach grpc://")

@@ -1,7 +1,8 @@
 """`msaas`, the command line of Music Separation as a Service: upload songs, follow them, fetch their stems.
 
-Standard library only. The server is `--server`, else `$MSAAS_URL`, else http://localhost:5000; an API key,
-when the server wants one, comes from `$MSAAS_API_KEY`. Exit codes (README, "Command line"):
+Standard library only (a grpc:// server needs grpcio: msaas/cli/grpc_client.py). The server is `--server`, else
+`$MSAAS_URL`, else http://localhost:5000; an API key, when the server wants one, comes from `$MSAAS_API_KEY`.
+Exit codes (README, "Command line"):
 0 success, 1 a bug here, 2 usage (bad arguments or options the server refused), 3 the server failed or could not
 be reached, 4 the song failed to separate, 5 timed out waiting, 6 no such song or track.
 """
@@ -20,13 +21,15 @@ from msaas.cli.exits import BUG, INTERRUPTED, SERVER, USAGE, Failure
 from msaas.options import SPECS
 
 DEFAULT_SERVER = "http://localhost:5000"
+SCHEMES = ("http", "https", "grpc")
 
 
 def global_options(parser: argparse.ArgumentParser, default: object) -> None:
     """--server, --json and -q, accepted before the command (as kubectl, docker and gh take them) and after it;
     after it, `default` is SUPPRESS so an option given before is not reset."""
     parser.add_argument("--server", default=default if default is argparse.SUPPRESS else None,
-                        help=f"the REST service (default: $MSAAS_URL or {DEFAULT_SERVER})")
+                        help=f"the REST service, or grpc://host:50051 for the gRPC one "
+                             f"(default: $MSAAS_URL or {DEFAULT_SERVER})")
     parser.add_argument("--json", action="store_true", default=default if default is argparse.SUPPRESS else False,
                         help="print one JSON object on stdout, errors included")
     parser.add_argument("-q", "--quiet", action="store_true",
@@ -75,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         "get": commands.get, "rm": commands.remove, "cancel": commands.cancel,
     }[args.command]
     try:
-        client = Client(server_url(args.server or os.environ.get("MSAAS_URL") or DEFAULT_SERVER),
-                        os.environ.get("MSAAS_API_KEY", ""))
+        client = client_for(server_url(args.server or os.environ.get("MSAAS_URL") or DEFAULT_SERVER),
+                            os.environ.get("MSAAS_API_KEY", ""))
         return command(args, client)
     except Failure as failure:  # the client's own, and the server's errors (ApiError)
         return fail(args, failure.code, failure.message, failure.exit_code)
@@ -97,12 +100,26 @@ def server_url(value: str) -> str:
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+        valid = parts.scheme in SCHEMES and bool(parts.hostname) and not (parts.query or parts.fragment)
+        valid = valid and not (parts.scheme == "grpc" and parts.path not in ("", "/"))  # a gRPC target has no path
     except ValueError:
         valid = False
     if not valid:
-        raise Failure("usage", f"--server {value!r} is not an http(s) URL such as http://localhost:5000", USAGE)
+        raise Failure("usage", f"--server {value!r} is not an http(s) URL such as http://localhost:5000 "
+                               "(or grpc://host:50051)", USAGE)
     return url
+
+
+def client_for(url: str, api_key: str):
+    """REST's client, standard library only; for grpc://, the gRPC one, which needs grpcio (imported only then)."""
+    if not url.startswith("grpc://"):
+        return Client(url, api_key)
+    try:
+        from msaas.cli.grpc_client import GrpcClient
+    except ImportError as error:
+        raise Failure("usage", f"a grpc:// server needs grpcio and protobuf (pip install -r requirements/rpc.txt): "
+                               f"{error}", USAGE) from None
+    return GrpcClient(url, api_key)
 
 
 def fail(args: argparse.Namespace, code: str, message: str, exit_code: int) -> int:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -96,6 +98,18 @@ class Client:
         if track is None:
             return self.json("DELETE", f"/apiv1/remove/{songhash}")
         return self.json("DELETE", f"/apiv1/remove/{songhash}/{track}", options)
+
+    def cancel(self, songhash: str) -> dict:
+        return self.json("POST", f"/apiv1/cancel/{songhash}")
+
+    def watch(self, songhash: str, options: dict[str, str], interval: float, timeout: float | None) -> Iterator[dict]:
+        """The song's status every `interval` seconds until the caller stops (it ended); stops at `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            yield self.status(songhash, options)
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(interval)
 
 
 def _api_error(error: urllib.error.HTTPError) -> ApiError:

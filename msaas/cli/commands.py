@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import urllib.parse
 from pathlib import Path
 
@@ -57,19 +56,17 @@ def separate(args: argparse.Namespace, client: Client) -> int:
 def wait(
     client: Client, songhash: str, options: dict[str, str], progress: Progress, timeout: float | None, interval: float
 ) -> dict:
-    """Poll the song's status until it is done or failed, showing each step."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        status = client.status(songhash, options)
+    """Follow the song's status until it is done or failed, showing each step: polled every `interval` seconds
+    over REST, pushed by the server over gRPC."""
+    status: dict = {}
+    for status in client.watch(songhash, options, interval, timeout):
         progress.update(status)
         if status["state"] in FINAL_STATES:
             return status
-        if deadline is not None and time.monotonic() >= deadline:
-            raise Failure(
-                "timeout", f"song {songhash} still {describe(status)} after {timeout:g} s; it goes on: "
-                f"`msaas status {songhash}`", TIMEOUT,
-            )
-        time.sleep(interval)
+    raise Failure(
+        "timeout", f"song {songhash} still {describe(status)} after {timeout:g} s; it goes on: "
+        f"`msaas status {songhash}`", TIMEOUT,
+    )
 
 
 def save(client: Client, url: str, path: Path) -> Path:
@@ -123,7 +120,7 @@ def remove(args: argparse.Namespace, client: Client) -> int:
 
 
 def cancel(args: argparse.Namespace, client: Client) -> int:
-    answer = client.json("POST", f"/apiv1/cancel/{args.songhash}")
+    answer = client.cancel(args.songhash)
     emit(args, answer, answer.get("reason", "cancelled"))
     return OK
 

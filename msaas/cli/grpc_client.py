@@ -1,0 +1,155 @@
+"""The gRPC API (proto/msaas/v1/separation.proto) behind the same methods as `Client`, so every command works
+unchanged with `--server grpc://host:50051`; `separate` follows the song through the server-streamed watch
+instead of polling. Needs grpcio and protobuf (requirements/rpc.txt); the CLI imports this module only for a
+grpc:// server, so with REST it still needs nothing but the standard library."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import grpc
+
+from msaas.cli.client import CHUNK, TIMEOUT, ApiError
+from msaas.options import SPECS
+from msaas.v1 import separation_pb2 as pb
+from msaas.v1 import separation_pb2_grpc as pb_grpc
+
+# A gRPC status as the HTTP status REST would have answered: it decides the exit code (msaas/cli/exits.py).
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+STATES = {value: name.removeprefix("STATE_").lower() for name, value in pb.SongStatus.State.items()}
+WATCH_RETRIES = 3  # a watch cut by a server shutting down is called again (on another replica)
+
+
+class GrpcClient:
+    def __init__(self, server: str, api_key: str = "") -> None:
+        self.server = server
+        target = urllib.parse.urlsplit(server).netloc
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.SeparationServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+    def url(self, path: str, query: dict[str, str] | None = None) -> str:
+        """A track's REST-style path (as `status` names tracks): `download` reads it back."""
+        return path + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def separate(self, song: Path, options: dict[str, str]) -> dict:
+        """Stream the MP3 from disk in chunks; the options ride in the first message."""
+        def messages() -> Iterator[pb.SubmitRequest]:
+            with song.open("rb") as file:
+                first = pb.SubmitRequest(header=pb.SubmitHeader(options=_options(options)), chunk=file.read(CHUNK))
+                yield first
+                while chunk := file.read(CHUNK):
+                    yield pb.SubmitRequest(chunk=chunk)
+
+        answer = self._call(self.stub.Submit, messages())
+        return {"hash": answer.songhash, "reason": answer.reason}
+
+    def status(self, songhash: str, options: dict[str, str]) -> dict:
+        request = pb.StatusRequest(songhash=songhash, options=_options(options))
+        return _status(self._call(self.stub.GetStatus, request, timeout=TIMEOUT))
+
+    def watch(self, songhash: str, options: dict[str, str], interval: float, timeout: float | None) -> Iterator[dict]:
+        """Each change of the song's status, pushed by the server, until it ends; stops at `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        request = pb.StatusRequest(songhash=songhash, options=_options(options))
+        for attempt in range(WATCH_RETRIES + 1):
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                for message in self.stub.WatchStatus(request, timeout=remaining, metadata=self.metadata):
+                    yield _status(message)
+                return
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    return
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == WATCH_RETRIES:
+                    raise self._error(error) from None
+                time.sleep(interval)
+
+    def queue(self) -> list[str]:
+        return list(self._call(self.stub.ListQueue, pb.ListQueueRequest(), timeout=TIMEOUT).songhashes)
+
+    def download(self, path: str, destination: BinaryIO, query: dict[str, str] | None = None) -> int:
+        """Stream a track, named by its REST path (`/apiv1/track/<songhash>/<track>`), into `destination`."""
+        parts = urllib.parse.urlsplit(path)
+        songhash, track = parts.path.rstrip("/").split("/")[-2:]
+        options = {**dict(urllib.parse.parse_qsl(parts.query)), **(query or {})}
+        request = pb.TrackRequest(songhash=songhash, track=track, options=_options(options))
+        size = 0
+        try:
+            for part in self.stub.DownloadTrack(request, metadata=self.metadata):
+                destination.write(part.chunk)
+                size += len(part.chunk)
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return size
+
+    def remove(self, songhash: str, track: str | None, options: dict[str, str]) -> dict:
+        if track is None:
+            answer = self._call(self.stub.RemoveSong, pb.SongRequest(songhash=songhash), timeout=TIMEOUT)
+            return {"hash": answer.songhash, "removed": answer.removed, "cancelled": answer.cancelled,
+                    "reason": answer.reason}
+        request = pb.TrackRequest(songhash=songhash, track=track, options=_options(options))
+        answer = self._call(self.stub.RemoveTrack, request, timeout=TIMEOUT)
+        return {"hash": answer.songhash, "track": answer.track, "reason": answer.reason}
+
+    def cancel(self, songhash: str) -> dict:
+        answer = self._call(self.stub.CancelSong, pb.SongRequest(songhash=songhash), timeout=TIMEOUT)
+        return {"hash": answer.songhash, "cancelled": answer.cancelled, "reason": answer.reason}
+
+    def _call(self, method, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout, metadata=self.metadata)
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+
+    def _error(self, error: grpc.RpcError) -> ApiError:
+        """The server's own errors carry REST's code in the trailing metadata; without it, the server was not
+        reached (or something before it answered)."""
+        code = dict(error.trailing_metadata() or ()).get("msaas-error")
+        if code is None and error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return ApiError(0, "unreachable", f"cannot reach {self.server}: {error.details()}")
+        return ApiError(HTTP_STATUS.get(error.code(), 500), code or error.code().name.lower(), error.details() or "")
+
+
+def _options(values: dict[str, str]) -> pb.Options:
+    """The CLI's options (text, as for REST's query) as the contract's typed fields."""
+    kinds = {spec.name: spec.kind for spec in SPECS}
+    return pb.Options(**{name: kinds[name](value) for name, value in values.items() if name in kinds})
+
+
+def _status(message: pb.SongStatus) -> dict:
+    """A status as REST's status route answers it; tracks are named by their REST paths (see `download`)."""
+    options = {spec.name: getattr(message.options, spec.name) if message.options.HasField(spec.name) else None
+               for spec in SPECS}
+    status: dict = {
+        "hash": message.songhash,
+        "state": STATES[message.state],
+        "options": options,
+        "attempts": message.attempts,
+        "timestamps": {state: when.ToJsonString() for state, when in message.timestamps.items()},
+    }
+    if message.reason:
+        status["reason"] = message.reason
+    if status["state"] == "queued":
+        status["position"] = message.position if message.HasField("position") else None
+    elif status["state"] == "processing":
+        status["progress"] = message.progress
+        status["worker"] = message.worker
+    elif status["state"] == "done":
+        query = urllib.parse.urlencode({name: value for name, value in options.items() if value is not None})
+        status["tracks"] = {track: f"/apiv1/track/{message.songhash}/{track}.{options['format']}?{query}"
+                            for track in message.tracks}
+    if message.HasField("callback"):
+        status["callback"] = {"delivered": message.callback.delivered, "attempts": message.callback.attempts,
+                              "outcome": message.callback.outcome}
+    return status
