@@ -1,4 +1,4 @@
-"""`make run`: Redis, an S3 server, rest, one worker and logs on this machine, restarted when they crash.
+"""`make run`: Redis, an S3 server, rest, rpc (gRPC), one worker and logs on this machine, restarted when they crash.
 
 The logs service prints to this terminal, as `kubectl logs` would; every other service writes its own
 output to .devstack/logs/<service>.log. Ctrl-C stops everything.
@@ -50,6 +50,7 @@ def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
             [python, "-m", "gunicorn", "-c", str(ROOT / "rest" / "gunicorn.conf.py"), "rest:create_app()"],
             env, logs_dir / "rest.log", settings.port, ROOT,
         ),
+        Child("rpc", [python, "-m", "rpc"], env, logs_dir / "rpc.log", settings.grpc_port, ROOT),
         Child("worker", [python, "-m", "worker"], env, logs_dir / "worker.log", cwd=ROOT),
     ]
 
@@ -97,6 +98,8 @@ def main() -> int:
     print(
         "Music Separation as a Service, local stack\n"
         f"  rest    http://localhost:{settings.port}   (try: python short-sample-requests.py)\n"
+        f"  grpc    localhost:{settings.grpc_port}   (msaas.v1.SeparationService, proto/msaas/v1/separation.proto; "
+        f"msaas --server grpc://localhost:{settings.grpc_port} ...)\n"
         f"  redis   127.0.0.1:{settings.redis_port}   (append-only file in {STATE / 'redis'})\n"
         f"  s3      http://{settings.s3_endpoint}   (moto, objects in memory; buckets "
         f"{settings.queue_bucket}, {settings.output_bucket})\n"
@@ -104,7 +107,8 @@ def main() -> int:
         f"{f' from {settings.demucs_repo}' if settings.demucs_repo else ''}\n"
         f"  web     http://localhost:{settings.port}/   (the page; or the `msaas` command: msaas separate song.mp3)\n"
         f"  metrics http://localhost:{settings.port}/metrics   and the worker's "
-        f"http://localhost:{settings.worker_metrics_port}/metrics\n"
+        f"http://localhost:{settings.worker_metrics_port}/metrics, gRPC's "
+        f"http://localhost:{settings.grpc_metrics_port}/metrics\n"
         f"  output  of each service in {STATE / 'logs'}; the log bus follows here. Ctrl-C stops everything.\n",
         flush=True,
     )

@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 
+import grpc
 import pytest
 import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.processes import free_port
 from support import ROOT, processes, wait_for
@@ -23,10 +25,11 @@ def children_of(pid: int) -> dict[int, str]:
 
 
 def test_local_stack_restarts_a_crashed_service_and_stops_on_ctrl_c(tmp_path):
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {
         **os.environ, "PORT": str(port), "REDIS_PORT": str(free_port()), "S3_ENDPOINT": f"127.0.0.1:{free_port()}",
         "DEMUCS_MODEL": "demucs_unittest", "WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1",
+        "GRPC_PORT": str(grpc_port), "GRPC_METRICS_PORT": "0",
         "DEVSTACK_DIR": str(tmp_path / "state"),  # not the checkout's .devstack, which `make run` may be using
     }
     output = open(tmp_path / "devstack.out", "w")  # noqa: SIM115 - the child writes to it until it stops
@@ -49,7 +52,11 @@ def test_local_stack_restarts_a_crashed_service_and_stops_on_ctrl_c(tmp_path):
         assert "worker exited with code -9; restarting in 1 s" in printed()
         wait_for(lambda: "taking jobs" in printed().rpartition("restarted")[2], 30, "the new worker on the bus")
         children = children_of(stack.pid)
-        assert len(children) == 5  # redis, s3, logs, rest, worker
+        assert len(children) == 6  # redis, s3, logs, rest, rpc, worker
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{grpc_port}"))
+        ready = health_pb2.HealthCheckRequest(service="msaas.v1.SeparationService")
+        assert health.Check(ready, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        assert f"localhost:{grpc_port}" in printed()
 
         stack.send_signal(signal.SIGINT)
         assert stack.wait(60) == 0

@@ -23,22 +23,26 @@ from flask import Flask
 
 from msaas.settings import FIELDS, Settings
 from rest import api
+from rpc.health import SERVICE as GRPC_HEALTH_SERVICE
 
 pytestmark = pytest.mark.k8s
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_VERSION = "1.37.0"
 NAMESPACE = "msaas"
-SERVICES = ("rest", "worker", "logs")
+SERVICES = ("rest", "worker", "logs")  # in every variant
+IMAGES = (*SERVICES, "rpc")  # rpc (gRPC) is deployed by the grpc component only
 OVERLAYS = {
     "base": ROOT,
     "gpu": ROOT / "deploy/overlays/gpu",
     "keda": ROOT / "deploy/overlays/keda",
     "gke": ROOT / "deploy/overlays/gke",
+    "grpc": ROOT / "deploy/overlays/grpc",
 }
-# All components at once, as a GKE cluster with GPU nodes and KEDA would run: they must compose.
-COMBINED = ("gke", "gpu", "keda")
+# All components at once, as a GKE cluster with GPU nodes, KEDA and the gRPC API would run: they must compose.
+COMBINED = ("gke", "gpu", "keda", "grpc")
 VARIANTS = (*OVERLAYS, "combined")
+GRPC_VARIANTS = ("grpc", "combined")
 # Custom resources: kubernetes-validate has no schema for them; the tests below check the fields that matter.
 CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("cloud.google.com/v1", "BackendConfig")}
 # Variables our containers get that are not settings, each with its reader.
@@ -123,6 +127,7 @@ def test_every_variant_renders_every_component(objects, variant):
     for service in SERVICES:
         assert ("Deployment", service) in kinds
     assert ("Service", "rest") in kinds and ("Ingress", "rest") in kinds
+    assert (("Deployment", "rpc") in kinds) == (variant in GRPC_VARIANTS)
     assert not [doc for doc in objects[variant] if doc["kind"] == "Secret"], "credentials must not be committed"
 
 
@@ -163,7 +168,7 @@ def checkov_reports(rendered, tmp_path_factory) -> list[dict]:
     for variant, text in rendered.items():
         (folder / f"{variant}.yaml").write_text(text)
         files.append(folder / f"{variant}.yaml")
-    files += [ROOT / service / "Dockerfile" for service in SERVICES]
+    files += [ROOT / service / "Dockerfile" for service in IMAGES]
     # --skip-download: no calls to the vendor's platform (CI has no network); the checks ship with checkov.
     command = [checkov, "--framework", "kubernetes", "dockerfile", "--skip-download", "--output", "json"]
     for path in files:
@@ -203,7 +208,7 @@ def test_every_skipped_check_says_why(checkov_reports):
 # --- linters ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_hadolint_passes(service):
     result = run(tool("hadolint"), "--no-color", ROOT / service / "Dockerfile")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -238,7 +243,8 @@ def test_manifests_set_only_settings_the_code_reads(objects, variant):
     docs = objects[variant]
     maps = config_maps(docs)
     used_maps = set()
-    for service in SERVICES:
+    for service in [name for name in IMAGES if any(doc["kind"] == "Deployment" and doc["metadata"]["name"] == name
+                                                   for doc in docs)]:
         container = service_container(docs, service)
         names = [entry["name"] for entry in container.get("env", [])]
         for source in container.get("envFrom", []):
@@ -299,6 +305,30 @@ def test_prometheus_scrapes_the_ports_that_serve_metrics(objects):
         assert int(annotations["prometheus.io/port"]) == port, service
         policy = find(docs, "NetworkPolicy", service)["spec"]
         assert [rule["ports"] for rule in policy["ingress"]] == [[{"port": port, "protocol": "TCP"}]], service
+
+
+@pytest.mark.parametrize("variant", GRPC_VARIANTS)
+def test_grpc_variant_serves_grpc_probed_by_the_standard_health_service(objects, variant):
+    docs = objects[variant]
+    defaults = Settings()
+    deployment = find(docs, "Deployment", "rpc")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["grpc"] == {"port": defaults.grpc_port}  # "": the server itself
+    assert container["readinessProbe"]["grpc"] == {"port": defaults.grpc_port, "service": GRPC_HEALTH_SERVICE}
+    (port,) = find(docs, "Service", "rpc")["spec"]["ports"]
+    assert port["port"] == defaults.grpc_port and port["appProtocol"] == "grpc"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == defaults.grpc_metrics_port
+    policy = find(docs, "NetworkPolicy", "rpc")["spec"]
+    assert [rule["ports"] for rule in policy["ingress"]] == [[
+        {"port": defaults.grpc_port, "protocol": "TCP"}, {"port": defaults.grpc_metrics_port, "protocol": "TCP"}]]
+    for store in ("redis", "minio"):
+        (rule,) = find(docs, "NetworkPolicy", store)["spec"]["ingress"]
+        assert "rpc" in rule["from"][0]["podSelector"]["matchExpressions"][0]["values"], store
+    env = {entry["name"]: entry for entry in container["env"]}
+    rest_env = {entry["name"]: entry for entry in service_container(docs, "rest")["env"]}
+    for name in ("S3_ACCESS_KEY", "S3_SECRET_KEY", "API_KEYS"):
+        assert env[name]["valueFrom"] == rest_env[name]["valueFrom"], name
 
 
 # --- pods ------------------------------------------------------------------------------------------------
@@ -471,7 +501,7 @@ def pins(requirements: Path) -> dict[str, str]:
     return found
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_images_install_the_pins_make_test_installs(service):
     makefile = (ROOT / "Makefile").read_text()
     dockerfile = ROOT / service / "Dockerfile"
@@ -503,7 +533,7 @@ def test_images_install_the_pins_make_test_installs(service):
     }, "a requirement disagrees with constraints.txt"
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", IMAGES)
 def test_images_are_multi_stage_pinned_non_root_with_exec_form_cmd(service):
     instructions = dockerfile_instructions(ROOT / service / "Dockerfile")
     bases = [arguments.split()[0] for keyword, arguments in instructions if keyword == "FROM"]
@@ -525,7 +555,7 @@ def test_dockerignore_keeps_the_venv_data_and_tests_out():
     assert patterns[0] == "*", "everything is left out first, then only what the images copy is let in"
     let_in = {line[1:].rstrip("/") for line in patterns if line.startswith("!")}
     assert not let_in & {".venv", "data", "tests", "output", ".devstack", ".git"}
-    for service in SERVICES:
+    for service in IMAGES:
         for keyword, arguments in dockerfile_instructions(ROOT / service / "Dockerfile"):
             if keyword == "COPY" and not arguments.startswith("--from"):
                 for source in arguments.split()[:-1]:
