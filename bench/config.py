@@ -51,6 +51,8 @@ class Plan:
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # CPUs this process may run on
     chunk_seconds: float | None = None  # the worker's CHUNK_SECONDS; None: its default
     chunk_overlap_seconds: float | None = None
+    grpc_bytes: int = 60_000_000  # GRPC: the song uploaded through gRPC and through REST's raw upload
+    grpc_rounds: int = 5  # per API, alternating
 
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
@@ -78,6 +80,7 @@ QUICK = Plan(
     b5_seconds=5,
     b5_reps=1,
     threads_reps=1,
+    grpc_rounds=3,
 )
 FULL = Plan(
     reps=3,

@@ -7,7 +7,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -42,6 +42,20 @@ def tree_rss(pid: int) -> int:
     return sum(rss(member) for member in [pid, *descendants(pid)])
 
 
+def anon_rss(pid: int) -> int:
+    """Resident anonymous bytes (heap, buffers, stacks): RSS without file-backed pages such as a mapped file's."""
+    try:
+        with open(f"/proc/{pid}/status") as file:
+            line = next(line for line in file if line.startswith("RssAnon:"))
+        return int(line.split()[1]) * 1024
+    except (OSError, StopIteration, IndexError, ValueError):
+        return 0  # gone
+
+
+def tree_anon_rss(pid: int) -> int:
+    return sum(anon_rss(member) for member in [pid, *descendants(pid)])
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time (user and system, all its threads) of process `pid` so far; 0 once it is gone."""
     try:
@@ -59,9 +73,10 @@ def tree_cpu_seconds(pid: int) -> float:
 class PeakRss:
     """`with PeakRss(pid) as memory:` polls the tree's RSS every `interval` seconds; `memory.peak` is the most."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
+    def __init__(self, pid: int, interval: float = 0.1, measure: Callable[[int], int] = tree_rss) -> None:
         self.pid = pid
         self.interval = interval
+        self.measure = measure
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name=f"rss-{pid}", daemon=True)
@@ -73,21 +88,21 @@ class PeakRss:
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss(self.pid))
+        self.peak = max(self.peak, self.measure(self.pid))
 
     def _poll(self) -> None:
         while True:
-            self.peak = max(self.peak, tree_rss(self.pid))
+            self.peak = max(self.peak, self.measure(self.pid))
             if self._stop.wait(self.interval):
                 return
 
 
-def idle_rss(pid: int, seconds: float = 1.0, interval: float = 0.1) -> int:
+def idle_rss(pid: int, seconds: float = 1.0, interval: float = 0.1, measure: Callable[[int], int] = tree_rss) -> int:
     """The tree's typical RSS over `seconds` of doing nothing (the baseline a growth is measured from)."""
     samples = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        samples.append(tree_rss(pid))
+        samples.append(measure(pid))
         time.sleep(interval)
     return int(statistics.median(samples))
 

@@ -77,6 +77,13 @@ def create_server(settings: Settings | None = None, host: str = "[::]") -> RpcSe
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="rpc"),
         maximum_concurrent_rpcs=2 * THREADS,
         options=[
+            # Flow control: a client may send at most one chunk ahead of what the server has taken in. gRPC's
+            # default lets the window grow with the measured bandwidth-delay product (BDP probes), and on a fast
+            # link the server then buffered 10-20 MB of each large upload (bench/b6_grpc.py). A fixed window
+            # of a chunk keeps an upload's memory to about a chunk, at the cost of throughput over long
+            # round trips (256 KiB per round trip: 5 MB/s at 50 ms).
+            ("grpc.http2.bdp_probe", 0),
+            ("grpc.http2.lookahead_bytes", CHUNK),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),  # a second server on a port in use fails, never shares it
