@@ -80,7 +80,7 @@ QUICK = Plan(
     b5_seconds=5,
     b5_reps=1,
     threads_reps=1,
-    grpc_rounds=3,
+    grpc_rounds=4,
 )
 FULL = Plan(
     reps=3,
