@@ -74,3 +74,18 @@ def test_the_cli_separates_over_grpc_with_progress_from_the_watch(rpc, worker, t
     )
     assert status.returncode == 0, status.stderr
     assert '"state": "done"' in status.stdout
+
+
+def test_the_readme_python_example_runs(rpc, worker, tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The gRPC API"):]
+    example = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+    example = example.replace("localhost:50051", rpc).replace('"data/short-hum.mp3"', repr(str(SHORT_SAMPLE)))
+    (tmp_path / "example.py").write_text(example)
+    ran = subprocess.run([sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                         check=False, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == f"{SONGHASH} Song enqueued for separation"
+    assert lines[-1].startswith("STATE_DONE ") and any(line.startswith("STATE_PROCESSING") for line in lines)
+    assert sorted(path.name for path in tmp_path.glob("*.mp3")) == ["no_vocals.mp3", "vocals.mp3"]
