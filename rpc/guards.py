@@ -64,6 +64,8 @@ class Guard:
         try:
             self.admit(context)
             yield
+            if not context.is_active():  # a watch or download that stopped because its client gave up
+                code = _gone(context)
         except Refused as refused:
             code = refused.code
             _abort(context, code, refused.error, refused.message, refused.metadata)
@@ -76,12 +78,12 @@ class Guard:
             code = Code.UNAVAILABLE
             log.warning("redis unreachable: %s", error)
             _abort(context, code, "backend_unavailable", f"the job queue (Redis) is unreachable: {error}")
-        except GeneratorExit:  # a stream the client cancelled, or whose deadline passed
-            code = Code.CANCELLED if context.is_active() else Code.DEADLINE_EXCEEDED
+        except GeneratorExit:  # a stream closed under way: its client cancelled, or its deadline passed
+            code = _gone(context)
             raise
         except Exception:
-            if not context.is_active():  # the client went away mid-call: nothing to answer
-                code = Code.CANCELLED
+            if not context.is_active():  # the client went away mid-call (an upload cut off): nothing to answer
+                code = _gone(context)
                 raise
             code = Code.INTERNAL
             log.exception("unhandled error in %s", method)
@@ -111,6 +113,12 @@ def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, error: str, mes
            metadata: dict[str, str] | None = None) -> None:
     context.set_trailing_metadata(((ERROR_KEY, error), *(metadata or {}).items()))
     context.abort(code, message)
+
+
+def _gone(context: grpc.ServicerContext) -> grpc.StatusCode:
+    """Why a call ended without its answer: the client's deadline passed, or it cancelled."""
+    remaining = context.time_remaining()
+    return Code.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else Code.CANCELLED
 
 
 def _peer_address(peer: str) -> str:

@@ -227,15 +227,27 @@ def test_a_watch_sends_each_change_and_ends_with_the_song(rpc, redis_client):
     assert list(watch) == []  # the stream ended with the song
 
 
-def test_a_watch_stops_at_the_clients_deadline(rpc):
-    service = stub(rpc)
-    service.Submit(requests(MP3))
-    started = time.monotonic()
-    watch = service.WatchStatus(pb.StatusRequest(songhash=SONGHASH), timeout=1.0)
-    assert next(watch).state == pb.SongStatus.STATE_QUEUED
-    error = refused(lambda: watch)
-    assert error.code() == Code.DEADLINE_EXCEEDED
-    assert time.monotonic() - started < 5
+def test_a_watch_stops_at_the_clients_deadline_and_when_it_cancels(settings):
+    server = create_server(replace(settings, grpc_port=0), host="127.0.0.1")
+    server.start()
+    try:
+        service = stub(f"127.0.0.1:{server.port}")
+        service.Submit(requests(MP3))
+        started = time.monotonic()
+        watch = service.WatchStatus(pb.StatusRequest(songhash=SONGHASH), timeout=1.0)
+        assert next(watch).state == pb.SongStatus.STATE_QUEUED
+        error = refused(lambda: watch)
+        assert error.code() == Code.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 5
+        watch = service.WatchStatus(pb.StatusRequest(songhash=SONGHASH))
+        assert next(watch).state == pb.SongStatus.STATE_QUEUED
+        watch.cancel()
+        counted = server.metrics.registry.get_sample_value
+        wait_for(lambda: counted("msaas_grpc_requests_total", {"method": "WatchStatus", "code": "CANCELLED"}), 5,
+                 "the cancelled watch to end on the server")
+        assert counted("msaas_grpc_requests_total", {"method": "WatchStatus", "code": "DEADLINE_EXCEEDED"}) == 1
+    finally:
+        server.stop(0)
 
 
 def test_watching_a_song_never_submitted_is_not_found(rpc):
