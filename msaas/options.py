@@ -105,6 +105,8 @@ class Options:
     )
     format: str = option("format", str, "mp3", "the tracks' audio format", tuple(FORMATS))
     mp3_bitrate: int | None = option("mp3_bitrate", int, 320, "kbit/s of MP3 tracks (format mp3 only)", MP3_BITRATES)
+    overlap: float = option("overlap", float, 0.25, "share of each Demucs segment that overlaps the next (Demucs' "
+                            "--overlap): more is smoother and slower", bounds=(0.0, 0.9))
 
     @classmethod
     def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:
