@@ -25,16 +25,22 @@ from support import (  # noqa: F401 - tests written before support.py import the
     wait_for,
 )
 
-SERVER_FIXTURES = {"redis_server", "s3_server", "settings"}
+SERVER_FIXTURES = {"redis_server", "s3_server", "settings", "receivers", "callback_receiver"}
+DEMUCS_FIXTURES = {"worker", "model_repo"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test gets a part: `demucs`, `browser` and `k8s` are marked by module; of the rest, those using the
-    real servers are `stack`, the others `unit` (pure logic, no server: the fast loop)."""
+    """Every test gets a part: `demucs`, `browser` and `k8s` are marked by module or test (a test that starts a
+    worker itself says so); tests using a worker fixture are `demucs`; of the rest, those using real servers or
+    listeners are `stack`, the others `unit` (pure logic: the fast loop)."""
     for item in items:
         if any(item.get_closest_marker(name) for name in ("demucs", "browser", "k8s")):
             continue
-        item.add_marker(pytest.mark.stack if SERVER_FIXTURES & set(item.fixturenames) else pytest.mark.unit)
+        fixtures = set(item.fixturenames)
+        if DEMUCS_FIXTURES & fixtures:
+            item.add_marker(pytest.mark.demucs)
+        else:
+            item.add_marker(pytest.mark.stack if SERVER_FIXTURES & fixtures else pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

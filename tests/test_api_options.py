@@ -22,6 +22,7 @@ def status_of(rest: str, songhash: str = SONGHASH, **query) -> requests.Response
     return requests.get(f"http://{rest}/apiv1/status/{songhash}", params=query)
 
 
+@pytest.mark.demucs
 def test_status_follows_a_song_from_queued_to_done(settings, rest, store, redis_client, tmp_path):
     assert status_of(rest).status_code == 404
     assert requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64}).status_code == 200
@@ -109,6 +110,7 @@ def test_raw_and_multipart_uploads_name_the_same_song(rest, redis_client, settin
     assert nofile.status_code == 400 and "'mp3'" in nofile.json()["message"]
 
 
+@pytest.mark.demucs
 def test_options_give_their_own_tracks_beside_the_default_ones(settings, rest, store, tmp_path):
     requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
     karaoke = {"two_stems": "vocals", "format": "wav"}
@@ -117,9 +119,11 @@ def test_options_give_their_own_tracks_beside_the_default_ones(settings, rest, s
     requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64, **small})
     lossless = {"format": "flac"}
     requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64, **lossless})
+    smooth = {"overlap": 0.5}  # raw upload: options in the query string
+    requests.post(f"http://{rest}/apiv1/separate", params=smooth, data=SONG, headers={"Content-Type": "audio/mpeg"})
     worker = start_service("worker", settings, tmp_path / "worker.log")
     try:
-        for query in (karaoke, small, lossless, {}):
+        for query in (karaoke, small, lossless, smooth, {}):
             wait_for(lambda q=query: status_of(rest, **q).json()["state"] == "done", 120, f"result {query}")
     finally:
         worker.stop()
@@ -129,6 +133,8 @@ def test_options_give_their_own_tracks_beside_the_default_ones(settings, rest, s
     assert {f"{SONGHASH}-{track}.mp3" for track in ("vocals", "drums", "bass", "other")} <= names
     assert f"{SONGHASH}/demucs_unittest-all-flac/drums.flac" in names
     assert f"{SONGHASH}/demucs_unittest-all-mp3128/bass.mp3" in names
+    assert f"{SONGHASH}/demucs_unittest-all-mp3320-overlap0.5/vocals.mp3" in names
+    assert status_of(rest, **smooth).json()["options"]["overlap"] == 0.5
 
     wav = requests.get(f"http://{rest}/apiv1/track/{SONGHASH}/no_vocals.wav", params={"two_stems": "vocals"})
     assert wav.status_code == 200 and wav.headers["Content-Type"] == "audio/wav" and wav.content[:4] == b"RIFF"
@@ -139,7 +145,8 @@ def test_options_give_their_own_tracks_beside_the_default_ones(settings, rest, s
     assert len(small_bass) < len(default_bass) * 0.6  # 128 against 320 kbit/s
     done = status_of(rest, **karaoke).json()
     assert set(done["tracks"]) == {"vocals", "no_vocals"}
-    assert done["options"] == {"model": "demucs_unittest", "two_stems": "vocals", "format": "wav", "mp3_bitrate": None}
+    assert done["options"] == {"model": "demucs_unittest", "two_stems": "vocals", "format": "wav", "mp3_bitrate": None,
+                               "overlap": 0.25}
     mismatch = requests.get(f"http://{rest}/apiv1/track/{SONGHASH}/drums.flac", params={"format": "wav"})
     assert mismatch.status_code == 400
 
@@ -196,6 +203,7 @@ def test_api_keys_guard_every_route_but_the_open_ones(settings):
     assert logged and not [line for line in logged if secret in line]
 
 
+@pytest.mark.demucs
 def test_removing_a_song_removes_every_result_and_its_input(settings, rest, store, redis_client, tmp_path):
     requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
     requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64, "format": "wav"})

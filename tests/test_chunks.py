@@ -133,6 +133,7 @@ def test_torch_threads_follow_the_cpus_the_worker_may_use(tmp_path):
     assert torch_threads(Settings(), {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.demucs
 @pytest.mark.timeout(900)  # htdemucs separates 32 s of song about three times: minutes on 2 busy cores
 @pytest.mark.parametrize(
     ("model", "segment", "seconds", "chunk", "overlap"),
@@ -165,6 +166,7 @@ def test_chunked_separation_matches_the_whole_song_within_30_db(
         assert signal_to_difference(whole, joined) >= 30, track
 
 
+@pytest.mark.demucs
 def test_worker_separates_a_long_song_in_chunks_into_mp3_tracks(settings, rest, store, tmp_path):
     """Through the stack: chunks of 5 s (2 s Demucs segments) of the 8 s sample, joined and encoded as MP3."""
     mp3 = (ROOT / "data" / "short-march.mp3").read_bytes()

@@ -11,7 +11,9 @@ import pty
 import select
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -155,7 +157,54 @@ def test_status_queue_get_rm_and_their_exit_codes(settings, rest, tmp_path):
 
     removed = msaas(rest, "rm", HUM_HASH, text=True)
     assert (removed.returncode, removed.stdout) == (exits.OK, "Song removed\n")
-    assert msaas(rest, "status", HUM_HASH, text=True).returncode == exits.NOT_FOUND
+    # It was queued: removing it cancelled its job, and its status says so (exit 4, as for a failed song).
+    cancelled = msaas(rest, "status", HUM_HASH, text=True)
+    assert (cancelled.returncode, cancelled.stdout) == (exits.SONG_FAILED, "cancelled: cancelled by a client\n")
+    assert msaas(rest, "queue", text=True).stdout.strip() == ""  # the queued job left the queue
+
+
+def test_global_options_go_before_the_command_and_every_error_is_one_line(settings, rest, tmp_path):
+    """As with kubectl, docker or gh; and no traceback, whatever the server, the arguments or the disk do."""
+    queued = msaas(rest, "--json", "separate", "--no-wait", str(SHORT_SAMPLE), text=True)
+    assert queued.returncode == exits.OK and json.loads(queued.stdout)["hash"] == HUM_HASH
+    before = subprocess.run([str(MSAAS), "--server", f"http://{rest}", "-q", "queue"], capture_output=True, text=True)
+    assert (before.returncode, before.stdout) == (exits.OK, f"{HUM_HASH}\n")
+
+    html = ThreadingHTTPServer(("127.0.0.1", 0), NotAnApi)
+    threading.Thread(target=html.serve_forever, daemon=True).start()
+    try:
+        cases = {
+            "a server answering HTML": ([str(MSAAS), "--server", f"http://127.0.0.1:{html.server_port}", "queue"],
+                                        exits.SERVER, "bad_answer"),
+            "a malformed --server": ([str(MSAAS), "--server", "http://[::1", "queue"], exits.USAGE, "usage"),
+            "a --server with a bad port": ([str(MSAAS), "--server", "http://h:99999", "queue"], exits.USAGE, "usage"),
+            "a track with a slash": ([str(MSAAS), "--server", f"http://{rest}", "get", HUM_HASH, "../vocals"],
+                                     exits.USAGE, "usage"),
+        }
+        for what, (command, code, error) in cases.items():
+            ran = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            assert ran.returncode == code, (what, ran.stderr)
+            assert ran.stderr.startswith(f"msaas: {error}: ") and ran.stderr.count("\n") == 1, (what, ran.stderr)
+            assert "Traceback" not in ran.stderr
+    finally:
+        html.shutdown()
+    get = subprocess.run([str(MSAAS), "--server", f"http://{rest}", "get", HUM_HASH, "vocals", "--out",
+                          str(tmp_path / "no" / "such" / "folder" / "x.mp3")], capture_output=True, text=True)
+    assert (get.returncode, get.stderr.count("\n")) == (exits.USAGE, 1), get.stderr  # an --out that cannot be made
+    assert get.stderr.startswith("msaas: file_error: ") and "Traceback" not in get.stderr
+
+
+class NotAnApi(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"<html>a proxy's login page</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 def test_get_and_rm_tracks_of_a_separated_song(settings, rest, worker, tmp_path):

@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import jsonpickle
 import pytest
@@ -15,7 +16,8 @@ import sphn
 
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
-from support import ROOT, SHORT_SAMPLE, start_service, wait_for
+from rest import create_app
+from support import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
 
 pytestmark = pytest.mark.demucs
 
@@ -125,9 +127,10 @@ def test_unreadable_job_is_set_aside_and_the_queue_keeps_flowing(settings, rest,
 
 
 def test_default_model_without_network_fails_saying_the_weights_could_not_be_fetched(
-    settings, rest, tmp_path, redis_client
+    settings, tmp_path, redis_client
 ):
     """Offline, htdemucs' weights cannot be downloaded: the job fails and says why."""
+    rest, server = serve(create_app(replace(settings, demucs_model="htdemucs")))  # the default model, as deployed
     offline_worker = start_service(
         "worker", settings, tmp_path / "worker.log", DEMUCS_MODEL="htdemucs", MAX_ATTEMPTS="1"
     )
@@ -137,10 +140,11 @@ def test_default_model_without_network_fails_saying_the_weights_could_not_be_fet
             lambda: (s := redis_client.hgetall(f"status:{SONGHASH}")).get("state") == "failed" and s,
             180, "the job to fail",
         )
+        missing = requests.get(track_url(rest, SONGHASH, "vocals"))
     finally:
         offline_worker.stop()
+        server.shutdown()
     assert "could not download the weights of model htdemucs" in status["reason"]
-    missing = requests.get(track_url(rest, SONGHASH, "vocals"))
     assert missing.status_code == 404
     assert "separation failed: could not download the weights" in missing.json()["message"]
     assert f"job {SONGHASH} failed after 1 attempts: could not download" in (tmp_path / "worker.log").read_text()

@@ -37,7 +37,8 @@ def test_object_keys_follow_the_contract():
 
 def test_options_resolve_once_to_concrete_values_whatever_the_default():
     plain = Options.resolve({}, "htdemucs")
-    assert plain.as_fields() == {"model": "htdemucs", "two_stems": None, "format": "mp3", "mp3_bitrate": 320}
+    assert plain.as_fields() == {"model": "htdemucs", "two_stems": None, "format": "mp3", "mp3_bitrate": 320,
+                                 "overlap": 0.25}
     assert plain.result("a" * 56, "htdemucs") == Result("a" * 56)  # the reference's names
     # Query-string text and JSON values mean the same; absent, null and "" mean the default.
     assert Options.resolve({"mp3_bitrate": "192", "two_stems": ""}, "htdemucs") == Options.resolve(
@@ -52,9 +53,14 @@ def test_options_resolve_once_to_concrete_values_whatever_the_default():
     explicit = Options.resolve({"model": "htdemucs"}, "demucs_unittest")
     assert explicit.result("a" * 56, "demucs_unittest").tag == "htdemucs-all-mp3320"
     assert Options.resolve(explicit.as_query(), "demucs_unittest") == explicit
+    # An option added after the first tags names its result only when it is not its default.
+    assert Options.resolve({"overlap": "0.5"}, "htdemucs").result("a" * 56, "htdemucs").tag == (
+        "htdemucs-all-mp3320-overlap0.5")
+    assert Options.resolve({"overlap": 0.25}, "htdemucs").result("a" * 56, "htdemucs").tag == ""
 
 
-HOSTILE_VALUES = [1e999, float("inf"), float("nan"), -1, 0, True, [], ["wav"], {"a": 1}, "", " ", "x" * 10000,
+HOSTILE_VALUES = [1e999, float("inf"), float("nan"), 10**400, -(10**400), -1, -0.5, 1.5, True,
+                  [], ["wav"], {"a": 1}, "", " ", "x" * 10000,
                   "320.5", "1e3", "0x140", 320.5, "nope"]
 
 
@@ -111,6 +117,8 @@ def test_job_round_trips_and_accepts_the_reference_key_hash():
 @pytest.mark.parametrize(
     "raw", ["nope", "[]", "{}", '{"songhash": "xyz"}', '{"hash": "' + "a" * 56 + '", "model": "x"}',
             '{"hash": "' + "a" * 56 + '", "mp3_bitrate": 1e999}', '{"hash": "' + "a" * 56 + '", "attempts": -1}',
+            '{"hash": "' + "a" * 56 + '", "seconds": 1' + "0" * 400 + '}',
+            '{"hash": "' + "a" * 56 + '", "overlap": 1' + "0" * 400 + '}',
             '{"hash": "' + "a" * 56 + '", "result": "' + "b" * 56 + '"}',
             '{"hash": "' + "a" * 56 + '", "result": "' + "a" * 56 + '/mdx-all-mp3320"}',
             '{"hash": "' + "a" * 56 + '", "callback": {"url": "http://[::1"}}', "[" * 100000]
@@ -169,7 +177,7 @@ def test_demucs_command_carries_the_settings():
     assert command[1:3] == ["-m", "demucs.separate"]
     assert command[3:] == [
         "--mp3", "--mp3-bitrate", "320", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",
-        "--segment", "7", "--repo", "/models", "/tmp/x/song.mp3",
+        "--overlap", "0.25", "--segment", "7", "--repo", "/models", "/tmp/x/song.mp3",
     ]
     assert run.track_path("vocals") == Path("/tmp/x/out/htdemucs/song/vocals.mp3")
 

@@ -33,7 +33,6 @@ CHANNELS = 2
 # stem may peak above full scale before the level is restored. A power of two scales without rounding, and
 # Demucs normalises its input by its standard deviation, so the level changes nothing else.
 LEVEL = 2.0**-8
-DEMUCS_OVERLAP = Fraction(1, 4)  # demucs.separate's default --overlap between its segments
 BLOCK = 1 << 16  # frames handled at a time when copying, joining and encoding
 
 
@@ -44,13 +43,13 @@ class Chunk:
     fade_in: tuple[int, int] = (0, 0)  # frames where this chunk fades in as the previous one fades out
 
 
-def segment_grid(model: str, segment: int | None) -> tuple[int, int]:
+def segment_grid(model: str, segment: int | None, overlap: float = 0.25) -> tuple[int, int]:
     """(segment, stride) in frames, as Demucs computes them; (1, 1) when the model's segment is unknown."""
     seconds = segment or (MODELS[model].segment if model in MODELS else None)
     if seconds is None:
         return 1, 1
     length = int(SAMPLE_RATE * seconds)
-    return length, int((1 - DEMUCS_OVERLAP) * length)
+    return length, int((1 - Fraction(overlap).limit_denominator(1000)) * length)  # Demucs' --overlap
 
 
 def plan(frames: int, chunk: int, overlap: int, grid: tuple[int, int] = (1, 1)) -> list[Chunk]:

@@ -65,6 +65,7 @@ class DemucsRun:
         command += ["-o", str(self.out_dir), "-d", settings.demucs_device, "--shifts", str(settings.demucs_shifts)]
         if self.options.two_stems:
             command += ["--two-stems", self.options.two_stems]
+        command += ["--overlap", f"{self.options.overlap:g}"]
         if settings.demucs_segment:
             command += ["--segment", str(settings.demucs_segment)]
         if settings.demucs_repo:
@@ -161,7 +162,7 @@ def separate(
     limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * seconds
     deadline = time.monotonic() + limit
     plan: list[chunks.Chunk] = []
-    if len(chunk_plan(run.model, settings, round(seconds * chunks.SAMPLE_RATE))) > 1:
+    if len(chunk_plan(run, settings, round(seconds * chunks.SAMPLE_RATE))) > 1:
         run, plan = cut(run, settings, seconds)
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks; a model
@@ -200,7 +201,7 @@ def cut(run: DemucsRun, settings: Settings, seconds: float) -> tuple[DemucsRun, 
         frames = chunks.decode(run.input_path, raw, seconds)
     except subprocess.CalledProcessError as error:
         raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
-    plan = chunk_plan(run.model, settings, frames)
+    plan = chunk_plan(run, settings, frames)
     paths = chunks.write_inputs(raw, plan, folder)
     raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
     log.info("%s: %.0f s of audio, separating in %d chunks", run.input_path.name, frames / chunks.SAMPLE_RATE,
@@ -208,10 +209,10 @@ def cut(run: DemucsRun, settings: Settings, seconds: float) -> tuple[DemucsRun, 
     return replace(run, chunks=tuple(paths)), plan
 
 
-def chunk_plan(model: str, settings: Settings, frames: int) -> list[chunks.Chunk]:
+def chunk_plan(run: DemucsRun, settings: Settings, frames: int) -> list[chunks.Chunk]:
     rate = chunks.SAMPLE_RATE
     return chunks.plan(frames, int(settings.chunk_seconds * rate), int(settings.chunk_overlap_seconds * rate),
-                       chunks.segment_grid(model, settings.demucs_segment))
+                       chunks.segment_grid(run.model, settings.demucs_segment, run.options.overlap))
 
 
 def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[float, float],
