@@ -93,6 +93,7 @@ BAD_SUBMISSIONS = [
     ("bitrate", MP3, {"options": pb.Options(mp3_bitrate=100)}, {"mp3_bitrate": 100}),
     ("bitrate of wav", MP3, {"options": pb.Options(format="wav", mp3_bitrate=128)},
      {"format": "wav", "mp3_bitrate": 128}),
+    ("overlap", MP3, {"options": pb.Options(overlap=0.95)}, {"overlap": 0.95}),
     ("callback scheme", MP3, {"callback": pb.Callback(url="ftp://example.com/x")},
      {"callback": {"url": "ftp://example.com/x"}}),
     ("callback not a url", MP3, {"callback": pb.Callback(url="not a url")}, {"callback": {"url": "not a url"}}),

@@ -51,9 +51,10 @@ def test_the_options_message_is_the_options_table():
         assert fields[spec.name].type == kinds[spec.kind], spec.name
         assert fields[spec.name].has_presence, f"{spec.name}: unset must mean the default"
     proto = (ROOT / PROTO).read_text()
-    for spec in SPECS:  # the documentation names every allowed value
+    for spec in SPECS:  # the documentation names every allowed value, or the bounds
         block = proto[proto.index("message Options"):proto.index(f" {spec.name} = ")]
         assert all(str(choice) in block for choice in spec.choices), spec.name
+        assert all(f"{bound:g}" in block for bound in spec.bounds or ()), spec.name
 
 
 def test_every_rest_route_has_its_rpc(settings):

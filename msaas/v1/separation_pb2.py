@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19msaas/v1/separation.proto\x12\x08msaas.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x01\n\x07Options\x12\x12\n\x05model\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\ttwo_stems\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0bmp3_bitrate\x18\x04 \x01(\x05H\x03\x88\x01\x01\x42\x08\n\x06_modelB\x0c\n\n_two_stemsB\t\n\x07_formatB\x0e\n\x0c_mp3_bitrate\">\n\x08\x43\x61llback\x12\x0b\n\x03url\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x0cSubmitHeader\x12\"\n\x07options\x18\x01 \x01(\x0b\x32\x11.msaas.v1.Options\x12$\n\x08\x63\x61llback\x18\x02 \x01(\x0b\x32\x12.msaas.v1.Callback\"F\n\rSubmitRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.msaas.v1.SubmitHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"B\n\x0eSubmitResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06queued\x18\x03 \x01(\x08\"E\n\rStatusRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\"\n\x07options\x18\x02 \x01(\x0b\x32\x11.msaas.v1.Options\"\x9a\x04\n\nSongStatus\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.msaas.v1.SongStatus.State\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x38\n\ntimestamps\x18\x05 \x03(\x0b\x32$.msaas.v1.SongStatus.TimestampsEntry\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\x08position\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\x0e\n\x06worker\x18\t \x01(\t\x12\x0e\n\x06tracks\x18\n \x03(\t\x12+\n\x08\x63\x61llback\x18\x0b \x01(\x0b\x32\x19.msaas.v1.CallbackOutcome\x1aM\n\x0fTimestampsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"}\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_QUEUED\x10\x01\x12\x14\n\x10STATE_PROCESSING\x10\x02\x12\x0e\n\nSTATE_DONE\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x13\n\x0fSTATE_CANCELLED\x10\x05\x42\x0b\n\t_position\"G\n\x0f\x43\x61llbackOutcome\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"\x12\n\x10ListQueueRequest\"\'\n\x11ListQueueResponse\x12\x12\n\nsonghashes\x18\x01 \x03(\t\"S\n\x0cTrackRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\"A\n\tTrackInfo\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"U\n\x15\x44ownloadTrackResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x13.msaas.v1.TrackInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x18\n\tTrackLink\x12\x0b\n\x03url\x18\x01 \x01(\t\"F\n\x13RemoveTrackResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1f\n\x0bSongRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\"Z\n\x12RemoveSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12\x11\n\tcancelled\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x12\x43\x61ncelSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x11\n\tcancelled\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xe9\x04\n\x11SeparationService\x12=\n\x06Submit\x12\x17.msaas.v1.SubmitRequest\x1a\x18.msaas.v1.SubmitResponse(\x01\x12:\n\tGetStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus\x12>\n\x0bWatchStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus0\x01\x12\x44\n\tListQueue\x12\x1a.msaas.v1.ListQueueRequest\x1a\x1b.msaas.v1.ListQueueResponse\x12J\n\rDownloadTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1f.msaas.v1.DownloadTrackResponse0\x01\x12;\n\x0cGetTrackLink\x12\x16.msaas.v1.TrackRequest\x1a\x13.msaas.v1.TrackLink\x12\x44\n\x0bRemoveTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1d.msaas.v1.RemoveTrackResponse\x12\x41\n\nRemoveSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.RemoveSongResponse\x12\x41\n\nCancelSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.CancelSongResponseB@\n\x0corg.msaas.v1P\x01Z.github.com/msaas/msaas/gen/go/msaas/v1;msaasv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19msaas/v1/separation.proto\x12\x08msaas.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x01\n\x07Options\x12\x12\n\x05model\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\ttwo_stems\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0bmp3_bitrate\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x14\n\x07overlap\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x08\n\x06_modelB\x0c\n\n_two_stemsB\t\n\x07_formatB\x0e\n\x0c_mp3_bitrateB\n\n\x08_overlap\">\n\x08\x43\x61llback\x12\x0b\n\x03url\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x0cSubmitHeader\x12\"\n\x07options\x18\x01 \x01(\x0b\x32\x11.msaas.v1.Options\x12$\n\x08\x63\x61llback\x18\x02 \x01(\x0b\x32\x12.msaas.v1.Callback\"F\n\rSubmitRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.msaas.v1.SubmitHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"B\n\x0eSubmitResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06queued\x18\x03 \x01(\x08\"E\n\rStatusRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\"\n\x07options\x18\x02 \x01(\x0b\x32\x11.msaas.v1.Options\"\x9a\x04\n\nSongStatus\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.msaas.v1.SongStatus.State\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x38\n\ntimestamps\x18\x05 \x03(\x0b\x32$.msaas.v1.SongStatus.TimestampsEntry\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\x08position\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\x0e\n\x06worker\x18\t \x01(\t\x12\x0e\n\x06tracks\x18\n \x03(\t\x12+\n\x08\x63\x61llback\x18\x0b \x01(\x0b\x32\x19.msaas.v1.CallbackOutcome\x1aM\n\x0fTimestampsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"}\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_QUEUED\x10\x01\x12\x14\n\x10STATE_PROCESSING\x10\x02\x12\x0e\n\nSTATE_DONE\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x13\n\x0fSTATE_CANCELLED\x10\x05\x42\x0b\n\t_position\"G\n\x0f\x43\x61llbackOutcome\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"\x12\n\x10ListQueueRequest\"\'\n\x11ListQueueResponse\x12\x12\n\nsonghashes\x18\x01 \x03(\t\"S\n\x0cTrackRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\"A\n\tTrackInfo\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"U\n\x15\x44ownloadTrackResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x13.msaas.v1.TrackInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x18\n\tTrackLink\x12\x0b\n\x03url\x18\x01 \x01(\t\"F\n\x13RemoveTrackResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1f\n\x0bSongRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\"Z\n\x12RemoveSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12\x11\n\tcancelled\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x12\x43\x61ncelSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x11\n\tcancelled\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xe9\x04\n\x11SeparationService\x12=\n\x06Submit\x12\x17.msaas.v1.SubmitRequest\x1a\x18.msaas.v1.SubmitResponse(\x01\x12:\n\tGetStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus\x12>\n\x0bWatchStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus0\x01\x12\x44\n\tListQueue\x12\x1a.msaas.v1.ListQueueRequest\x1a\x1b.msaas.v1.ListQueueResponse\x12J\n\rDownloadTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1f.msaas.v1.DownloadTrackResponse0\x01\x12;\n\x0cGetTrackLink\x12\x16.msaas.v1.TrackRequest\x1a\x13.msaas.v1.TrackLink\x12\x44\n\x0bRemoveTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1d.msaas.v1.RemoveTrackResponse\x12\x41\n\nRemoveSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.RemoveSongResponse\x12\x41\n\nCancelSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.CancelSongResponseB@\n\x0corg.msaas.v1P\x01Z.github.com/msaas/msaas/gen/go/msaas/v1;msaasv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,45 +37,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SONGSTATUS_TIMESTAMPSENTRY']._loaded_options = None
   _globals['_SONGSTATUS_TIMESTAMPSENTRY']._serialized_options = b'8\001'
   _globals['_OPTIONS']._serialized_start=103
-  _globals['_OPTIONS']._serialized_end=254
-  _globals['_CALLBACK']._serialized_start=256
-  _globals['_CALLBACK']._serialized_end=318
-  _globals['_SUBMITHEADER']._serialized_start=320
-  _globals['_SUBMITHEADER']._serialized_end=408
-  _globals['_SUBMITREQUEST']._serialized_start=410
-  _globals['_SUBMITREQUEST']._serialized_end=480
-  _globals['_SUBMITRESPONSE']._serialized_start=482
-  _globals['_SUBMITRESPONSE']._serialized_end=548
-  _globals['_STATUSREQUEST']._serialized_start=550
-  _globals['_STATUSREQUEST']._serialized_end=619
-  _globals['_SONGSTATUS']._serialized_start=622
-  _globals['_SONGSTATUS']._serialized_end=1160
-  _globals['_SONGSTATUS_TIMESTAMPSENTRY']._serialized_start=943
-  _globals['_SONGSTATUS_TIMESTAMPSENTRY']._serialized_end=1020
-  _globals['_SONGSTATUS_STATE']._serialized_start=1022
-  _globals['_SONGSTATUS_STATE']._serialized_end=1147
-  _globals['_CALLBACKOUTCOME']._serialized_start=1162
-  _globals['_CALLBACKOUTCOME']._serialized_end=1233
-  _globals['_LISTQUEUEREQUEST']._serialized_start=1235
-  _globals['_LISTQUEUEREQUEST']._serialized_end=1253
-  _globals['_LISTQUEUERESPONSE']._serialized_start=1255
-  _globals['_LISTQUEUERESPONSE']._serialized_end=1294
-  _globals['_TRACKREQUEST']._serialized_start=1296
-  _globals['_TRACKREQUEST']._serialized_end=1379
-  _globals['_TRACKINFO']._serialized_start=1381
-  _globals['_TRACKINFO']._serialized_end=1446
-  _globals['_DOWNLOADTRACKRESPONSE']._serialized_start=1448
-  _globals['_DOWNLOADTRACKRESPONSE']._serialized_end=1533
-  _globals['_TRACKLINK']._serialized_start=1535
-  _globals['_TRACKLINK']._serialized_end=1559
-  _globals['_REMOVETRACKRESPONSE']._serialized_start=1561
-  _globals['_REMOVETRACKRESPONSE']._serialized_end=1631
-  _globals['_SONGREQUEST']._serialized_start=1633
-  _globals['_SONGREQUEST']._serialized_end=1664
-  _globals['_REMOVESONGRESPONSE']._serialized_start=1666
-  _globals['_REMOVESONGRESPONSE']._serialized_end=1756
-  _globals['_CANCELSONGRESPONSE']._serialized_start=1758
-  _globals['_CANCELSONGRESPONSE']._serialized_end=1831
-  _globals['_SEPARATIONSERVICE']._serialized_start=1834
-  _globals['_SEPARATIONSERVICE']._serialized_end=2451
+  _globals['_OPTIONS']._serialized_end=288
+  _globals['_CALLBACK']._serialized_start=290
+  _globals['_CALLBACK']._serialized_end=352
+  _globals['_SUBMITHEADER']._serialized_start=354
+  _globals['_SUBMITHEADER']._serialized_end=442
+  _globals['_SUBMITREQUEST']._serialized_start=444
+  _globals['_SUBMITREQUEST']._serialized_end=514
+  _globals['_SUBMITRESPONSE']._serialized_start=516
+  _globals['_SUBMITRESPONSE']._serialized_end=582
+  _globals['_STATUSREQUEST']._serialized_start=584
+  _globals['_STATUSREQUEST']._serialized_end=653
+  _globals['_SONGSTATUS']._serialized_start=656
+  _globals['_SONGSTATUS']._serialized_end=1194
+  _globals['_SONGSTATUS_TIMESTAMPSENTRY']._serialized_start=977
+  _globals['_SONGSTATUS_TIMESTAMPSENTRY']._serialized_end=1054
+  _globals['_SONGSTATUS_STATE']._serialized_start=1056
+  _globals['_SONGSTATUS_STATE']._serialized_end=1181
+  _globals['_CALLBACKOUTCOME']._serialized_start=1196
+  _globals['_CALLBACKOUTCOME']._serialized_end=1267
+  _globals['_LISTQUEUEREQUEST']._serialized_start=1269
+  _globals['_LISTQUEUEREQUEST']._serialized_end=1287
+  _globals['_LISTQUEUERESPONSE']._serialized_start=1289
+  _globals['_LISTQUEUERESPONSE']._serialized_end=1328
+  _globals['_TRACKREQUEST']._serialized_start=1330
+  _globals['_TRACKREQUEST']._serialized_end=1413
+  _globals['_TRACKINFO']._serialized_start=1415
+  _globals['_TRACKINFO']._serialized_end=1480
+  _globals['_DOWNLOADTRACKRESPONSE']._serialized_start=1482
+  _globals['_DOWNLOADTRACKRESPONSE']._serialized_end=1567
+  _globals['_TRACKLINK']._serialized_start=1569
+  _globals['_TRACKLINK']._serialized_end=1593
+  _globals['_REMOVETRACKRESPONSE']._serialized_start=1595
+  _globals['_REMOVETRACKRESPONSE']._serialized_end=1665
+  _globals['_SONGREQUEST']._serialized_start=1667
+  _globals['_SONGREQUEST']._serialized_end=1698
+  _globals['_REMOVESONGRESPONSE']._serialized_start=1700
+  _globals['_REMOVESONGRESPONSE']._serialized_end=1790
+  _globals['_CANCELSONGRESPONSE']._serialized_start=1792
+  _globals['_CANCELSONGRESPONSE']._serialized_end=1865
+  _globals['_SEPARATIONSERVICE']._serialized_start=1868
+  _globals['_SEPARATIONSERVICE']._serialized_end=2485
 # @@protoc_insertion_point(module_scope)

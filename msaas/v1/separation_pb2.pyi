@@ -12,16 +12,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Options(_message.Message):
-    __slots__ = ("model", "two_stems", "format", "mp3_bitrate")
+    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TWO_STEMS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     MP3_BITRATE_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
     model: str
     two_stems: str
     format: str
     mp3_bitrate: int
-    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ...) -> None: ...
+    overlap: float
+    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ...) -> None: ...
 
 class Callback(_message.Message):
     __slots__ = ("url", "data")
