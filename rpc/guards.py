@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -122,5 +123,9 @@ def _gone(context: grpc.ServicerContext) -> grpc.StatusCode:
 
 
 def _peer_address(peer: str) -> str:
-    """`ipv4:10.0.0.7:53514` -> `ipv4:10.0.0.7`: limits follow the address, not the connection's port."""
-    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
+    """`ipv4:10.0.0.7:53514` -> `10.0.0.7`, `ipv6:%5B::1%5D:53514` -> `::1`: the client's address as REST sees
+    it, so a client's REST requests and gRPC calls count against one limit."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return peer
+    return rest.rsplit(":", 1)[0].strip("[]")

@@ -28,7 +28,7 @@ from rest import create_app
 from rpc import create_server
 from rpc.metrics import METHODS
 from rpc_support import error_code, requests, stub
-from support import ROOT, SHORT_SAMPLE, start_service, wait_for
+from support import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
 
 MP3 = SHORT_SAMPLE.read_bytes()
 SONGHASH = hashlib.sha224(MP3).hexdigest()
@@ -75,7 +75,7 @@ def test_a_song_queued_through_rest_is_not_queued_again_through_grpc(rpc, client
     assert redis_client.llen(settings.worker_queue) == 1
     status = stub(rpc).GetStatus(pb.StatusRequest(songhash=SONGHASH, options=pb.Options(**options)))
     assert status.state == pb.SongStatus.STATE_QUEUED and status.position == 1
-    assert status.options == pb.Options(model="demucs_unittest", two_stems="vocals", format="wav")
+    assert status.options == pb.Options(model="demucs_unittest", two_stems="vocals", format="wav", overlap=0.25)
     assert "queued" in status.timestamps
 
 
@@ -295,6 +295,22 @@ def test_over_the_rate_limit_is_resource_exhausted_with_retry_after(settings):
         server.stop(0)
     assert error.code() == Code.RESOURCE_EXHAUSTED and error_code(error) == "too_many_requests"
     assert 0 < int(dict(error.trailing_metadata())["retry-after"]) <= 60
+
+
+def test_rest_and_grpc_share_one_rate_limit(settings):
+    limited = replace(settings, grpc_port=0, rate_limit_per_minute=2)
+    server = create_server(limited, host="127.0.0.1")
+    server.start()
+    rest_address, rest_server = serve(create_app(limited))
+    try:
+        assert urllib.request.urlopen(f"http://{rest_address}/apiv1/queue", timeout=10).status == 200
+        service = stub(f"127.0.0.1:{server.port}")
+        service.ListQueue(pb.ListQueueRequest())
+        error = refused(service.ListQueue, pb.ListQueueRequest())
+    finally:
+        server.stop(0)
+        rest_server.shutdown()
+    assert error.code() == Code.RESOURCE_EXHAUSTED
 
 
 def test_health_is_serving_only_while_redis_and_the_store_answer(rpc, settings):
