@@ -255,7 +255,8 @@ class FailingServer:
 
 def test_separate_of_a_song_that_fails_raises_song_failed():
     args = argparse.Namespace(
-        song=str(SHORT_SAMPLE), model=None, two_stems=None, format=None, mp3_bitrate=None, no_wait=False,
+        song=str(SHORT_SAMPLE), model=None, two_stems=None, format=None, mp3_bitrate=None, overlap=None,
+        no_wait=False,
         quiet=True, json=False, out=None, timeout=None, interval=0,
     )
     with pytest.raises(Failure) as failure:
