@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def test_callback_data_keeps_its_integers(rpc, redis_client, settings):
     assert stub(rpc).Submit(requests(MP3, callback=callback)).queued
     (raw,) = redis_client.lrange(settings.worker_queue, 0, -1)
     assert json.loads(raw)["callback"]["data"] == {"n": 1, "ratio": 0.5, "tags": ["a", 2]}
-    assert '"n":1,' in raw  # an integer, as REST's JSON would have queued it
+    assert re.search(r'"n":1[,}]', raw)  # an integer, as REST's JSON would have queued it
 
 
 # --- reading and removing --------------------------------------------------------------------------------
