@@ -23,6 +23,7 @@ from msaas.backoff import Backoff
 from msaas.errors import BackendUnavailable, NotFound
 from msaas.jobqueue import Delivery, JobQueue
 from msaas.jobs import Job, Options, result_id
+from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.status import DONE, FAILED, PROCESSING, QUEUED, SongStatus
 from msaas.storage import ObjectStore
@@ -211,7 +212,7 @@ class Worker:
         model = options.model or self.settings.demucs_model
         started = time.monotonic()
         work_dir = str(self.settings.work_dir) if self.settings.work_dir else None
-        with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=work_dir) as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=claim(work_dir, "worker")) as scratch:
             run = DemucsRun(model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated", options)
             try:
                 self.store.fetch_input(job.songhash, str(run.input_path))
