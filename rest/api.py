@@ -8,6 +8,7 @@ import os
 
 import redis
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from msaas.callbacks import check_callback_url
 from msaas.errors import BadRequest, NotFound
@@ -22,9 +23,11 @@ from msaas.jobs import (
     parse_track,
     result_id,
 )
+from msaas.scratch import claim
 from msaas.status import DONE, FAILED, PROCESSING, QUEUED
 from rest.backends import backends
 from rest.json_body import read_json
+from rest.limits import MAX_FORM_PARTS, FieldTooLarge, check_fields
 from rest.openapi import document
 from rest.submission import submit
 from rest.uploads import from_stream
@@ -74,12 +77,12 @@ def openapi():
 def separate():
     services = backends()
     settings = services.settings
-    scratch = str(settings.work_dir) if settings.work_dir else None
+    scratch = str(claim(settings.work_dir, "rest"))
     if request.mimetype in RAW_TYPES:
         fields: dict = request.args.to_dict()
         upload = from_stream(request.stream, settings.max_request_bytes, scratch)
     elif request.mimetype == "multipart/form-data":
-        fields = {**request.form.to_dict(), **request.args.to_dict()}
+        fields = {**_form_fields(settings.max_request_bytes), **request.args.to_dict()}
         if "mp3" not in request.files:
             raise BadRequest("multipart body has no file field 'mp3'", "missing_mp3")
         upload = from_stream(request.files["mp3"].stream, settings.max_request_bytes, scratch)
@@ -191,6 +194,18 @@ def remove_song(songhash: str):
         raise NotFound(f"there is nothing stored for song {songhash}", "song_not_found")
     log.info("song %s removed (%d objects)", songhash, removed)
     return jsonify(hash=songhash, removed=removed, reason="Song removed")
+
+
+def _form_fields(limit: int) -> dict:
+    """A multipart body's fields but the file; werkzeug refuses a big one as it streams (MAX_FORM_MEMORY_SIZE)."""
+    try:
+        form = request.form
+    except RequestEntityTooLarge:
+        if (request.content_length or 0) > limit:
+            raise
+        raise FieldTooLarge(f"the form's fields besides 'mp3' (at most {MAX_FORM_PARTS} parts)") from None
+    check_fields(form.items(multi=True), "the form's fields besides 'mp3'")
+    return form.to_dict()
 
 
 def _callback(fields: dict) -> Callback | None:

@@ -10,10 +10,11 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError
+from rest.limits import FieldTooLarge
 
 log = logging.getLogger(__name__)
 
-STATUS = {BadRequest: 400, NotFound: 404, BackendUnavailable: 503}
+STATUS = {BadRequest: 400, NotFound: 404, FieldTooLarge: 413, BackendUnavailable: 503}
 RETRY_AFTER_SECONDS = 5
 
 
