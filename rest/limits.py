@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 from flask import Flask, request
+from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestTimeout
 
-from msaas.errors import ServiceError
+from msaas.errors import BadRequest, ServiceError
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FORM_PARTS = 64  # a multipart body's parts; the contract has a handful
@@ -75,8 +76,11 @@ class DeadlineInput:
         budget = self.started + self.grace + (self.received + max(want, 0)) / self.rate - self.clock()
         if budget <= 0:
             raise BodyTimeout()
-        with _interrupt_after(budget):
-            data = read(size)
+        try:
+            with _interrupt_after(budget):
+                data = read(size)
+        except ParseException as error:  # gunicorn decodes a chunked body as the app reads it
+            raise BadRequest(f"malformed request body: {error}", "invalid_body") from None
         self.received += len(data)
         return data
 

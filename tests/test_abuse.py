@@ -220,13 +220,15 @@ def _drip_until_answered(connection: socket.socket, data: bytes) -> bytes:
 # gunicorn's own refusals, metrics labels, bind address.
 
 
-def test_gunicorn_refusals_are_json(gunicorn):
+def test_malformed_requests_are_refused_in_json(gunicorn):
     port = gunicorn.port
     for request, status in [
         (b"GARBAGE\r\n\r\n", 400),
         (b"GET /" + b"a" * 6000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
         (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
+        (b"POST /apiv1/separate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+         400),  # gunicorn decodes the chunks as the app reads them
     ]:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
             connection.sendall(request)
