@@ -40,20 +40,17 @@ class _Body:
         self.stream, self.limit = stream, limit
         self.buffer, self.pos, self.size, self.ended = b"", 0, 0, False
 
-    def fill(self, everything: bool = False) -> bool:
-        """Read the next piece (or all the rest) after what is left unparsed; False if nothing came."""
-        pieces = [self.buffer[self.pos :]]
-        while not self.ended:
-            piece = self.stream.read(CHUNK)
-            self.size += len(piece)
-            if self.size > self.limit:
-                raise RequestEntityTooLarge()
-            self.ended = not piece
-            pieces.append(piece)
-            if not everything:
-                break
-        self.buffer, self.pos = b"".join(pieces), 0
-        return any(pieces[1:])
+    def fill(self) -> bool:
+        """Read the next piece after what is left unparsed; False if nothing came."""
+        if self.ended:
+            return False
+        piece = self.stream.read(CHUNK)
+        self.size += len(piece)
+        if self.size > self.limit:
+            raise RequestEntityTooLarge()
+        self.ended = not piece
+        self.buffer, self.pos = self.buffer[self.pos :] + piece, 0
+        return bool(piece)
 
     def peek(self) -> int | None:
         """The next byte that is not whitespace (None at the end), leaving it unread."""
@@ -100,6 +97,7 @@ class _Body:
             if full:
                 raise FieldTooLarge("the request's fields besides 'mp3'")
             self.fill()
+
 
 def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[dict, Upload]:
     """The body's fields but `mp3`, and the song decoded from `mp3`; 400 for a body that is not a JSON object
