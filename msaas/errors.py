@@ -21,6 +21,12 @@ class BadRequest(ServiceError):
     code = "bad_request"
 
 
+class FieldTooLarge(ServiceError):
+    """A request's fields other than the song are over their size cap."""
+
+    code = "field_too_large"
+
+
 class NotFound(ServiceError):
     code = "not_found"
 

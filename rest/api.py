@@ -27,7 +27,7 @@ from msaas.scratch import claim
 from msaas.status import DONE, FAILED, PROCESSING, QUEUED
 from rest.backends import backends
 from rest.json_body import read_json
-from rest.limits import MAX_FORM_PARTS, FieldTooLarge, check_fields
+from rest.limits import MAX_FORM_PARTS, check_fields, field_too_large
 from rest.openapi import document
 from rest.submission import submit
 from rest.uploads import from_stream
@@ -203,7 +203,7 @@ def _form_fields(limit: int) -> dict:
     except RequestEntityTooLarge:
         if (request.content_length or 0) > limit:
             raise
-        raise FieldTooLarge(f"the form's fields besides 'mp3' (at most {MAX_FORM_PARTS} parts)") from None
+        raise field_too_large(f"the form's fields besides 'mp3' (at most {MAX_FORM_PARTS} parts)") from None
     check_fields(form.items(multi=True), "the form's fields besides 'mp3'")
     return form.to_dict()
 

@@ -9,8 +9,7 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError
-from rest.limits import FieldTooLarge
+from msaas.errors import BackendUnavailable, BadRequest, FieldTooLarge, NotFound, ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from msaas.errors import BadRequest
-from rest.limits import MAX_FIELD_BYTES, FieldTooLarge
+from rest.limits import MAX_FIELD_BYTES, field_too_large
 from rest.uploads import CHUNK, Base64Sink, Upload, spool
 
 CUT_MARGIN = 16  # characters: a literal (`-Infinity`) or number cut by the end of the bytes at hand
@@ -95,7 +95,7 @@ class _Body:
             except RecursionError:
                 raise invalid_json("values nested too deeply") from None
             if full:
-                raise FieldTooLarge("the request's fields besides 'mp3'")
+                raise field_too_large("the request's fields besides 'mp3'")
             self.fill()
 
 

@@ -21,26 +21,23 @@ from flask import Flask, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import RequestTimeout
 
-from msaas.errors import BadRequest, ServiceError
+from msaas.errors import BadRequest, FieldTooLarge
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FORM_PARTS = 64  # a multipart body's parts; the contract has a handful
 
 
-class FieldTooLarge(ServiceError):
-    code = "field_too_large"
-
-    def __init__(self, where: str) -> None:
-        super().__init__(
-            f"{where} take more than {MAX_FIELD_BYTES // 1024} KiB; every field but 'mp3' (options, callback, "
-            "callback data) must fit in that together"
-        )
+def field_too_large(where: str) -> FieldTooLarge:
+    return FieldTooLarge(
+        f"{where} take more than {MAX_FIELD_BYTES // 1024} KiB; every field but 'mp3' (options, callback, "
+        "callback data) must fit in that together"
+    )
 
 
 def check_fields(fields: Iterable[tuple[str, str]], where: str) -> None:
     """Refuse form fields or query parameters larger than the fields' budget, together."""
     if sum(len(name) + len(value) for name, value in fields) > MAX_FIELD_BYTES:
-        raise FieldTooLarge(where)
+        raise field_too_large(where)
 
 
 def register(app: Flask) -> None:
