@@ -113,7 +113,8 @@ class Stack:
     """`with Stack(folder, model, workers=2) as stack:` starts everything, and stops it all on the way out."""
 
     def __init__(
-        self, folder: Path, model: Model, workers: int = 1, worker_env: Mapping[str, str] | None = None
+        self, folder: Path, model: Model, workers: int = 1, worker_env: Mapping[str, str] | None = None,
+        rest_env: Mapping[str, str] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
@@ -123,7 +124,8 @@ class Stack:
         redis_port, s3_port = self.settings.redis_port, int(self.settings.s3_endpoint.rsplit(":", 1)[1])
         self.redis = Child("redis", redis_command(redis_port, folder), env, folder / "redis.log", redis_port)
         self.s3 = Child("s3", s3_command(s3_port), env, folder / "s3.log", s3_port)
-        self.rest = Child("rest", REST_COMMAND, env, folder / "rest.log", self.settings.port, ROOT)
+        rest_env = {**env, **(rest_env or {})}
+        self.rest = Child("rest", REST_COMMAND, rest_env, folder / "rest.log", self.settings.port, ROOT)
         self.workers = [self._worker(index, {**env, **(worker_env or {})}) for index in range(workers)]
 
     def __enter__(self) -> Stack:

@@ -24,6 +24,7 @@ LOCAL_DEFAULTS = {
     "S3_ACCESS_KEY": "devstack",
     "S3_SECRET_KEY": "devstack-secret",
     "CALLBACK_ALLOW_HOSTS": "localhost,127.0.0.1",
+    "BIND_HOST": "127.0.0.1",  # a laptop's stack is for this machine only; containers keep 0.0.0.0
 }
 RESTART_DELAY_CAP = 30.0
 STABLE_AFTER = 60.0  # a service that ran this long starts its next crash loop from a short delay again

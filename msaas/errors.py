@@ -33,6 +33,10 @@ class TooLarge(ServiceError):
     """The request, or one of its fields, is larger than the service accepts."""
 
     code = "too_large"
+class FieldTooLarge(TooLarge):
+    """A request's fields other than the song are over their size cap."""
+
+    code = "field_too_large"
 
 
 class NotFound(ServiceError):

@@ -32,7 +32,10 @@ class Settings:
     log_list: str = "logging"
     log_level: str = "INFO"
     port: int = 5000  # where the REST service listens
+    bind_host: str = "0.0.0.0"  # the address REST and the worker's metrics server listen on (all, for containers)
     max_request_bytes: int = 64 * 1024 * 1024
+    body_grace_seconds: float = 10.0  # a request body may lag behind BODY_MIN_RATE by this much...
+    body_min_rate: int = 16 * 1024  # ...bytes per second, on average, before REST answers 408
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"
     demucs_segment: int | None = None

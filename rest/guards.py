@@ -1,6 +1,11 @@
 """What every API request passes before its route: the API key (when keys are configured) and the
 per-client rate limit. `/` (and the page's static files), the health checks and /metrics stay open for load
-balancers, probes and Prometheus."""
+balancers, probes and Prometheus.
+
+Requests refused for a missing or wrong key count too, by client address: once an address has made more
+than the limit of them in a minute, it gets 429 before its key is even looked at, so guessing keys is as slow as
+the rate limit (a right guess included), and a client sharing that address is held up for the rest of the minute.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +36,13 @@ def register(app: Flask, settings: Settings) -> None:
             return None
         client = request.remote_addr or "unknown"
         if keys:
+            refusals = f"refused:{client}"
+            if limit and (held := _rate_limit(refusals, limit, count=False)):
+                return held
             token = _bearer_token()
             if token is None or not any(hmac.compare_digest(token.encode(), key.encode()) for key in keys):
+                if limit and (held := _rate_limit(refusals, limit)):
+                    return held
                 response = error_response(
                     401, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'"
                 )
@@ -50,18 +60,22 @@ def _bearer_token() -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _rate_limit(client: str, limit: int):
-    """A fixed one-minute window per client, counted in Redis so every REST replica shares it."""
+def _rate_limit(client: str, limit: int, count: bool = True):
+    """A fixed one-minute window per client, counted in Redis so every REST replica shares it; with
+    `count=False`, only whether the client is over the limit already."""
     now = time.time()
     window = int(now // 60)
     key = f"ratelimit:{client}:{window}"
     try:
-        with backends().redis.pipeline() as pipe:
-            count, _ = pipe.incr(key).expire(key, 120).execute()
+        if count:
+            with backends().redis.pipeline() as pipe:
+                made, _ = pipe.incr(key).expire(key, 120).execute()
+        else:
+            made = int(backends().redis.get(key) or 0)
     except redis.RedisError as error:
         log.warning("rate limit not checked, Redis unreachable: %s", error)
         return None  # the route itself will answer 503 if it needs Redis
-    if count > limit:
+    if made > limit:
         response = error_response(
             429, "too_many_requests", f"more than {limit} requests in a minute from this client; slow down"
         )

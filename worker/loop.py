@@ -23,6 +23,7 @@ from msaas.errors import BackendUnavailable, BadRequest, NotFound
 from msaas.jobqueue import Delivery, JobQueue
 from msaas.jobs import Job
 from msaas.mp3 import check_mp3
+from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.status import DONE, FAILED, QUEUED, SongStatus
 from msaas.storage import ObjectStore
@@ -227,7 +228,7 @@ class Worker:
         options, result = job.options, job.result
         started = time.monotonic()
         work_dir = str(self.settings.work_dir) if self.settings.work_dir else None
-        with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=work_dir) as scratch:
+        with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=claim(work_dir, "worker")) as scratch:
             run = DemucsRun(options.model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated",
                             options)
             try:
