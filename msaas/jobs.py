@@ -118,8 +118,11 @@ def _result(value: object, songhash: str, options: Options, default_model: str) 
 
 
 def _count(value: object, name: str, kind: type) -> Any:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-        raise InvalidJob(f"job's {name!r} must be a non-negative number")
-    if kind is int and not float(value).is_integer():
-        raise InvalidJob(f"job's {name!r} must be a whole number")
+    """A count or time in a job: a finite, non-negative number (a whole one for `int`), small enough for a float."""
+    try:
+        number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number) or number < 0 or (kind is int and not number.is_integer()):
+        raise InvalidJob(f"job's {name!r} must be a non-negative {'whole ' if kind is int else ''}number")
     return kind(value)

@@ -82,11 +82,18 @@ def _typed(kind: type, raw: object) -> Any:
             raw = float(text)
         except ValueError:
             return None
-    if not isinstance(raw, int | float) or not math.isfinite(raw):
+    if isinstance(raw, int):  # JSON integers are exact however long; one too long for a float is no float
+        if kind is int:
+            return raw
+        try:
+            return float(raw)
+        except OverflowError:
+            return None
+    if not isinstance(raw, float) or not math.isfinite(raw):
         return None
     if kind is int:
-        return int(raw) if float(raw).is_integer() else None
-    return float(raw)
+        return int(raw) if raw.is_integer() else None
+    return raw
 
 
 def option(name: str, kind: type, default: Any, help: str, choices: tuple = (), bounds=None,

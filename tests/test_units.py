@@ -59,7 +59,8 @@ def test_options_resolve_once_to_concrete_values_whatever_the_default():
     assert Options.resolve({"overlap": 0.25}, "htdemucs").result("a" * 56, "htdemucs").tag == ""
 
 
-HOSTILE_VALUES = [1e999, float("inf"), float("nan"), -1, -0.5, 1.5, True, [], ["wav"], {"a": 1}, "", " ", "x" * 10000,
+HOSTILE_VALUES = [1e999, float("inf"), float("nan"), 10**400, -(10**400), -1, -0.5, 1.5, True,
+                  [], ["wav"], {"a": 1}, "", " ", "x" * 10000,
                   "320.5", "1e3", "0x140", 320.5, "nope"]
 
 
@@ -116,6 +117,8 @@ def test_job_round_trips_and_accepts_the_reference_key_hash():
 @pytest.mark.parametrize(
     "raw", ["nope", "[]", "{}", '{"songhash": "xyz"}', '{"hash": "' + "a" * 56 + '", "model": "x"}',
             '{"hash": "' + "a" * 56 + '", "mp3_bitrate": 1e999}', '{"hash": "' + "a" * 56 + '", "attempts": -1}',
+            '{"hash": "' + "a" * 56 + '", "seconds": 1' + "0" * 400 + '}',
+            '{"hash": "' + "a" * 56 + '", "overlap": 1' + "0" * 400 + '}',
             '{"hash": "' + "a" * 56 + '", "result": "' + "b" * 56 + '"}',
             '{"hash": "' + "a" * 56 + '", "result": "' + "a" * 56 + '/mdx-all-mp3320"}',
             '{"hash": "' + "a" * 56 + '", "callback": {"url": "http://[::1"}}', "[" * 100000]
