@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         queue=queue,
         store=ObjectStore(
             connect_store(settings), settings.queue_bucket, settings.output_bucket,
-            settings.retention_days, public_store,
+            settings.retention_days, public_store, settings.store_timeout,
         ),
         status=SongStatus(connection),
         metrics=instruments,

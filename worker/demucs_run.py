@@ -18,6 +18,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import sphn
 
+from msaas.deadline import Deadline
 from msaas.jobs import Options
 from msaas.settings import Settings
 from worker import chunks
@@ -167,7 +168,7 @@ def separate(
     """
     duration = song_seconds(run.input_path)
     limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * duration
-    deadline = time.monotonic() + limit
+    deadline = Deadline(limit, "demucs")
     plan: list[chunks.Chunk] = []
     if len(chunk_plan(run.model, settings, round(duration * chunks.SAMPLE_RATE))) > 1:
         run, plan = cut(run, settings)
@@ -176,7 +177,7 @@ def separate(
     # load (about 3 s, the weights being in the page cache) per minute-long chunk is the cheaper price.
     parts = [replace(run, chunks=(path,)) for path in run.chunks] or [run]
     for done, part in enumerate(parts):
-        _run(part, settings, log_path, (deadline, limit), abandon,
+        _run(part, settings, log_path, deadline, abandon,
              lambda percent, done=done: report((done * 100 + percent) / len(parts)))
     sources = run.chunks or (run.input_path,)
     missing = [track for track in tracks for source in sources
@@ -221,10 +222,10 @@ def chunk_plan(model: str, settings: Settings, frames: int) -> list[chunks.Chunk
                        chunks.segment_grid(model, settings.demucs_segment))
 
 
-def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[float, float],
+def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: Deadline,
          abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
-    """Run the Demucs command to its end, or kill it past the (monotonic deadline, time limit) of the whole
-    separation; raise SeparationFailed when it fails."""
+    """Run the Demucs command to its end, or kill it past the deadline of the whole separation; raise
+    SeparationFailed when it fails."""
     command = run.command(settings)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
@@ -241,8 +242,8 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[flo
     try:
         while process.poll() is None:
             now = time.monotonic()
-            if now > deadline[0]:
-                raise SeparationFailed(f"demucs timed out after {deadline[1]:.0f} s and was killed")
+            if deadline.expired:
+                raise SeparationFailed(f"demucs timed out after {deadline.seconds:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
             if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
