@@ -7,6 +7,7 @@ A result is a song separated with given options (`msaas.jobs.result_id`); each s
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import redis
 
@@ -15,6 +16,13 @@ from msaas.jobs import Job
 
 QUEUED, PROCESSING, DONE, FAILED = "queued", "processing", "done", "failed"
 ACTIVE = (QUEUED, PROCESSING)
+# Record a callback's outcome on the status of the job that asked for it, not on a later job's (nor revive
+# a status that expired or was forgotten).
+IF_JOB = """
+if redis.call('hget', KEYS[1], 'job_id') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
 FORGET_DONE = "if redis.call('hget', KEYS[1], 'state') == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -31,18 +39,29 @@ class SongStatus:
         return {"state": state, "reason": reason, f"{state}_at": round(time.time(), 3), **extra}
 
     def set(
-        self, result: str, state: str, reason: str = "", *, expire_in: int | None = None, **extra: str | int | float
+        self, result: str, state: str, reason: str = "", *, expire_in: int | None = None,
+        pipeline: redis.client.Pipeline | None = None, **extra: str | int | float,
     ) -> None:
         """Record `state` (and when it was reached); `reason` is cleared unless given. The status expires after
-        `expire_in` seconds if given, else never (an expiry set for an earlier state does not carry over)."""
+        `expire_in` seconds if given, else never (an expiry set for an earlier state does not carry over).
+        With `pipeline`, the change joins that transaction (the caller executes it)."""
         key = self.key(result)
-        with self.redis.pipeline() as pipe:  # one transaction: no moment with the state but the wrong expiry
+        # One transaction: no moment with the state but the wrong expiry.
+        with self.redis.pipeline() if pipeline is None else nullcontext(pipeline) as pipe:
             pipe.hset(key, mapping=self.fields(state, reason, **extra))
             if expire_in:
                 pipe.expire(key, expire_in)
             else:
                 pipe.persist(key)
-            pipe.execute()
+            if pipeline is None:
+                pipe.execute()
+
+    def record_callback(
+        self, result: str, job_id: str, fields: dict[str, str | int], pipeline: redis.client.Pipeline | None = None
+    ) -> None:
+        """Set the `callback*` fields of `result`'s status, if it is still that of job `job_id`."""
+        args = [job_id, *(str(item) for pair in fields.items() for item in pair)]
+        (pipeline or self.redis).eval(IF_JOB, 1, self.key(result), *args)
 
     def progress(self, result: str, percent: float) -> None:
         self.redis.hset(self.key(result), "progress", f"{percent:.0f}")

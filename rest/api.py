@@ -58,10 +58,11 @@ def alive():
 
 @blueprint.get("/readyz")
 def ready():
-    """Ready when both Redis and the object store answer (Kubernetes readiness probe)."""
+    """Ready when both Redis and the object store answer, the buckets there (made again if the store lost
+    them) (Kubernetes readiness probe)."""
     services = backends()
     services.redis.ping()
-    services.store.ensure_buckets()
+    services.store.ensure_buckets(recheck=True)
     return jsonify(status="ready")
 
 
@@ -136,8 +137,11 @@ def status(songhash: str):
             for track in options.tracks(services.settings.demucs_model)
         }
     if "callback" in fields:
+        delivered = fields.get("callback_delivered") == "true"
         body["callback"] = {
-            "delivered": fields.get("callback_delivered") == "true",
+            # pending until the worker's delivery threads have delivered it or given up
+            "state": fields.get("callback_state") or ("delivered" if delivered else "failed"),
+            "delivered": delivered,
             "attempts": int(fields.get("callback_attempts") or 0),
             "outcome": fields["callback"],
         }

@@ -125,10 +125,11 @@ def worker(settings, tmp_path) -> Iterator[Child]:
 
 
 class CallbackReceiver:
-    """A local HTTP listener that records every POST it receives."""
+    """A local HTTP listener that records every POST it receives; it answers `statuses` in turn, then 200."""
 
     def __init__(self) -> None:
         self.received: list[dict] = []
+        self.statuses: list[int] = []
         self.arrived = threading.Event()
         receiver = self
 
@@ -137,7 +138,8 @@ class CallbackReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
                 receiver.arrived.set()
-                self.send_response(200)
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args):
