@@ -45,7 +45,8 @@ class Download:
 @contextmanager
 def _translating(what: str) -> Iterator[None]:
     """Turn the client's errors into the service's: a missing object, or a store that cannot be reached.
-    A local file's error (a full disk, say) is no outage of the store: it goes on as LocalResourceError."""
+    A local file's error (a full disk, say) is no outage of the store: it goes on as it is, for the caller,
+    who knows which scratch space it was, to name (`msaas.errors.local_resources`)."""
     try:
         yield
     except S3Error as error:
@@ -53,8 +54,8 @@ def _translating(what: str) -> Iterator[None]:
             raise NotFound(f"{what} does not exist", "not_found") from None
         raise BackendUnavailable(f"object store refused {what}: {error.code}") from error
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
-        if (local := local_resource_error(error)) is not None:
-            raise local from error
+        if local_resource_error(error) is not None:
+            raise
         raise BackendUnavailable(f"object store unreachable while handling {what}: {error}") from error
 
 
