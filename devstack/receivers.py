@@ -25,6 +25,12 @@ class DrippingReceiver:
         self.url = f"http://127.0.0.1:{self.port}/hook"
         threading.Thread(target=self._accept, daemon=True).start()
 
+    def __enter__(self) -> DrippingReceiver:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self.released.set()
         self._server.close()

@@ -72,15 +72,23 @@ class Deadline:
             timer.cancel()
             _current.deadline = previous
             with self._lock:
+                for handle in self._sockets:
+                    handle.close()
                 self._sockets.clear()
 
     def watch(self, sock: socket.socket) -> None:
-        """Shut `sock` down when the time is up (at once if it already is)."""
+        """Shut `sock`'s connection down when the time is up (at once if it already is)."""
+        # Through a duplicate of its descriptor: the connection is the same (shutdown acts on it, not on one
+        # descriptor), and it stays reachable when TLS takes the original socket over (wrap_socket detaches it).
+        try:
+            handle = socket.fromfd(sock.fileno(), sock.family, sock.type)
+        except OSError:
+            return  # closed already: nothing to wait on
         with self._lock:
-            self._sockets.append(sock)
+            self._sockets.append(handle)
             if not self.fired:
                 return
-        _shut(sock)
+        _shut(handle)
 
     def _expire(self) -> None:
         with self._lock:
