@@ -15,6 +15,7 @@ import redis
 
 from msaas.backoff import Backoff
 from msaas.callbackqueue import CallbackQueue, DueCallback, Taken
+from msaas.deadline import Deadline
 from msaas.settings import Settings
 from msaas.status import SongStatus
 from worker.callback import CallbackOutcome, deliver
@@ -76,8 +77,9 @@ class CallbackSender:
         """Stop taking callbacks; wait for attempts in flight (each ends by its deadline), then hand back
         whatever is still held."""
         self.stopping.set()
+        ended = Deadline(self.settings.callback_timeout + TAKE_TIMEOUT + 1, "stopping the delivery threads")
         for thread in self.threads:
-            thread.join(self.settings.callback_timeout + TAKE_TIMEOUT + 1)
+            thread.join(ended.remaining())
         try:
             for raw in self.queue.hand_back_all(self.worker):
                 log.warning("worker %s: handed back an undelivered callback: %s", self.worker, raw[:200])
