@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 HEAD = b"HTTP/1.1 200 OK\r\n"
 TAIL = b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -17,6 +18,7 @@ class DrippingReceiver:
         self.limit = limit
         self.released = threading.Event()
         self.requests: list[bytes] = []  # each request's head and body, as received
+        self.arrivals: list[float] = []  # when each request had arrived whole (time.time())
         self.dripping = threading.Event()  # set once a request is being answered byte by byte
         self.cut_off = 0  # answers the client gave up on mid-drip (it closed or shut down its socket)
         self.finished = 0  # answers sent whole
@@ -47,6 +49,7 @@ class DrippingReceiver:
         with connection:
             try:
                 self.requests.append(_read_request(connection))
+                self.arrivals.append(time.time())
                 connection.sendall(HEAD + b"X-Drip: ")
                 self.dripping.set()
                 for _ in range(self.limit):

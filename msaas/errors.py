@@ -53,8 +53,11 @@ def local_resource_error(error: BaseException, place: str = "") -> LocalResource
     """The LocalResourceError that `error` stands for ("no space left on device in WORK_DIR /x"), if any."""
     if not isinstance(error, OSError) or error.errno not in LOCAL_ERRNOS:
         return None
+    what = os.strerror(error.errno).lower()
+    if error.errno in (errno.EMFILE, errno.ENFILE):  # a limit of the process or system, not of a place
+        return LocalResourceError(what)
     where = place or (f"{error.filename}" if error.filename else "this machine's scratch space")
-    return LocalResourceError(f"{os.strerror(error.errno).lower()} in {where}")
+    return LocalResourceError(f"{what} in {where}")
 
 
 @contextmanager

@@ -99,6 +99,9 @@ class CallbackSender:
                 log.warning("worker %s: callbacks: redis unavailable (%s); retrying in %.1f s",
                             self.worker, error, delay)
                 self.stopping.wait(delay)
+            except Exception:  # a bug must not silently end a delivery thread; the entry is handed back on stop
+                log.exception("worker %s: callback delivery raised", self.worker)
+                self.stopping.wait(backoff.next_delay())
 
     def handle(self, taken: Taken) -> None:
         due = taken.due
