@@ -7,11 +7,14 @@ from __future__ import annotations
 import base64
 import errno
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
+from test_chunks import song as long_song
 from test_faults import submit_batch, variant
 
 from conftest import serve, start_service, wait_for
@@ -20,26 +23,37 @@ from msaas.status import SongStatus
 from rest import create_app
 
 
-@pytest.fixture
-def full_disk(tmp_path) -> Path:
-    """A tmpfs of 2 MiB with not one byte free."""
-    mount_point = tmp_path / "full"
+@contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `mount_point` for the block."""
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
                              capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.fail(f"cannot mount a tmpfs to fill (this test needs root): {mounted.stderr.strip()}")
     try:
-        with open(mount_point / "filler", "wb") as filler:
-            try:
-                while True:
-                    filler.write(b"\0" * 65536)
-                    filler.flush()
-            except OSError as error:
-                assert error.errno == errno.ENOSPC
         yield mount_point
     finally:
         subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Iterator[Path]:
+    with tmpfs(tmp_path / "small", "2m") as mount_point:
+        yield mount_point
+
+
+@pytest.fixture
+def full_disk(small_disk) -> Path:
+    """The small tmpfs with not one byte free."""
+    with open(small_disk / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError as error:
+            assert error.errno == errno.ENOSPC
+    return small_disk
 
 
 def test_a_worker_on_a_full_disk_fails_the_job_with_the_reason_and_takes_the_next(settings, full_disk, tmp_path):
@@ -59,6 +73,25 @@ def test_a_worker_on_a_full_disk_fails_the_job_with_the_reason_and_takes_the_nex
     finally:
         worker.stop()
         server.shutdown()
+
+
+def test_a_disk_that_fills_up_while_a_long_song_is_cut_in_chunks_is_named(settings, tmp_path):
+    # 100 s of song (2.4 MB) fits in 8 MiB; decoded whole to float before it is cut (35 MB), it does not.
+    song = long_song(100, tmp_path / "long.mp3")
+    settings = replace(settings, max_attempts=1)
+    address, server = serve(create_app(settings))
+    status = SongStatus(connect_redis(settings))
+    with tmpfs(tmp_path / "small", "8m") as small_disk:
+        worker = start_service("worker", settings, tmp_path / "worker.log", WORK_DIR=str(small_disk))
+        try:
+            answer = requests.post(f"http://{address}/apiv1/separate", data=song.read_bytes(),
+                                   headers={"Content-Type": "audio/mpeg"})
+            songhash = answer.json()["hash"]
+            wait_for(lambda: status.get(songhash).get("state") == "failed", 60, "the job to fail")
+        finally:
+            worker.stop()
+            server.shutdown()
+    assert status.get(songhash)["reason"] == f"no space left on device in WORK_DIR {small_disk}"
 
 
 @pytest.mark.parametrize("how", ["raw", "json"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -207,7 +208,10 @@ def cut(run: DemucsRun, settings: Settings) -> tuple[DemucsRun, list[chunks.Chun
     try:
         frames = chunks.decode(run.input_path, raw)
     except subprocess.CalledProcessError as error:
-        raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
+        said = error.stderr.decode(errors="replace")
+        if "No space left on device" in said:  # the scratch disk, not the song: the worker names WORK_DIR
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(raw)) from None
+        raise SeparationFailed(f"the input does not decode as audio: {_last_line(said)}") from None
     plan = chunk_plan(run.model, settings, frames)
     paths = chunks.write_inputs(raw, plan, folder)
     raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
