@@ -75,13 +75,22 @@ def test_a_worker_on_a_full_disk_fails_the_job_with_the_reason_and_takes_the_nex
         server.shutdown()
 
 
-def test_a_disk_that_fills_up_while_a_long_song_is_cut_in_chunks_is_named(settings, tmp_path):
-    # 100 s of song (2.4 MB) fits in 8 MiB; decoded whole to float before it is cut (35 MB), it does not.
-    song = long_song(100, tmp_path / "long.mp3")
+@pytest.mark.parametrize(
+    ("seconds", "size"),
+    [
+        # 100 s of song (2.4 MB) fits in 8 MiB; decoded whole to float before it is cut in chunks (35 MB), not.
+        (100, "8m"),
+        # 8 s of song (190 kB) fits in 400 KiB; Demucs' four tracks of it do not.
+        (8, "400k"),
+    ],
+    ids=["decoding-for-chunks", "demucs-writing-tracks"],
+)
+def test_a_disk_that_fills_up_during_the_separation_is_named(settings, tmp_path, seconds, size):
+    song = long_song(seconds, tmp_path / "song.mp3")
     settings = replace(settings, max_attempts=1)
     address, server = serve(create_app(settings))
     status = SongStatus(connect_redis(settings))
-    with tmpfs(tmp_path / "small", "8m") as small_disk:
+    with tmpfs(tmp_path / "small", size) as small_disk:
         worker = start_service("worker", settings, tmp_path / "worker.log", WORK_DIR=str(small_disk))
         try:
             answer = requests.post(f"http://{address}/apiv1/separate", data=song.read_bytes(),

@@ -209,8 +209,7 @@ def cut(run: DemucsRun, settings: Settings) -> tuple[DemucsRun, list[chunks.Chun
         frames = chunks.decode(run.input_path, raw)
     except subprocess.CalledProcessError as error:
         said = error.stderr.decode(errors="replace")
-        if "No space left on device" in said:  # the scratch disk, not the song: the worker names WORK_DIR
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(raw)) from None
+        _check_space(said, raw)
         raise SeparationFailed(f"the input does not decode as audio: {_last_line(said)}") from None
     plan = chunk_plan(run.model, settings, frames)
     paths = chunks.write_inputs(raw, plan, folder)
@@ -257,7 +256,16 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: Deadline,
     finally:
         _kill(process)  # whatever ends the wait, no separation outlives it
     if process.returncode != 0:
-        raise SeparationFailed(explain_failure(run.model, process.returncode, _tail(log_path)))
+        output = _tail(log_path)
+        _check_space(output, run.out_dir)
+        raise SeparationFailed(explain_failure(run.model, process.returncode, output))
+
+
+def _check_space(output: str, path: Path) -> None:
+    """A tool that failed for want of disk space: the scratch disk's fault, not the song's (the worker names
+    WORK_DIR and counts the attempt)."""
+    if "No space left on device" in output:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def _kill(process: subprocess.Popen) -> None:
