@@ -4,7 +4,8 @@ Demucs) ends when its time is up, however the other side behaves.
 A socket timeout bounds each read, not the exchange: a peer that sends a byte every few seconds never trips
 it. So a deadline, while `enforced`, shuts down every socket opened or reused under it when the time is up
 (a blocked read then returns at once), and turns the error that follows into `DeadlineExceeded`. Loops that
-poll (the Demucs run) ask `expired` instead.
+poll (the Demucs run) ask `expired` instead, and a call that cannot be cut short (a name lookup) is waited for
+only until the time is up (`wait_for`).
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
+T = TypeVar("T")
 _current = threading.local()  # the deadline enforced on this thread, if any
 
 
@@ -75,6 +78,26 @@ class Deadline:
                 for handle in self._sockets:
                     handle.close()
                 self._sockets.clear()
+
+    def wait_for(self, function: Callable[..., T], *args: object) -> T:
+        """`function(*args)`, for a call nothing can interrupt (a name lookup in the C library): waited for until
+        the time is up, then DeadlineExceeded, the call left to end on its own in a daemon thread."""
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                outcome["value"] = function(*args)
+            except BaseException as error:  # handed to the waiting thread, whatever it is
+                outcome["error"] = error
+
+        thread = threading.Thread(target=call, name=f"deadline: {self.what}", daemon=True)
+        thread.start()
+        thread.join(self.remaining())
+        if thread.is_alive():
+            raise DeadlineExceeded(self.what, self.seconds)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def watch(self, sock: socket.socket) -> None:
         """Shut `sock`'s connection down when the time is up (at once if it already is)."""

@@ -77,15 +77,19 @@ def deliver(
 
 def _attempt(url: str, body: bytes, songhash: str, event_id: str, settings: Settings) -> tuple[str, str]:
     """Resolve and check the host, then POST to the checked address: (host, 2xx status code)."""
+    # One wall-clock deadline for the whole attempt: the name lookup, every address and every byte of the answer.
+    deadline = Deadline(settings.callback_timeout, "callback")
     # Resolved afresh for each attempt, and connected to the very address that was checked.
     try:
-        target = resolve_target(url, settings.callback_allow_hosts)
+        target = deadline.wait_for(resolve_target, url, settings.callback_allow_hosts)
+    except DeadlineExceeded:
+        raise AttemptFailed(f"timeout after {settings.callback_timeout:g} s resolving the host") from None
     except OSError as error:
         raise AttemptFailed(f"cannot resolve host: {error}") from None
-    return target.host, _post(target, body, songhash, event_id, settings)
+    return target.host, _post(target, body, songhash, event_id, settings, deadline)
 
 
-def _post(target: Target, body: bytes, songhash: str, event_id: str, settings: Settings) -> str:
+def _post(target: Target, body: bytes, songhash: str, event_id: str, settings: Settings, deadline: Deadline) -> str:
     """One attempt: the answer's status code if it is 2xx; AttemptFailed otherwise."""
     timestamp = int(time.time())
     headers = {
@@ -102,10 +106,9 @@ def _post(target: Target, body: bytes, songhash: str, event_id: str, settings: S
         headers.update(urllib3.make_headers(basic_auth=target.userinfo))
     timeout = settings.callback_timeout
     failure = ""
-    # One wall-clock deadline for the whole attempt, every address and every byte of the answer: a receiver
-    # that drips its headers has its socket shut when the time is up.
+    # A receiver that drips its headers has its socket shut when the attempt's time is up.
     try:
-        with Deadline(timeout, f"callback to {target.host}").enforced():
+        with deadline.enforced():
             # Like socket.create_connection: the next address when one refuses (localhost: ::1, then 127.0.0.1).
             for address in target.addresses:
                 try:
