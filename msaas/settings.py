@@ -45,13 +45,15 @@ class Settings:
     chunk_overlap_seconds: float = 5.0  # neighbouring chunks share at least this much, and are crossfaded there
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)
+    store_timeout: float = 300.0  # seconds one object-store upload or download may take, wall clock
     work_dir: Path | None = None  # scratch space for the worker; the system's temp folder if unset
     demucs_timeout_min: float = 120.0  # a separation may take this long plus...
     demucs_timeout_factor: float = 10.0  # ...this many seconds per second of audio; then it is killed
     max_attempts: int = 3  # deliveries of a job before it is dead-lettered
     lease_seconds: float = 30.0  # a worker silent this long is presumed dead and its jobs are requeued
     shutdown_grace: float = 25.0  # on SIGTERM, finish the current job if it ends within this, else hand it back
-    callback_timeout: float = 10.0  # seconds one callback attempt may take
+    callback_timeout: float = 10.0  # seconds one callback attempt may take, wall clock, however the receiver answers
+    callback_threads: int = 4  # threads per worker delivering callbacks, apart from separation
     callback_attempts: int = 4  # attempts to deliver a callback...
     callback_backoff: float = 1.0  # ...waiting this, then twice as long, and so on, between them
     callback_secret: str = ""  # signs callbacks (HMAC-SHA256); unsigned when empty

@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     instruments = RestMetrics(queue, settings.prometheus_multiproc_dir)
     store = ObjectStore(
         connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days, public_store,
+        settings.store_timeout,
     )
     status = SongStatus(connection)
     policy = Policy(settings.demucs_model, settings.max_song_seconds, settings.callback_allow_hosts)

@@ -43,10 +43,11 @@ def alive():
 
 @blueprint.get("/readyz")
 def ready():
-    """Ready when both Redis and the object store answer (Kubernetes readiness probe)."""
+    """Ready when both Redis and the object store answer, the buckets there (made again if the store lost
+    them) (Kubernetes readiness probe)."""
     services = backends()
     services.redis.ping()
-    services.store.ensure_buckets()
+    services.store.ensure_buckets(recheck=True)
     return jsonify(status="ready")
 
 

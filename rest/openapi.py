@@ -61,6 +61,8 @@ STATUS = {
         "callback": {
             "type": "object",
             "properties": {
+                "state": {"type": "string", "enum": ["pending", "delivered", "failed"],
+                          "description": "pending until the worker's delivery threads deliver it or give up"},
                 "delivered": {"type": "boolean"}, "attempts": {"type": "integer"}, "outcome": {"type": "string"},
             },
         },

@@ -286,7 +286,9 @@ def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
     try:
         outcomes = wait_all(settings, store, [job.songhash], 120)
         deadline = time.monotonic() + 30
-        while connection.llen(settings.worker_queue) or processing_lists(connection, settings):
+        # The callback is delivered after "done", by the worker's delivery threads.
+        while (connection.llen(settings.worker_queue) or processing_lists(connection, settings)
+               or SongStatus(connection).get(job.songhash).get("callback_state") != "delivered"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:

@@ -44,7 +44,8 @@ CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("cloud.google.com/v1", "B
 # Variables our containers get that are not settings, each with its reader.
 THIRD_PARTY_ENV = {"OMP_NUM_THREADS": "PyTorch, in the Demucs subprocess the worker starts"}
 APP_UID = 10001  # the USER of every image, and runAsUser of every pod
-# What a stopping worker needs after its SHUTDOWN_GRACE: store the tracks and call back, or hand the job back.
+# What a stopping worker needs after its SHUTDOWN_GRACE: store the tracks or hand the job back, and end a callback
+# attempt in flight.
 WORKER_WRAP_UP_SECONDS = 30
 
 

@@ -23,7 +23,10 @@ def main() -> None:
     worker = Worker(
         settings,
         queue,
-        ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days),
+        ObjectStore(
+            connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days,
+            timeout=settings.store_timeout,
+        ),
         SongStatus(connection),
         metrics,
     )

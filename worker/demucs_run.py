@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
+from msaas.deadline import Deadline
 from msaas.options import Options
 from msaas.settings import Settings
 from worker import chunks
@@ -160,7 +162,7 @@ def separate(
     percentage about once a second.
     """
     limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * seconds
-    deadline = time.monotonic() + limit
+    deadline = Deadline(limit, "demucs")
     plan: list[chunks.Chunk] = []
     if len(chunk_plan(run, settings, round(seconds * chunks.SAMPLE_RATE))) > 1:
         run, plan = cut(run, settings, seconds)
@@ -169,7 +171,7 @@ def separate(
     # load (about 3 s, the weights being in the page cache) per minute-long chunk is the cheaper price.
     parts = [replace(run, chunks=(path,)) for path in run.chunks] or [run]
     for done, part in enumerate(parts):
-        _run(part, settings, log_path, (deadline, limit), abandon,
+        _run(part, settings, log_path, deadline, abandon,
              lambda percent, done=done: report((done * 100 + percent) / len(parts)))
     sources = run.chunks or (run.input_path,)
     missing = [track for track in tracks for source in sources
@@ -200,7 +202,9 @@ def cut(run: DemucsRun, settings: Settings, seconds: float) -> tuple[DemucsRun, 
     try:
         frames = chunks.decode(run.input_path, raw, seconds)
     except subprocess.CalledProcessError as error:
-        raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
+        said = error.stderr.decode(errors="replace")
+        _check_space(said, raw)
+        raise SeparationFailed(f"the input does not decode as audio: {_last_line(said)}") from None
     plan = chunk_plan(run, settings, frames)
     paths = chunks.write_inputs(raw, plan, folder)
     raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
@@ -215,10 +219,10 @@ def chunk_plan(run: DemucsRun, settings: Settings, frames: int) -> list[chunks.C
                        chunks.segment_grid(run.model, settings.demucs_segment, run.options.overlap))
 
 
-def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[float, float],
+def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: Deadline,
          abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
-    """Run the Demucs command to its end, or kill it past the (monotonic deadline, time limit) of the whole
-    separation; raise SeparationFailed when it fails."""
+    """Run the Demucs command to its end, or kill it past the deadline of the whole separation; raise
+    SeparationFailed when it fails."""
     command = run.command(settings)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
@@ -235,8 +239,8 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[flo
     try:
         while process.poll() is None:
             now = time.monotonic()
-            if now > deadline[0]:
-                raise SeparationFailed(f"demucs timed out after {deadline[1]:.0f} s and was killed")
+            if deadline.expired:
+                raise SeparationFailed(f"demucs timed out after {deadline.seconds:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
             if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
@@ -246,7 +250,16 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[flo
     finally:
         _kill(process)  # whatever ends the wait, no separation outlives it
     if process.returncode != 0:
-        raise SeparationFailed(explain_failure(run.model, process.returncode, _tail(log_path)))
+        output = _tail(log_path)
+        _check_space(output, run.out_dir)
+        raise SeparationFailed(explain_failure(run.model, process.returncode, output))
+
+
+def _check_space(output: str, path: Path) -> None:
+    """A tool that failed for want of disk space: the scratch disk's fault, not the song's (the worker names
+    WORK_DIR and counts the attempt)."""
+    if "No space left on device" in output:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def _kill(process: subprocess.Popen) -> None:
