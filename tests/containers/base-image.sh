@@ -13,8 +13,9 @@ IMAGE=docker.io/library/python:3.11.14-slim-bookworm
 ROOT_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${ROOT_DIR}/.containers"
 TARBALL="${CACHE}/python-3.11-bookworm-standin.tar"
-# The archive apt uses on this machine (deb.debian.org unless configured otherwise).
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# The archive apt uses on this machine: the first URIs of its Debian sources, else deb.debian.org.
+apt_mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
+MIRROR="${DEBIAN_MIRROR:-${apt_mirror:-http://deb.debian.org/debian}}"
 PACKAGES=python3.11,python3.11-venv,python3-pip,python-is-python3,passwd,ca-certificates,netbase,tzdata
 
 if podman image exists "${IMAGE}"; then
