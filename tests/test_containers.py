@@ -164,7 +164,11 @@ def host_settings(redis_server, s3_server) -> Settings:
         s3_access_key=S3_ACCESS_KEY, s3_secret_key=S3_SECRET_KEY, demucs_model="demucs_unittest",
     )
     connect_redis(settings).flushdb()
-    ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket).ensure_buckets()
+    store = ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket)
+    store.ensure_buckets()
+    for bucket in (settings.queue_bucket, settings.output_bucket):  # no song earlier tests separated
+        for item in store.client.list_objects(bucket, recursive=True):
+            store.client.remove_object(bucket, item.object_name)
     return settings
 
 
