@@ -32,7 +32,8 @@ from msaas.connections import connect_redis, connect_store
 from msaas.settings import Settings
 from msaas.storage import ObjectStore
 
-pytestmark = pytest.mark.containers
+# The first test also waits for the images: minutes on a machine that never built them.
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(1200)]
 
 BUILD = ROOT / "tests/containers/build-images.sh"
 CONTAINERS_CONF = ROOT / "tests/containers/containers.conf"
