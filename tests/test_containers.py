@@ -262,6 +262,13 @@ def test_liveness_and_readiness_probes_pass_inside_each_container(ready):
             wait_for(lambda s=service, k=kind: probe_passes(ready, s, k), 30, f"{service}'s {kind}")
 
 
+def test_worker_image_has_the_cpu_build_of_torch_and_no_cuda_packages(ready):
+    version = podman("exec", container("worker"), "python", "-c", "import torch; print(torch.__version__)")
+    assert version.stdout.strip().endswith("+cpu"), version.stdout
+    packages = podman("exec", container("worker"), "python", "-m", "pip", "list", "--format=freeze").stdout
+    assert packages and not [line for line in packages.splitlines() if line.lower().startswith("nvidia-")]
+
+
 # --- a song through the containers ------------------------------------------------------------------------
 
 
