@@ -45,7 +45,6 @@ SERVICES = ("rest", "worker", "logs")
 PLAYED_KINDS = {"Deployment", "ConfigMap", "PersistentVolumeClaim"}
 NOT_PLAYED_KINDS = {"Namespace", "Service", "StatefulSet", "Ingress", "NetworkPolicy"}
 S3_ACCESS_KEY, S3_SECRET_KEY = "test-access", "test-secret"
-PREFIX = "msaas-ctest"  # names of the secret and the config folder this test makes
 
 
 def podman_env() -> dict[str, str]:
