@@ -6,7 +6,7 @@ CHECKOV_VENV := $(VENV)/checkov
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-stamp
 HOST_PYTHON ?= python3
 
-.PHONY: install run test lint samples bench constraints clean
+.PHONY: install run test containers lint samples bench constraints clean
 
 install: $(STAMP)
 
@@ -37,7 +37,20 @@ $(TEST_TOOLS_STAMP): $(STAMP) requirements/checkov.txt requirements/checkov-cons
 run: install
 	$(PYTHON) -m devstack
 
-test: install $(TEST_TOOLS_STAMP)
+# The three images, built with podman and started as the manifests say by tests/test_containers.py (README,
+# "Containers built and started here"). podman reads this repo's containers.conf, whatever the machine's says.
+containers test: export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
+containers: install
+	command -v podman >/dev/null && command -v buildah >/dev/null && command -v skopeo >/dev/null \
+	  && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "the container test needs podman, buildah, skopeo, runc and debootstrap: install them"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y \
+	    podman buildah skopeo runc debootstrap uidmap fuse-overlayfs slirp4netns; }
+	# The stand-in base image (cached in .containers/), then the images; both reuse what an earlier run built.
+	PYTHON=$(PYTHON) bash tests/containers/build-images.sh
+
+test: install $(TEST_TOOLS_STAMP) containers
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
 

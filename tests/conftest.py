@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     worker itself says so); tests using a worker fixture are `demucs`; of the rest, those using real servers or
     listeners are `stack`, the others `unit` (pure logic: the fast loop)."""
     for item in items:
-        if any(item.get_closest_marker(name) for name in ("demucs", "browser", "k8s")):
+        if any(item.get_closest_marker(name) for name in ("demucs", "browser", "k8s", "containers")):
             continue
         fixtures = set(item.fixturenames)
         if DEMUCS_FIXTURES & fixtures:

@@ -219,6 +219,13 @@ def test_deploy_local_dev_script_is_sound():
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.parametrize("script", ["base-image.sh", "build-images.sh"])
+def test_container_build_scripts_pass_shellcheck(script):
+    """The scripts `make test` builds the images with (README, "Containers built and started here")."""
+    lint = run(tool("shellcheck"), "--severity=info", ROOT / "tests/containers" / script)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
 def test_deploy_local_dev_says_what_is_missing_without_kubectl():
     result = subprocess.run(
         ["bash", str(ROOT / "deploy-local-dev.sh")],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -55,7 +56,10 @@ class Worker:
         self.queue = queue
         self.store = store
         self.status = status
-        self.name = f"{settings.hostname}-{os.getpid()}"  # unique even with several workers on a host
+        # Unique even with several workers on a host, and per start: a restarted container keeps its pod's
+        # hostname and runs the worker as pid 1 again, and a name reused would renew the dead process's lease
+        # and strand the job it held (tests/test_containers.py kills a worker container mid-job).
+        self.name = f"{settings.hostname}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stop_requested_at: float | None = None
         self.current: str | None = None  # the result being written, whose lock the heartbeat renews
         self.callbacks = CallbackQueue(queue.redis, f"{queue.name}:callbacks")
