@@ -21,6 +21,8 @@ from msaas.jobs import FORMATS, Options, input_key, output_key, outputs_prefix, 
 
 CHUNK = 256 * 1024
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
+# What an S3 server answers to keys it does not know, a secret that does not match, or keys without the right.
+REFUSED_KEYS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
 DEFAULT = Options()
 UPLOAD_LINK = timedelta(minutes=15)
 ERROR_CODE = re.compile(rb"<Code>([^<]+)</Code>")
@@ -41,6 +43,15 @@ class Download:
             self.response.release_conn()
 
 
+def _refused(what: str, code: str) -> BackendUnavailable:
+    if code in REFUSED_KEYS:  # a setting to fix, not an outage to wait out: say which
+        return BackendUnavailable(
+            f"the object store refused access to {what} ({code}): S3_ACCESS_KEY or S3_SECRET_KEY is wrong, "
+            "or lacks the right"
+        )
+    return BackendUnavailable(f"object store refused {what}: {code}")
+
+
 @contextmanager
 def _reaching(what: str) -> Iterator[None]:
     """Turn the client's errors into the service's: a missing object, or a store that cannot be reached."""
@@ -49,7 +60,7 @@ def _reaching(what: str) -> Iterator[None]:
     except S3Error as error:
         if error.code in MISSING:
             raise NotFound(f"{what} does not exist", "not_found") from None
-        raise BackendUnavailable(f"object store refused {what}: {error.code}") from error
+        raise _refused(what, error.code) from error
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
         raise BackendUnavailable(f"object store unreachable while handling {what}: {error}") from error
 
@@ -136,9 +147,7 @@ class ObjectStore:
             )
             if response.status != 200:
                 code = ERROR_CODE.search(response.data)
-                raise BackendUnavailable(
-                    f"object store refused {bucket}/{key}: {code[1].decode() if code else response.status}"
-                )
+                raise _refused(f"{bucket}/{key}", code[1].decode() if code else str(response.status))
 
     def open_output(self, songhash: str, track: str, options: Options = DEFAULT) -> Download:
         key = output_key(songhash, track, options)
