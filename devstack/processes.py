@@ -104,7 +104,8 @@ def seaweedfs(
     env: dict[str, str] | None = None, log_path: Path | None = None,
 ) -> Child:
     """The S3 server as a child process: SeaweedFS keeping its objects in `folder`, letting in only these keys,
-    ready once it lists its buckets for them."""
+    ready once it lists its buckets for them (0.5-1 s after it starts on 2 cores; its first upload then waits
+    0.2 s more while it makes a volume)."""
     write_s3_identities(folder, access_key, secret_key)
     ready = s3_answers(f"127.0.0.1:{port}", access_key, secret_key)
     return Child(name, s3_command(port, folder), dict(os.environ) if env is None else env, log_path, port, ready=ready)
