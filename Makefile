@@ -28,7 +28,7 @@ $(TEST_TOOLS_STAMP): $(STAMP) requirements/checkov.txt requirements/checkov-cons
 	  command -v apt-get >/dev/null || { echo "the browser test needs chromium: install it (Debian: apt-get install chromium)"; exit 1; }; \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
 	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium; }
-	# checkov in a virtualenv of its own: its exact pins conflict with moto's and torch's (requirements/checkov.txt).
+	# checkov in a virtualenv of its own: its exact pins conflict with .venv's (requirements/checkov.txt).
 	test -x $(CHECKOV_VENV)/bin/python || $(HOST_PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt -c requirements/checkov-constraints.txt

@@ -22,6 +22,8 @@ from msaas.naming import FORMATS, Result, input_key, song_prefixes
 
 CHUNK = 256 * 1024
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
+# What an S3 server answers to keys it does not know, a secret that does not match, or keys without the right.
+REFUSED_KEYS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
 UPLOAD_LINK = timedelta(minutes=15)
 ERROR_CODE = re.compile(rb"<Code>([^<]+)</Code>")
 
@@ -41,6 +43,15 @@ class Download:
             self.response.release_conn()
 
 
+def _refused(what: str, code: str) -> BackendUnavailable:
+    if code in REFUSED_KEYS:  # a setting to fix, not an outage to wait out: say which
+        return BackendUnavailable(
+            f"the object store refused access to {what} ({code}): S3_ACCESS_KEY or S3_SECRET_KEY is wrong, "
+            "or lacks the right"
+        )
+    return BackendUnavailable(f"object store refused {what}: {code}")
+
+
 @contextmanager
 def _translating(what: str) -> Iterator[None]:
     """Turn the client's errors into the service's: a missing object, or a store that cannot be reached.
@@ -51,7 +62,7 @@ def _translating(what: str) -> Iterator[None]:
     except S3Error as error:
         if error.code in MISSING:
             raise NotFound(f"{what} does not exist", "not_found") from None
-        raise BackendUnavailable(f"object store refused {what}: {error.code}") from error
+        raise _refused(what, error.code) from error
     except (MinioException, urllib3.exceptions.HTTPError, OSError) as error:
         if local_resource_error(error) is not None:
             raise
@@ -152,7 +163,7 @@ class ObjectStore:
             self.ensure_buckets(recheck=True)
             refusal = self._put_once(bucket, key, path, content_type)
         if refusal:
-            raise BackendUnavailable(f"object store refused {bucket}/{key}: {refusal}")
+            raise _refused(f"{bucket}/{key}", refusal)
 
     def _put_once(self, bucket: str, key: str, path: str, content_type: str) -> str:
         """One PUT of the file; "" when stored, else the store's error code (or the HTTP status)."""

@@ -59,7 +59,7 @@ def test_status_follows_a_song_from_queued_to_done(settings, rest, store, redis_
 
 def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis_client, settings):
     """A repeat is answered from the "done" status alone; a track found missing (here: the S3 server lost its
-    objects, as when moto crashes) drops that status, so the next submission separates the song again."""
+    objects, as when a store's data is wiped) drops that status, so the next submission separates the song again."""
     redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
     store.client.remove_bucket(settings.output_bucket)
     repeat = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})

@@ -48,10 +48,10 @@ def test_reaping_requeues_only_the_jobs_of_workers_without_a_lease(redis_client,
 def test_a_worker_started_again_as_the_same_process_lets_its_predecessors_job_be_reaped(redis_client, store, settings):
     """A restarted container: same hostname, the worker pid 1 again. The new process must not renew the dead
     one's lease, or the job the dead one held is never requeued."""
-    queue = JobQueue(redis_client, settings.worker_queue)
+    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
     status = SongStatus(redis_client)
     dead = Worker(settings, queue, store, status)
-    queue.push(Job(SONG))
+    queue.push(job_for(SONG, settings))
     queue.renew_lease(dead.name, 0.2)
     assert queue.take(dead.name, 1).job.songhash == SONG  # then it is killed mid-job
     time.sleep(0.3)

@@ -88,6 +88,7 @@ class Worker:
         backoff = Backoff()
         try:
             self.beat()
+            self.check_store()
             heartbeat.start()
             self.sender.start()
             while self.stop_requested_at is None:
@@ -110,6 +111,13 @@ class Worker:
             except redis.RedisError:
                 pass  # the lease expires by itself
             log.info("worker %s: stopped", self.name)
+
+    def check_store(self) -> None:
+        """Say at start-up, not at the first job, when the object store is away or refuses our keys."""
+        try:
+            self.store.ensure_buckets()
+        except BackendUnavailable as error:
+            log.error("worker %s: %s", self.name, error.message)
 
     def recover_own_jobs(self) -> None:
         """After an outage cut a job short, hand back whatever is left in this worker's processing list."""
@@ -182,8 +190,9 @@ class Worker:
             self.queue.hand_back(self.name, delivery)
             self.status.finish(job, QUEUED, "handed back by a worker that shut down")
             return
-        except BackendUnavailable:
+        except BackendUnavailable as error:
             self.queue.hand_back(self.name, delivery)
+            self.status.finish(job, QUEUED, f"handed back: {error.message}")
             raise
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # Redis itself is away: the run loop hands the job back once it returns
