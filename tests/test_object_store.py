@@ -12,7 +12,7 @@ from minio.error import S3Error
 
 from conftest import S3_ACCESS_KEY, SHORT_SAMPLE, start_service, wait_for
 from msaas.connections import connect_store
-from msaas.jobs import songhash_of
+from msaas.naming import songhash_of
 from rest import create_app
 
 SONG = SHORT_SAMPLE.read_bytes()

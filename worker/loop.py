@@ -31,8 +31,9 @@ from msaas.settings import Settings
 from msaas.status import DONE, FAILED, QUEUED, SongStatus
 from msaas.storage import ObjectStore
 from worker.deliveries import CallbackSender, pending_fields
-from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed, separate
+from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
 from worker.metrics import WorkerMetrics
+from worker.separation import SeparationConfig, separate
 
 log = logging.getLogger(__name__)
 TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
@@ -52,6 +53,7 @@ class Worker:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.separation = SeparationConfig.of(settings)
         self.metrics = metrics or WorkerMetrics()
         self.queue = queue
         self.store = store
@@ -271,7 +273,7 @@ class Worker:
             log.info("worker %s: job %s: separating %.0f s with %s (attempt %d)", self.name, job.songhash, seconds,
                      options.model, job.attempts + 1)
             tracks = separate(
-                run, options.tracks(), self.settings, Path(scratch) / "demucs.log", seconds,
+                run, options.tracks(), self.separation, Path(scratch) / "demucs.log", seconds,
                 self.checker(job), lambda percent: self.report_progress(result.id, percent),
             )
             separated = time.monotonic()
