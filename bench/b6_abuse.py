@@ -7,7 +7,7 @@
 3. Hostile-input sweep: every route and field gets wrong JSON types, non-finite numbers, huge fields,
    malformed URLs, lying Content-Lengths, bad methods, junk bytes, truncated bodies...; every 5xx is listed
    with its request.
-4. (reserved) A worker stalled by a hostile webhook receiver: `_webhook_stall` below, to be filled in.
+A worker stalled by a hostile webhook receiver is measured by B6_STALL (bench/b6_stall.py), with a worker.
 
 The stack has no worker for 1-3: nothing they send should ever reach one.
 """
@@ -55,7 +55,7 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
         print(f"B6 probes: p50 {ms(probes.p50)}, p99 {ms(probes.p99)}, failed {probes.failed}", flush=True)
         sweep = _sweep(stack, SWEEP_SEED)
         print(f"B6 sweep: {sweep.tried} requests, {len(sweep.server_errors)} 5xx", flush=True)
-    return [_section(memory, probes, sweep, plan.b6_slow_seconds), _webhook_stall(plan, scratch)]
+    return [_section(memory, probes, sweep, plan.b6_slow_seconds)]
 
 
 # 1. Memory under hostile bodies.
@@ -368,18 +368,6 @@ def _quote(text: str) -> str:
     from urllib.parse import quote
 
     return quote(text, safe="%/")
-
-
-# 4. Reserved: a worker stalled by a hostile webhook receiver.
-
-
-def _webhook_stall(plan: Plan, scratch: Path) -> Section:
-    """Reserved for the figure of a worker held up by a hostile callback receiver (a receiver that accepts and
-    never answers, drips its answer, or redirects): to be measured and reported here."""
-    return Section(
-        "B6 faults and abuse: worker stall caused by a hostile webhook receiver",
-        ["Not measured yet: reserved for the worker's stall figure (see `_webhook_stall` in bench/b6_abuse.py)."],
-    )
 
 
 def _section(memory: Memory, probes: Probes, sweep: Sweep, slow_seconds: float) -> Section:
