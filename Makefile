@@ -6,7 +6,7 @@ CHECKOV_VENV := $(VENV)/checkov
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-stamp
 HOST_PYTHON ?= python3
 
-.PHONY: install run test lint samples bench constraints proto clean
+.PHONY: install run test containers lint samples bench constraints proto clean
 
 install: $(STAMP)
 
@@ -28,7 +28,7 @@ $(TEST_TOOLS_STAMP): $(STAMP) requirements/checkov.txt requirements/checkov-cons
 	  command -v apt-get >/dev/null || { echo "the browser test needs chromium: install it (Debian: apt-get install chromium)"; exit 1; }; \
 	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
 	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y chromium; }
-	# checkov in a virtualenv of its own: its exact pins conflict with moto's and torch's (requirements/checkov.txt).
+	# checkov in a virtualenv of its own: its exact pins conflict with .venv's (requirements/checkov.txt).
 	test -x $(CHECKOV_VENV)/bin/python || $(HOST_PYTHON) -m venv $(CHECKOV_VENV)
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip==26.3
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements/checkov.txt -c requirements/checkov-constraints.txt
@@ -37,7 +37,20 @@ $(TEST_TOOLS_STAMP): $(STAMP) requirements/checkov.txt requirements/checkov-cons
 run: install
 	$(PYTHON) -m devstack
 
-test: install $(TEST_TOOLS_STAMP)
+# The three images, built with podman and started as the manifests say by tests/test_containers.py (README,
+# "Containers built and started here"). podman reads this repo's containers.conf, whatever the machine's says.
+containers test: export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
+containers: install
+	command -v podman >/dev/null && command -v buildah >/dev/null && command -v skopeo >/dev/null \
+	  && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "the container test needs podman, buildah, skopeo, runc and debootstrap: install them"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get update && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y \
+	    podman buildah skopeo runc debootstrap uidmap fuse-overlayfs slirp4netns; }
+	# The stand-in base image (cached in .containers/), then the images; both reuse what an earlier run built.
+	PYTHON=$(PYTHON) bash tests/containers/build-images.sh
+
+test: install $(TEST_TOOLS_STAMP) containers
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m pytest
 

@@ -81,7 +81,7 @@ def _round(stack: Stack, kind: str, mp3: bytes, warm_up: bytes, clients: int, la
         wall = time.perf_counter() - started
     cpu = tree_cpu_seconds(stack.rest_pid) - cpu_before[0], cpu_seconds(s3_pid) - cpu_before[1]
     for request in warm + bodies:
-        stack.remove(request.songhash)  # the S3 server keeps objects in memory
+        stack.remove(request.songhash)  # each round starts from empty buckets
     latencies = [latency for latency, _ in outcomes]
     errors = [error for _, error in outcomes if error]
     return Round(kind, latencies, errors, idle, memory.peak, len(bodies[0].data), wall, cpu)
@@ -123,8 +123,8 @@ def _section(plan: Plan, mp3: bytes, rounds: list[Round]) -> Section:
     notes = [
         f"{plan.b2_clients} clients, each with its own {len(mp3) / MB:.1f} MB MP3 (320 kbps; a distinct ID3 tag each, "
         "so every upload is new and goes the whole way: checked, stored, queued), sent at the same moment; "
-        f"{plan.b2_rounds} rounds per kind, alternating. No worker runs; the clients, REST and the S3 server (moto: "
-        "Python, objects in memory, slower than MinIO) share this machine's CPUs.",
+        f"{plan.b2_rounds} rounds per kind, alternating. No worker runs; the clients, REST and the S3 server "
+        "(SeaweedFS `weed mini`, objects on disk) share this machine's CPUs.",
         "Each round starts a fresh REST service (gunicorn, as deployed) and warms it up with as many small uploads; "
         "growth is the peak RSS of gunicorn's master and workers (summed, polled every 50 ms) minus their median "
         "RSS over the second before; growth per body: over clients × body size, the bodies in flight at once "

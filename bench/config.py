@@ -46,6 +46,7 @@ class Plan:
     b5_seconds: float
     b5_reps: int
     threads_reps: int
+    b6_slow_seconds: float  # how long /healthz is probed while slow clients drip
     model: Model = Model("htdemucs")
     b1_song: Path | None = None  # instead of a synthesised clip of `clip_seconds`
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # CPUs this process may run on
@@ -80,6 +81,7 @@ QUICK = Plan(
     b5_seconds=5,
     b5_reps=1,
     threads_reps=1,
+    b6_slow_seconds=20,
     grpc_rounds=4,
 )
 FULL = Plan(
@@ -95,6 +97,7 @@ FULL = Plan(
     b5_seconds=30,
     b5_reps=2,
     threads_reps=2,
+    b6_slow_seconds=60,
 )
 
 

@@ -32,7 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # that could shadow a library's; the repository root instead, so everything imports as in the services.
 sys.path[0] = str(ROOT)
 
-from bench import b1_overhead, b2_ingest, b3_long_songs, b4_repeats, b5_throughput, b6_grpc, threads  # noqa: E402
+from bench import (  # noqa: E402
+    b1_overhead,
+    b2_ingest,
+    b3_long_songs,
+    b4_repeats,
+    b5_throughput,
+    b6_abuse,
+    b6_stall,
+    b7_grpc,
+    threads,
+)
 from bench.config import CACHE, FULL, QUICK, Model, Plan  # noqa: E402
 from bench.measure import OtherLoad  # noqa: E402
 from bench.report import Section, machine  # noqa: E402
@@ -45,8 +55,10 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "B3": b3_long_songs.run,
     "B4": b4_repeats.run,
     "B5": b5_throughput.run,
+    "B6": b6_abuse.run,  # hostile and slow clients; needs no model
+    "B6_STALL": b6_stall.run,  # a hostile callback receiver and the song behind it
     "THREADS": threads.run,
-    "GRPC": b6_grpc.run,  # the gRPC API's upload against REST's raw one
+    "GRPC": b7_grpc.run,  # the gRPC API's upload against REST's raw one
 }
 
 

@@ -1,4 +1,4 @@
-"""The whole service on this machine for one benchmark: redis-server, the S3 server (moto), REST under gunicorn
+"""The whole service on this machine for one benchmark: redis-server, the S3 server (SeaweedFS), REST under gunicorn
 and any number of workers, on free ports, logging into the stack's folder; and a receiver for the workers'
 callbacks, so a timed run ends when the tracks are stored without polling that would take CPU from it."""
 
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.config import Model, child_env
 from bench.measure import MiB, PeakRss
-from devstack.processes import Child, free_port, redis_command, s3_command
+from devstack.processes import Child, free_port, redis_command, seaweedfs
 from msaas.models import stems_of
 from msaas.naming import songhash_of
 from msaas.settings import Settings
@@ -113,7 +113,8 @@ class Stack:
     """`with Stack(folder, model, workers=2) as stack:` starts everything, and stops it all on the way out."""
 
     def __init__(
-        self, folder: Path, model: Model, workers: int = 1, worker_env: Mapping[str, str] | None = None
+        self, folder: Path, model: Model, workers: int = 1, worker_env: Mapping[str, str] | None = None,
+        rest_env: Mapping[str, str] | None = None,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
@@ -122,8 +123,10 @@ class Stack:
         env = child_env(**self.settings.to_env())
         redis_port, s3_port = self.settings.redis_port, int(self.settings.s3_endpoint.rsplit(":", 1)[1])
         self.redis = Child("redis", redis_command(redis_port, folder), env, folder / "redis.log", redis_port)
-        self.s3 = Child("s3", s3_command(s3_port), env, folder / "s3.log", s3_port)
-        self.rest = Child("rest", REST_COMMAND, env, folder / "rest.log", self.settings.port, ROOT)
+        keys = self.settings.s3_access_key, self.settings.s3_secret_key
+        self.s3 = seaweedfs("s3", s3_port, folder / "s3", *keys, env, folder / "s3.log")
+        rest_env = {**env, **(rest_env or {})}
+        self.rest = Child("rest", REST_COMMAND, rest_env, folder / "rest.log", self.settings.port, ROOT)
         self.workers = [self._worker(index, {**env, **(worker_env or {})}) for index in range(workers)]
 
     def __enter__(self) -> Stack:

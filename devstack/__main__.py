@@ -1,29 +1,31 @@
 """`make run`: Redis, an S3 server, rest, rpc (gRPC), one worker and logs on this machine, restarted when they crash.
 
 The logs service prints to this terminal, as `kubectl logs` would; every other service writes its own
-output to .devstack/logs/<service>.log. Ctrl-C stops everything.
+output to .devstack/logs/<service>.log. Redis' data and the objects stay in .devstack across runs. Ctrl-C
+stops everything.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
-from devstack.processes import Child, port_in_use, redis_command, s3_command
+from devstack.processes import Child, port_in_use, redis_command, seaweedfs
 from msaas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-STATE = Path(os.environ.get("DEVSTACK_DIR") or ROOT / ".devstack")  # Redis' data and each service's output
-# moto accepts any credentials; the sample scripts' callback listeners run on this machine.
+STATE = Path(os.environ.get("DEVSTACK_DIR") or ROOT / ".devstack")  # Redis' data, objects, services' output
+# The S3 server lets in only these keys (written into its identities file at each start); the sample scripts'
+# callback listeners run on this machine.
 LOCAL_DEFAULTS = {
     "S3_ACCESS_KEY": "devstack",
     "S3_SECRET_KEY": "devstack-secret",
     "CALLBACK_ALLOW_HOSTS": "localhost,127.0.0.1",
+    "BIND_HOST": "127.0.0.1",  # a laptop's stack is for this machine only; containers keep 0.0.0.0
 }
 RESTART_DELAY_CAP = 30.0
 STABLE_AFTER = 60.0  # a service that ran this long starts its next crash loop from a short delay again
@@ -34,16 +36,15 @@ log = logging.getLogger("devstack")
 def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
     logs_dir = STATE / "logs"
     redis_dir = STATE / "redis"
-    # Redis starts empty: its append-only file outlives a crash of Redis alone, but moto's objects do not
-    # outlive `make run`, and jobs or "done" statuses naming objects that are gone would mislead.
-    shutil.rmtree(redis_dir, ignore_errors=True)
     for folder in (logs_dir, redis_dir):
         folder.mkdir(parents=True, exist_ok=True)
     s3_port = int(settings.s3_endpoint.rsplit(":", 1)[1])
+    keys = settings.s3_access_key, settings.s3_secret_key
+    s3 = seaweedfs("s3", s3_port, STATE / "s3", *keys, env, logs_dir / "s3.log")
     python = sys.executable
     return [
         Child("redis", redis_command(settings.redis_port, redis_dir), env, logs_dir / "redis.log", settings.redis_port),
-        Child("s3", s3_command(s3_port), env, logs_dir / "s3.log", s3_port),
+        s3,
         Child("logs", [python, "-m", "logs"], env, cwd=ROOT),
         Child(
             "rest",
@@ -101,7 +102,7 @@ def main() -> int:
         f"  grpc    localhost:{settings.grpc_port}   (msaas.v1.SeparationService, proto/msaas/v1/separation.proto; "
         f"msaas --server grpc://localhost:{settings.grpc_port} ...)\n"
         f"  redis   127.0.0.1:{settings.redis_port}   (append-only file in {STATE / 'redis'})\n"
-        f"  s3      http://{settings.s3_endpoint}   (moto, objects in memory; buckets "
+        f"  s3      http://{settings.s3_endpoint}   (SeaweedFS, objects in {STATE / 's3' / 'data'}; buckets "
         f"{settings.queue_bucket}, {settings.output_bucket})\n"
         f"  worker  model {settings.demucs_model} on {settings.demucs_device}"
         f"{f' from {settings.demucs_repo}' if settings.demucs_repo else ''}\n"

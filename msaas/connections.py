@@ -6,6 +6,7 @@ import redis
 import urllib3
 from minio import Minio
 
+from msaas.deadline import deadline_aware
 from msaas.settings import Settings
 
 
@@ -25,13 +26,13 @@ def connect_redis(settings: Settings, socket_timeout: float = 10.0) -> redis.Red
 
 def store_http() -> urllib3.PoolManager:
     """Connections to the object store that give up within seconds when it is down, instead of minio's long
-    retry loop."""
-    return urllib3.PoolManager(
+    retry loop. Its sockets are cut by the deadline of the request in force (`ObjectStore._reaching`)."""
+    return deadline_aware(urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=3.0, read=60.0),
         retries=urllib3.Retry(total=2, connect=1, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         maxsize=16,
         blocksize=256 * 1024,  # uploads stream from disk in pieces this big (urllib3's default: 16 KiB)
-    )
+    ))
 
 
 def connect_store(settings: Settings) -> Minio:

@@ -8,13 +8,16 @@ lease expires, any live worker puts the jobs of its processing list back on the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 
 from msaas.errors import InvalidJob
 from msaas.jobs import Job
 
+T = TypeVar("T")
 IF_OWNER = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == 'del' then return redis.call('del', KEYS[1]) end
@@ -141,30 +144,49 @@ class JobQueue:
 
         Each recovered job counts one attempt, so a job that kills its worker every time ends dead-lettered.
         """
-        recovered: list[tuple[str, Job | None]] = []
-        for key in self.redis.scan_iter(match=self.processing_list("*"), count=100):
-            worker = key.removeprefix(self.processing_list(""))
-            with self.redis.pipeline() as pipe:
-                try:
-                    # WATCH: if the worker comes back, or another reaper gets there first, nothing happens twice.
-                    pipe.watch(key, self.lease_key(worker))
-                    if pipe.exists(self.lease_key(worker)):
-                        continue
-                    entries = pipe.lrange(key, 0, -1)
-                    if not entries:
-                        continue
-                    jobs = [job.next_attempt() if (job := _decode(self, raw)) else None for raw in entries]
-                    pipe.multi()
-                    # The processing list's newest entry is on the left: pushing left to right onto the
-                    # taken end leaves the oldest job to be taken first.
-                    for raw, job in zip(entries, jobs, strict=True):
-                        pipe.rpush(self.name, job.to_json() if job else raw)
-                    pipe.delete(key)
-                    pipe.execute()
-                    recovered.extend((worker, job) for job in jobs)
-                except redis.WatchError:
+        def requeue(raw: str) -> tuple[str, Job | None]:
+            job = _decode(self, raw)
+            if job is None:
+                return raw, None
+            job = job.next_attempt()
+            return job.to_json(), job
+
+        return reap_lists(self.redis, self.processing_list(""), self.lease_key, self.name, requeue)
+
+
+def reap_lists(
+    connection: redis.Redis,
+    prefix: str,
+    lease_key: Callable[[str], str],
+    queue: str,
+    requeue: Callable[[str], tuple[str, T]],
+) -> list[tuple[str, T]]:
+    """Move the entries of every processing list `<prefix><worker>` whose worker's lease expired back onto
+    `queue`, as `requeue(raw)` rewrites them; return (worker, what requeue said) for each."""
+    recovered: list[tuple[str, T]] = []
+    for key in connection.scan_iter(match=f"{prefix}*", count=100):
+        worker = key.removeprefix(prefix)
+        with connection.pipeline() as pipe:
+            try:
+                # WATCH: if the worker comes back, or another reaper gets there first, nothing happens twice.
+                pipe.watch(key, lease_key(worker))
+                if pipe.exists(lease_key(worker)):
                     continue
-        return recovered
+                entries = pipe.lrange(key, 0, -1)
+                if not entries:
+                    continue
+                requeued = [requeue(raw) for raw in entries]
+                pipe.multi()
+                # The processing list's newest entry is on the left: pushing left to right onto the
+                # taken end leaves the oldest entry to be taken first.
+                for entry, _ in requeued:
+                    pipe.rpush(queue, entry)
+                pipe.delete(key)
+                pipe.execute()
+                recovered.extend((worker, outcome) for _, outcome in requeued)
+            except redis.WatchError:
+                continue
+    return recovered
 
 
 def _decode(queue: JobQueue, raw: str) -> Job | None:

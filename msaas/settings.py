@@ -34,7 +34,11 @@ class Settings:
     port: int = 5000  # where the REST service listens
     grpc_port: int = 50051  # where the gRPC service listens
     grpc_metrics_port: int = 8001  # where the gRPC service serves /metrics; 0: no metrics server
+    # the address REST, the gRPC service and the metrics servers listen on (all, for containers)
+    bind_host: str = "0.0.0.0"
     max_request_bytes: int = 64 * 1024 * 1024
+    body_grace_seconds: float = 10.0  # a request body may lag behind BODY_MIN_RATE by this much...
+    body_min_rate: int = 16 * 1024  # ...bytes per second, on average, before REST answers 408
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"
     demucs_segment: int | None = None
@@ -44,13 +48,15 @@ class Settings:
     chunk_overlap_seconds: float = 5.0  # neighbouring chunks share at least this much, and are crossfaded there
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)
+    store_timeout: float = 300.0  # seconds one object-store upload or download may take, wall clock
     work_dir: Path | None = None  # scratch space for the worker; the system's temp folder if unset
     demucs_timeout_min: float = 120.0  # a separation may take this long plus...
     demucs_timeout_factor: float = 10.0  # ...this many seconds per second of audio; then it is killed
     max_attempts: int = 3  # deliveries of a job before it is dead-lettered
     lease_seconds: float = 30.0  # a worker silent this long is presumed dead and its jobs are requeued
     shutdown_grace: float = 25.0  # on SIGTERM, finish the current job if it ends within this, else hand it back
-    callback_timeout: float = 10.0  # seconds one callback attempt may take
+    callback_timeout: float = 10.0  # seconds one callback attempt may take, wall clock, however the receiver answers
+    callback_threads: int = 4  # threads per worker delivering callbacks, apart from separation
     callback_attempts: int = 4  # attempts to deliver a callback...
     callback_backoff: float = 1.0  # ...waiting this, then twice as long, and so on, between them
     callback_secret: str = ""  # signs callbacks (HMAC-SHA256); unsigned when empty

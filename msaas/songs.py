@@ -152,6 +152,9 @@ class Songs:
             progress=float(fields.get("progress") or 0) if state == PROCESSING else 100.0 if state == DONE else 0.0,
             worker=fields.get("worker", "") if state == PROCESSING else "",
             callback={
+                # pending until the worker's delivery threads have delivered it or given up
+                "state": fields.get("callback_state") or (
+                    "delivered" if fields.get("callback_delivered") == "true" else "failed"),
                 "delivered": fields.get("callback_delivered") == "true",
                 "attempts": int(fields.get("callback_attempts") or 0),
                 "outcome": fields["callback"],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import redis
 
@@ -19,23 +21,20 @@ QUEUED, PROCESSING, DONE, FAILED, CANCELLED = "queued", "processing", "done", "f
 STATES = (QUEUED, PROCESSING, DONE, FAILED, CANCELLED)
 ACTIVE = (QUEUED, PROCESSING)
 CANCELLED_KEPT = 86400  # seconds a "cancelled" status is kept, so a client polling it hears why it stopped
-FORGET_DONE = "if redis.call('hget', KEYS[1], 'state') == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-# Compare and set, in one step: a job's worker moves its result on only while the result is still that job's
-# and not cancelled. ARGV: job id, the state it must be in ('' for any but cancelled), expiry (0: none), fields.
-IF_JOB = """
-local state, job = redis.call('hget', KEYS[1], 'state'), redis.call('hget', KEYS[1], 'job_id')
-if state == 'cancelled' or (ARGV[2] ~= '' and (state ~= ARGV[2] or job ~= ARGV[1])) then return 0 end
-redis.call('hset', KEYS[1], unpack(ARGV, 4))
-if tonumber(ARGV[3]) > 0 then redis.call('expire', KEYS[1], ARGV[3]) else redis.call('persist', KEYS[1]) end
+# Record a callback's outcome on the status of the job that asked for it, not on a later job's (nor revive
+# a status that expired or was forgotten).
+IF_JOB_CALLBACK = """
+if redis.call('hget', KEYS[1], 'job_id') ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
+FORGET_DONE = "if redis.call('hget', KEYS[1], 'state') == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 class SongStatus:
     def __init__(self, connection: redis.Redis, prefix: str = "status:") -> None:
         self.redis = connection
         self.prefix = prefix
-        self._if_job = connection.register_script(IF_JOB)
 
     def key(self, result: str) -> str:
         return self.prefix + result
@@ -45,31 +44,59 @@ class SongStatus:
         return {"state": state, "reason": reason, f"{state}_at": round(time.time(), 3), **extra}
 
     def set(
-        self, result: str, state: str, reason: str = "", *, expire_in: int | None = None, **extra: str | int | float
+        self, result: str, state: str, reason: str = "", *, expire_in: int | None = None,
+        pipeline: redis.client.Pipeline | None = None, **extra: str | int | float,
     ) -> None:
         """Record `state` (and when it was reached); `reason` is cleared unless given. The status expires after
-        `expire_in` seconds if given, else never (an expiry set for an earlier state does not carry over)."""
+        `expire_in` seconds if given, else never (an expiry set for an earlier state does not carry over).
+        With `pipeline`, the change joins that transaction (the caller executes it)."""
         key = self.key(result)
-        with self.redis.pipeline() as pipe:  # one transaction: no moment with the state but the wrong expiry
+        # One transaction: no moment with the state but the wrong expiry.
+        with self.redis.pipeline() if pipeline is None else nullcontext(pipeline) as pipe:
             pipe.hset(key, mapping=self.fields(state, reason, **extra))
             if expire_in:
                 pipe.expire(key, expire_in)
             else:
                 pipe.persist(key)
-            pipe.execute()
+            if pipeline is None:
+                pipe.execute()
+
+    def record_callback(
+        self, result: str, job_id: str, fields: dict[str, str | int], pipeline: redis.client.Pipeline | None = None
+    ) -> None:
+        """Set the `callback*` fields of `result`'s status, if it is still that of job `job_id`."""
+        args = [job_id, *(str(item) for pair in fields.items() for item in pair)]
+        (pipeline or self.redis).eval(IF_JOB_CALLBACK, 1, self.key(result), *args)
 
     def start(self, job: Job, worker: str, attempt: int) -> bool:
         """Mark the job's result processing by `worker`; False if it was cancelled meanwhile."""
-        return self._move(job, "", PROCESSING, worker=worker, job_id=job.id, attempts=attempt, progress=0)
+        return self._move(job, None, PROCESSING, worker=worker, job_id=job.id, attempts=attempt, progress=0)
 
-    def finish(self, job: Job, state: str, reason: str = "", expire_in: int | None = None, **extra) -> bool:
-        """Move a result its job is processing to `state`; False if it was cancelled or is another job's now."""
-        return self._move(job, PROCESSING, state, reason, expire_in, job_id=job.id, **extra)
+    def finish(self, job: Job, state: str, reason: str = "", expire_in: int | None = None,
+               then: Callable[[redis.client.Pipeline], None] | None = None, **extra) -> bool:
+        """Move a result its job is processing to `state`, and do `then(pipeline)`'s writes (a callback's delivery
+        entry) in the same transaction; neither happens, and False, if it was cancelled or is another job's now."""
+        return self._move(job, PROCESSING, state, reason, expire_in, then, job_id=job.id, **extra)
 
-    def _move(self, job: Job, required: str, state: str, reason: str = "", expire_in: int | None = None,
-              **extra) -> bool:
-        pairs = [item for pair in self.fields(state, reason, **extra).items() for item in pair]
-        return bool(self._if_job(keys=[self.key(job.result.id)], args=[job.id, required, expire_in or 0, *pairs]))
+    def _move(self, job: Job, required: str | None, state: str, reason: str = "", expire_in: int | None = None,
+              then: Callable[[redis.client.Pipeline], None] | None = None, **extra) -> bool:
+        """Compare and set (WATCH/MULTI): a cancel, or a newer job of the same result, wins over this job."""
+        key = self.key(job.result.id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current, job_id = pipe.hmget(key, "state", "job_id")
+                    if current == CANCELLED or (required and (current != required or job_id != job.id)):
+                        return False
+                    pipe.multi()
+                    self.set(job.result.id, state, reason, expire_in=expire_in, pipeline=pipe, **extra)
+                    if then is not None:
+                        then(pipe)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def is_cancelled(self, job: Job) -> bool:
         state, job_id = self.redis.hmget(self.key(job.result.id), "state", "job_id")

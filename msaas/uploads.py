@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import pybase64
 
-from msaas.errors import BadRequest, TooLarge
+from msaas.errors import BadRequest, TooLarge, local_resources
 
 CHUNK = 256 * 1024
 
@@ -36,13 +36,15 @@ class Upload:
 
 @contextmanager
 def spool(scratch_dir: str | None) -> Iterator[tuple[BinaryIO, str]]:
-    fd, path = tempfile.mkstemp(suffix=".mp3", dir=scratch_dir)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            yield file, path
-    except BaseException:
-        os.unlink(path)
-        raise
+    """A temporary file in `scratch_dir` for the song; a full or read-only scratch space is LocalResourceError."""
+    with local_resources(f"WORK_DIR {scratch_dir or tempfile.gettempdir()}"):
+        fd, path = tempfile.mkstemp(suffix=".mp3", dir=scratch_dir)
+        try:
+            with os.fdopen(fd, "wb") as file:
+                yield file, path
+        except BaseException:
+            os.unlink(path)
+            raise
 
 
 class SongFile:

@@ -9,11 +9,12 @@ from flask import Flask
 from msaas.connections import connect_redis, connect_store
 from msaas.jobqueue import JobQueue
 from msaas.logbus import LogBus, setup_logging
+from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.songs import Policy, Songs
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
-from rest import api, errors, guards, metrics
+from rest import api, errors, guards, limits, metrics
 from rest.backends import Backends
 from rest.metrics import RestMetrics
 
@@ -30,9 +31,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__)  # rest/static/ and rest/templates/: the web page
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
+    app.config["MAX_FORM_MEMORY_SIZE"] = limits.MAX_FIELD_BYTES  # a multipart field but the file, refused as it streams
+    app.config["MAX_FORM_PARTS"] = limits.MAX_FORM_PARTS
+    app.wsgi_app = limits.BodyDeadline(app.wsgi_app, settings.body_grace_seconds, settings.body_min_rate)
+    claim(settings.work_dir, "rest")  # now, so the spool files of a killed REST process are swept at start-up
     instruments = RestMetrics(queue, settings.prometheus_multiproc_dir)
     store = ObjectStore(
         connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days, public_store,
+        settings.store_timeout,
     )
     status = SongStatus(connection)
     policy = Policy(settings.demucs_model, settings.max_song_seconds, settings.callback_allow_hosts)
@@ -48,5 +54,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.blueprint)
     metrics.register(app, instruments)
     errors.register(app)
+    limits.register(app)
     guards.register(app, settings)
     return app

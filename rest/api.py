@@ -4,15 +4,18 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from msaas.errors import BadRequest
 from msaas.models import MODELS, stems_of
 from msaas.naming import FORMATS
 from msaas.options import SPECS
+from msaas.scratch import claim
 from msaas.songs import SONG_REMOVED, TRACK_REMOVED, SongState, cancel_reason
 from msaas.uploads import from_stream
 from rest.backends import backends
 from rest.json_body import read_json
+from rest.limits import MAX_FORM_PARTS, check_fields, field_too_large
 from rest.openapi import document
 
 blueprint = Blueprint("api", __name__)
@@ -40,10 +43,11 @@ def alive():
 
 @blueprint.get("/readyz")
 def ready():
-    """Ready when both Redis and the object store answer (Kubernetes readiness probe)."""
+    """Ready when both Redis and the object store answer, the buckets there (made again if the store lost
+    them) (Kubernetes readiness probe)."""
     services = backends()
     services.redis.ping()
-    services.store.ensure_buckets()
+    services.store.ensure_buckets(recheck=True)
     return jsonify(status="ready")
 
 
@@ -56,12 +60,12 @@ def openapi():
 def separate():
     services = backends()
     settings = services.settings
-    scratch = str(settings.work_dir) if settings.work_dir else None
+    scratch = str(claim(settings.work_dir, "rest"))
     if request.mimetype in RAW_TYPES:
         fields: dict = request.args.to_dict()
         upload = from_stream(request.stream, settings.max_request_bytes, scratch)
     elif request.mimetype == "multipart/form-data":
-        fields = {**request.form.to_dict(), **request.args.to_dict()}
+        fields = {**_form_fields(settings.max_request_bytes), **request.args.to_dict()}
         if "mp3" not in request.files:
             raise BadRequest("multipart body has no file field 'mp3'", "missing_mp3")
         upload = from_stream(request.files["mp3"].stream, settings.max_request_bytes, scratch)
@@ -154,6 +158,18 @@ def cancel(songhash: str):
     """Stop the song's queued and processing jobs; finished results stay."""
     cancelled = backends().songs.cancel(songhash)
     return jsonify(hash=songhash.lower(), cancelled=cancelled, reason=cancel_reason(cancelled))
+
+
+def _form_fields(limit: int) -> dict:
+    """A multipart body's fields but the file; werkzeug refuses a big one as it streams (MAX_FORM_MEMORY_SIZE)."""
+    try:
+        form = request.form
+    except RequestEntityTooLarge:
+        if (request.content_length or 0) > limit:
+            raise
+        raise field_too_large(f"the form's fields besides 'mp3' (at most {MAX_FORM_PARTS} parts)") from None
+    check_fields(form.items(multi=True), "the form's fields besides 'mp3'")
+    return form.to_dict()
 
 
 def _callback(fields: dict):

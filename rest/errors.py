@@ -9,11 +9,19 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError, TooLarge
+from msaas.errors import (
+    BackendUnavailable,
+    BadRequest,
+    LocalResourceError,
+    NotFound,
+    ServiceError,
+    TooLarge,
+    local_resource_error,
+)
 
 log = logging.getLogger(__name__)
 
-STATUS = {BadRequest: 400, TooLarge: 413, NotFound: 404, BackendUnavailable: 503}
+STATUS = {BadRequest: 400, TooLarge: 413, NotFound: 404, BackendUnavailable: 503, LocalResourceError: 503}
 RETRY_AFTER_SECONDS = 5
 
 
@@ -48,6 +56,14 @@ def register(app: Flask) -> None:
     def http_error(error: HTTPException):
         code = (error.name or "error").lower().replace(" ", "_")
         return error_response(error.code or 500, code, error.description or error.name)
+
+    @app.errorhandler(OSError)
+    def os_error(error: OSError):
+        # A full disk or exhausted file limit met outside the places that name it (werkzeug's own temporary
+        # files, say) is still this machine's passing trouble, not a bug: 503, and the client retries.
+        if (local := local_resource_error(error)) is not None:
+            return service_error(local)
+        return unexpected(error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

@@ -1,22 +1,49 @@
 """gunicorn settings for the REST service (`gunicorn -c rest/gunicorn.conf.py 'rest:create_app()'`).
 
-Threads, not processes, carry concurrency: a request spends most of its time receiving an upload or
-waiting on Redis and the object store. The timeout leaves room for a large upload over a slow link.
+Worker model: gevent, one greenlet per connection (`rest/gunicorn_worker.py`, which also answers gunicorn's
+own 400/414/431 refusals in the API's JSON error shape). A request spends most of its time waiting: on the
+client's upload, on Redis, on the object store. With threads, each slow client held one of a fixed few (2 x 8
+gthread threads): 17 connections sending a byte every 2 s took them all and /healthz went unanswered. A greenlet
+costs kilobytes, so slow clients only hold their own connections while probes and other clients are served.
+They are not held for ever either, two read deadlines free them:
+- headers: gevent's worker parses a request's line and headers under a `gevent.Timeout` of `keepalive` seconds
+  (gunicorn/workers/base_async.py, `timeout_ctx`), then closes the connection; the same bound ends an idle
+  keep-alive connection. It must not be 0 (gunicorn would then read headers with no deadline).
+- body: REST reads `wsgi.input` at an average of at least BODY_MIN_RATE bytes per second after
+  BODY_GRACE_SECONDS of slack, or answers 408 (rest/limits.py).
+What the gevent worker changes for the code: sockets, `threading` and `time.sleep` are cooperative (gevent's
+monkey patching, below and again in each worker before the app is imported), so redis-py, minio's urllib3 and
+prometheus-client's multiprocess files work unchanged (REST starts no subprocess); CPU work (pybase64, hashing,
+the streaming JSON reader, the MP3 check) runs between socket reads of 256 KiB pieces, so no request holds the
+loop for long. tests/test_observability.py and tests/test_abuse.py run REST this way.
+`worker_connections` bounds what one process holds at once (a request in flight needs well under 1 MiB).
+
+The timeout is the master's heartbeat check: a worker process that stops answering it for that long (a loop
+blocked by CPU work) is killed and replaced.
 
 Metrics: each worker process counts on its own, so prometheus-client's multiprocess mode is switched on
 here, in the master, before any worker imports it: every process writes its samples to files in
 PROMETHEUS_MULTIPROC_DIR, and /metrics sums them whichever process answers the scrape.
 """
 
-import glob
-import os
-import shutil
-import tempfile
+from gevent import monkey
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-worker_class = "gthread"
+# Before anything imports ssl or sockets: the master imports the worker class, and with it the app's modules.
+monkey.patch_all()
+
+import glob  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+from msaas.settings import Settings  # noqa: E402
+
+settings = Settings.from_env()
+bind = f"{settings.bind_host}:{settings.port}"
+worker_class = "rest.gunicorn_worker.JsonErrorGeventWorker"
 workers = 2
-threads = 8
+worker_connections = 500
+keepalive = 5  # seconds for a request's headers to arrive, and for an idle keep-alive connection
 timeout = 120
 graceful_timeout = 30
 accesslog = "-"

@@ -13,7 +13,9 @@ from typing import BinaryIO
 
 from msaas.errors import BadRequest
 from msaas.uploads import CHUNK, Base64Sink, Upload, spool, too_large
+from rest.limits import MAX_FIELD_BYTES, field_too_large
 
+CUT_MARGIN = 16  # characters: a literal (`-Infinity`) or number cut by the end of the bytes at hand
 MAX_FIELDS = 64  # the contract has a handful; a body of thousands of tiny fields is an attack
 WHITESPACE = b" \t\r\n"
 ESCAPES = {ord(k): v for k, v in {"/": b"/", '"': b'"', "\\": b"\\", "b": b"\b", "f": b"\f", "n": b"\n",
@@ -36,20 +38,17 @@ class _Body:
         self.stream, self.limit = stream, limit
         self.buffer, self.pos, self.size, self.ended = b"", 0, 0, False
 
-    def fill(self, everything: bool = False) -> bool:
-        """Read the next piece (or all the rest) after what is left unparsed; False if nothing came."""
-        pieces = [self.buffer[self.pos :]]
-        while not self.ended:
-            piece = self.stream.read(CHUNK)
-            self.size += len(piece)
-            if self.size > self.limit:
-                raise too_large(self.limit)
-            self.ended = not piece
-            pieces.append(piece)
-            if not everything:
-                break
-        self.buffer, self.pos = b"".join(pieces), 0
-        return any(pieces[1:])
+    def fill(self) -> bool:
+        """Read the next piece after what is left unparsed; False if nothing came."""
+        if self.ended:
+            return False
+        piece = self.stream.read(CHUNK)
+        self.size += len(piece)
+        if self.size > self.limit:
+            raise too_large(self.limit)
+        self.ended = not piece
+        self.buffer, self.pos = self.buffer[self.pos :] + piece, 0
+        return bool(piece)
 
     def peek(self) -> int | None:
         """The next byte that is not whitespace (None at the end), leaving it unread."""
@@ -73,22 +72,29 @@ class _Body:
                 raise invalid_json("the body ends inside a string")
         return self.buffer[self.pos : self.pos + count]
 
-    def value(self) -> object:
-        """One JSON value (a key, a callback, an option); small ones only ever need the buffer at hand."""
+    def value(self, budget: int) -> tuple[object, int]:
+        """One JSON value (a key, a callback, an option) and the bytes it took, at most `budget`: the value is
+        looked for in that many bytes of the body only, so a huge one is refused before it is ever held whole."""
         self.peek()
         while True:
+            window = self.buffer[self.pos : self.pos + budget]
+            full = len(window) == budget
             try:
-                text = self.buffer[self.pos :].decode()
+                text = _utf8_prefix(window)
                 value, end = DECODER.raw_decode(text)
-                if end < len(text) or self.ended:  # a number at the buffer's end may go on in the next piece
-                    self.pos += len(text[:end].encode())
-                    return value
-            except ValueError as error:  # JSONDecodeError, or UTF-8 cut between two pieces
-                if self.ended:
+                # A number at the window's end may go on in the next piece.
+                if end < len(text) or (self.ended and not full):
+                    size = len(text[:end].encode())
+                    self.pos += size
+                    return value, size
+            except ValueError as error:  # JSONDecodeError, or UTF-8 that is not merely cut short
+                if not full and self.ended or not _cut_short(error):
                     raise invalid_json(str(error)) from None
             except RecursionError:
                 raise invalid_json("values nested too deeply") from None
-            self.fill(everything=True)  # a value across pieces: the rest of the body is bounded by the limit
+            if full:
+                raise field_too_large("the request's fields besides 'mp3'")
+            self.fill()
 
 
 def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[dict, Upload]:
@@ -96,24 +102,17 @@ def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[di
     with a strict base64 string `mp3`, 413 past `limit` bytes."""
     body = _Body(stream, limit)
     if body.peek() != ord("{"):
-        body.fill(everything=True)
-        try:
-            document = json.loads(body.buffer)
-        except ValueError as error:
-            raise invalid_json(str(error)) from None
-        except RecursionError:
-            raise invalid_json("values nested too deeply") from None
-        if isinstance(document, dict):  # json.loads also takes UTF-16 and 32, and a byte order mark
-            raise BadRequest("request body must be a JSON object in UTF-8, with no byte order mark", "invalid_json")
-        raise BadRequest("request body must be a JSON object", "invalid_json")
+        raise _not_an_object(body)
     body.pos += 1
     fields: dict = {}
     upload: Upload | None = None
+    budget = MAX_FIELD_BYTES  # for every field but the song, names included
     try:
         while body.peek() != ord("}"):
             if fields or upload:
                 body.expect(b",", "',' or '}' after a field")
-            key = body.value()
+            key, size = body.value(budget)
+            budget -= size
             if not isinstance(key, str):
                 raise invalid_json("expected a field name in double quotes")
             body.expect(b":", f"':' after field name {key!r}")
@@ -122,7 +121,8 @@ def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[di
             elif key == "mp3" and upload is not None:
                 raise invalid_json("field 'mp3' is given twice")
             else:
-                fields[key] = body.value()
+                fields[key], size = body.value(budget)
+                budget -= size
             if len(fields) > MAX_FIELDS:
                 raise BadRequest(f"the request has more than {MAX_FIELDS} fields", "invalid_json")
         body.pos += 1
@@ -141,6 +141,41 @@ def read_json(stream: BinaryIO, limit: int, scratch_dir: str | None) -> tuple[di
         upload.discard()
         raise BadRequest("'mp3' is empty", "missing_mp3")
     return fields, upload
+
+
+def _not_an_object(body: _Body) -> BadRequest:
+    """What is wrong with a body that does not start as an object, as `json.loads` says it when the body is
+    small; a big one is not read further (it is no object, whatever else it is)."""
+    while not body.ended and len(body.buffer) <= MAX_FIELD_BYTES:
+        body.fill()
+    if not body.ended:
+        return BadRequest("request body must be a JSON object", "invalid_json")
+    try:
+        document = json.loads(body.buffer)
+    except ValueError as error:
+        return invalid_json(str(error))
+    except RecursionError:
+        return invalid_json("values nested too deeply")
+    if isinstance(document, dict):  # json.loads also takes UTF-16 and 32, and a byte order mark
+        return BadRequest("request body must be a JSON object in UTF-8, with no byte order mark", "invalid_json")
+    return BadRequest("request body must be a JSON object", "invalid_json")
+
+
+def _utf8_prefix(window: bytes) -> str:
+    """The window as text, less a character its end cuts in two."""
+    try:
+        return window.decode()
+    except UnicodeDecodeError as error:
+        if error.reason != "unexpected end of data":
+            raise
+        return window[: error.start].decode()
+
+
+def _cut_short(error: ValueError) -> bool:
+    """Whether the JSON error may only mean the value goes on past the bytes at hand."""
+    if not isinstance(error, json.JSONDecodeError):
+        return False
+    return error.msg.startswith("Unterminated string") or error.pos >= len(error.doc) - CUT_MARGIN
 
 
 def _base64_string(body: _Body, scratch_dir: str | None) -> Upload:

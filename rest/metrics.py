@@ -19,6 +19,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from msaas.jobqueue import JobQueue
 
 blueprint = Blueprint("metrics", __name__)
+# Label values come from closed sets only: every new value is a new series in every scrape, for ever.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # anything else: "other"
 UPLOAD_BUCKETS = (64 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20)
 
 
@@ -80,9 +82,15 @@ def register(app: Flask, metrics: RestMetrics) -> None:
 
     @app.after_request
     def count(response: Response) -> Response:
-        route = request.url_rule.rule if request.url_rule else "unmatched"  # bounded: no raw paths as labels
-        metrics.requests.labels(request.method, route, str(response.status_code)).inc()
+        metrics.requests.labels(*request_labels(response.status_code)).inc()
         return response
+
+
+def request_labels(status: int) -> tuple[str, str, str]:
+    """The method, the route pattern (never the raw path) and the status, each from a closed set."""
+    method = request.method if request.method in METHODS else "other"
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    return method, route, str(status) if 100 <= status <= 599 else "other"
 
 
 @blueprint.get("/metrics")

@@ -61,6 +61,8 @@ STATUS = {
         "callback": {
             "type": "object",
             "properties": {
+                "state": {"type": "string", "enum": ["pending", "delivered", "failed"],
+                          "description": "pending until the worker's delivery threads deliver it or give up"},
                 "delivered": {"type": "boolean"}, "attempts": {"type": "integer"}, "outcome": {"type": "string"},
             },
         },
@@ -133,7 +135,9 @@ def document() -> dict:
                 "responses": {
                     "200": ACCEPTED,
                     "400": _error("malformed body, not an MP3, too long, unknown option, refused callback"),
-                    "413": _error("body larger than the upload limit"),
+                    "408": _error("body sent too slowly (under BODY_MIN_RATE bytes/s on average)"),
+                    "413": _error("body larger than the upload limit (too_large), or its fields but mp3 over 64 KiB "
+                                  "(field_too_large)"),
                     **COMMON,
                 },
             }},

@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from msaas.access import RateLimit
+from msaas.access import Access
 from msaas.connections import connect_redis, connect_store
 from msaas.jobqueue import JobQueue
 from msaas.logbus import LogBus, setup_logging
@@ -21,7 +21,7 @@ from msaas.storage import ObjectStore
 from msaas.uploads import CHUNK
 from msaas.v1 import separation_pb2 as pb
 from msaas.v1 import separation_pb2_grpc as pb_grpc
-from rpc.guards import Guard
+from rpc.guards import HOW_TO_SEND_A_KEY, Guard
 from rpc.health import Readiness
 from rpc.metrics import RpcMetrics
 from rpc.service import SeparationServicer
@@ -54,8 +54,9 @@ class RpcServer:
         self.server.stop(grace).wait()
 
 
-def create_server(settings: Settings | None = None, host: str = "[::]") -> RpcServer:
-    """Build the server, bound but not started; without `settings`, read them from the environment."""
+def create_server(settings: Settings | None = None, host: str | None = None) -> RpcServer:
+    """Build the server, bound (to `host`, else BIND_HOST) but not started; without `settings`, read them from
+    the environment."""
     settings = (settings or Settings.from_env()).require_store_credentials()
     connection = connect_redis(settings)
     setup_logging("rpc", settings.hostname, settings.log_level, LogBus(connection, settings.log_list))
@@ -69,7 +70,7 @@ def create_server(settings: Settings | None = None, host: str = "[::]") -> RpcSe
     policy = Policy(settings.demucs_model, settings.max_song_seconds, settings.callback_allow_hosts)
     songs = Songs(queue, store, SongStatus(connection), policy)
     metrics = RpcMetrics()
-    guard = Guard(settings.api_keys, RateLimit(connection, settings.rate_limit_per_minute), metrics)
+    guard = Guard(Access(connection, settings.api_keys, settings.rate_limit_per_minute, HOW_TO_SEND_A_KEY), metrics)
     servicer = SeparationServicer(songs, guard, metrics, settings)
     readiness = Readiness(connection, store)
 
@@ -79,7 +80,7 @@ def create_server(settings: Settings | None = None, host: str = "[::]") -> RpcSe
         options=[
             # Flow control: a client may send at most one chunk ahead of what the server has taken in. gRPC's
             # default lets the window grow with the measured bandwidth-delay product (BDP probes), and on a fast
-            # link the server then buffered 10-20 MB of each large upload (bench/b6_grpc.py). A fixed window
+            # link the server then buffered 10-20 MB of each large upload (bench/b7_grpc.py). A fixed window
             # of a chunk keeps an upload's memory to about a chunk, at the cost of throughput over long
             # round trips (256 KiB per round trip: 5 MB/s at 50 ms).
             ("grpc.http2.bdp_probe", 0),
@@ -96,5 +97,5 @@ def create_server(settings: Settings | None = None, host: str = "[::]") -> RpcSe
         "grpc.health.v1.Health",
         reflection.SERVICE_NAME,
     ), server)
-    port = server.add_insecure_port(f"{host}:{settings.grpc_port}")
+    port = server.add_insecure_port(f"{host or settings.bind_host}:{settings.grpc_port}")
     return RpcServer(server, port, servicer, readiness, metrics)

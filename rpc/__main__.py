@@ -18,7 +18,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    rpc.metrics.serve(settings.grpc_metrics_port)
+    rpc.metrics.serve(settings.grpc_metrics_port, settings.bind_host)
     rpc.start()
     log.info("gRPC service listening on port %d", rpc.port)
     stop.wait()

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import grpc
 import redis
 
-from msaas.access import RateLimit, api_keys, bearer_token, key_accepted, key_client
+from msaas.access import Access, Refused
 from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError, TooLarge
 from rpc.metrics import RpcMetrics
 
@@ -27,49 +27,31 @@ CODES = {
     NotFound: Code.NOT_FOUND,
     BackendUnavailable: Code.UNAVAILABLE,
 }
-UNAUTHENTICATED = "a valid API key is required: send 'authorization: Bearer <key>' metadata"
+# msaas.access' refusals, by their code; REST answers them 401 and 429.
+REFUSALS = {"unauthorized": Code.UNAUTHENTICATED, "too_many_requests": Code.RESOURCE_EXHAUSTED}
+HOW_TO_SEND_A_KEY = "'authorization: Bearer <key>' metadata"
 ERROR_KEY = "msaas-error"  # trailing metadata: REST's error code ("invalid_option"), for clients that show it
 
 
-class Refused(Exception):
-    """A call turned away before it runs: no key, or over the rate limit."""
-
-    def __init__(self, code: grpc.StatusCode, error: str, message: str, **metadata: str) -> None:
-        super().__init__(message)
-        self.code, self.error, self.message, self.metadata = code, error, message, metadata
-
-
 class Guard:
-    def __init__(self, api_keys_setting: str, rate_limit: RateLimit, metrics: RpcMetrics) -> None:
-        self.keys = api_keys(api_keys_setting)
-        self.rate_limit = rate_limit
+    def __init__(self, access: Access, metrics: RpcMetrics) -> None:
+        self.access = access
         self.metrics = metrics
-
-    def admit(self, context: grpc.ServicerContext) -> None:
-        client = _peer_address(context.peer())
-        if self.keys:
-            metadata = dict(context.invocation_metadata())
-            token = bearer_token(metadata.get("authorization", ""))
-            if not key_accepted(token, self.keys):
-                raise Refused(Code.UNAUTHENTICATED, "unauthorized", UNAUTHENTICATED)
-            client = key_client(token)
-        wait = self.rate_limit.over(client)
-        if wait is not None:
-            raise Refused(Code.RESOURCE_EXHAUSTED, "too_many_requests", self.rate_limit.message(),
-                          **{"retry-after": str(wait)})
 
     @contextmanager
     def call(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
         """Admit the call, run it, and answer its failure with the code that means it."""
         code = Code.OK
         try:
-            self.admit(context)
+            metadata = dict(context.invocation_metadata())
+            self.access.admit(_peer_address(context.peer()), metadata.get("authorization", ""))
             yield
             if not context.is_active():  # a watch or download that stopped because its client gave up
                 code = _gone(context)
         except Refused as refused:
-            code = refused.code
-            _abort(context, code, refused.error, refused.message, refused.metadata)
+            code = REFUSALS[refused.code]
+            retry = {"retry-after": str(refused.retry_after)} if refused.retry_after is not None else {}
+            _abort(context, code, refused.code, refused.message, retry)
         except ServiceError as error:
             code = next(status for kind, status in CODES.items() if isinstance(error, kind))
             if code is Code.UNAVAILABLE:

@@ -36,7 +36,7 @@ class Readiness:
     def ready(self) -> bool:
         try:
             self.redis.ping()
-            self.store.check_reachable()
+            self.store.ensure_buckets(recheck=True)  # as REST's /readyz asks
         except (redis.RedisError, ServiceError) as error:
             log.warning("not ready: %s", getattr(error, "message", error))
             return False

@@ -29,13 +29,13 @@ class RpcMetrics:
             registry=self.registry,
         )
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics on `port` from a daemon thread; 0: not served. The service runs without it."""
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Serve /metrics on `host`:`port` from a daemon thread; port 0: not served. The service runs without it."""
         if not port:
             return
         try:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)
         except OSError as error:
-            log.warning("metrics not served: port %d: %s", port, error)
+            log.warning("metrics not served: %s:%d: %s", host, port, error)
             return
-        log.info("metrics served on port %d", port)
+        log.info("metrics served on %s:%d", host, port)

@@ -1,5 +1,5 @@
-"""Real servers for the tests: a redis-server and an S3-compatible server (moto) on free ports, the REST
-app over HTTP, and worker processes that run the real `demucs.separate` CLI with the tiny built-in model."""
+"""Real servers for the tests: a redis-server and an S3 server (SeaweedFS) on free ports, the REST app over
+HTTP, and worker processes that run the real `demucs.separate` CLI with the tiny built-in model."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from devstack.processes import Child, free_port, redis_command, s3_command
+from devstack.processes import Child, free_port, redis_command, seaweedfs
 from msaas.connections import connect_redis, connect_store
 from msaas.settings import Settings
 from msaas.storage import ObjectStore
@@ -25,6 +25,7 @@ from support import (  # noqa: F401 - tests written before support.py import the
     wait_for,
 )
 
+S3_ACCESS_KEY, S3_SECRET_KEY = "test-access", "test-secret"  # the only keys the tests' S3 server lets in
 SERVER_FIXTURES = {"redis_server", "s3_server", "settings", "receivers", "callback_receiver"}
 DEMUCS_FIXTURES = {"worker", "model_repo"}
 
@@ -34,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     worker itself says so); tests using a worker fixture are `demucs`; of the rest, those using real servers or
     listeners are `stack`, the others `unit` (pure logic: the fast loop)."""
     for item in items:
-        if any(item.get_closest_marker(name) for name in ("demucs", "browser", "k8s")):
+        if any(item.get_closest_marker(name) for name in ("demucs", "browser", "k8s", "containers")):
             continue
         fixtures = set(item.fixturenames)
         if DEMUCS_FIXTURES & fixtures:
@@ -57,8 +58,7 @@ def redis_server(tmp_path_factory) -> Iterator[Child]:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[Child]:
     folder = tmp_path_factory.mktemp("s3")
-    port = free_port()
-    server = Child("s3-server", s3_command(port), log_path=folder / "s3.log", port=port)
+    server = seaweedfs("s3-server", free_port(), folder, S3_ACCESS_KEY, S3_SECRET_KEY, log_path=folder / "s3.log")
     server.start()
     server.wait_ready()
     yield server
@@ -74,8 +74,8 @@ def settings(redis_server, s3_server, tmp_path) -> Settings:
         redis_host="127.0.0.1",
         redis_port=redis_server.port,
         s3_endpoint=f"127.0.0.1:{s3_server.port}",
-        s3_access_key="test-access",
-        s3_secret_key="test-secret",
+        s3_access_key=S3_ACCESS_KEY,
+        s3_secret_key=S3_SECRET_KEY,
         demucs_model="demucs_unittest",
         model_cache_dir=tmp_path / "models",  # empty: no weights sneak in from the machine's own cache
         work_dir=work_dir,

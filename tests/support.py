@@ -44,10 +44,11 @@ def start_service(name: str, settings: Settings, log_path: Path, **overrides: st
 
 
 class CallbackReceiver:
-    """A local HTTP listener that records every POST it receives."""
+    """A local HTTP listener that records every POST it receives; it answers `statuses` in turn, then 200."""
 
     def __init__(self) -> None:
         self.received: list[dict] = []
+        self.statuses: list[int] = []
         self.arrived = threading.Event()
         receiver = self
 
@@ -56,7 +57,8 @@ class CallbackReceiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 receiver.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
                 receiver.arrived.set()
-                self.send_response(200)
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args):

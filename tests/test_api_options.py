@@ -59,7 +59,7 @@ def test_status_follows_a_song_from_queued_to_done(settings, rest, store, redis_
 
 def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis_client, settings):
     """A repeat is answered from the "done" status alone; a track found missing (here: the S3 server lost its
-    objects, as when moto crashes) drops that status, so the next submission separates the song again."""
+    objects, as when a store's data is wiped) drops that status, so the next submission separates the song again."""
     redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
     store.client.remove_bucket(settings.output_bucket)
     repeat = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
@@ -245,3 +245,25 @@ def test_redirect_answers_a_presigned_link_that_downloads_the_track(settings, st
         assert missing.status_code == 404
     finally:
         server.shutdown()
+
+
+def test_track_links_follow_public_url_whatever_host_a_request_sends(settings, redis_client, store, tmp_path):
+    """A request's Host header must not choose where clients are sent for their tracks (issue 12, item 10)."""
+    store.put_output(Result(SONGHASH), "vocals", str(SHORT_SAMPLE), "mp3")
+    redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
+    public = create_app(replace(settings, public_url="https://msaas.example.org/")).test_client()
+    lied_to = public.get(f"/apiv1/status/{SONGHASH}", headers={"Host": "evil.example"}).get_json()
+    assert lied_to["tracks"]["vocals"] == f"https://msaas.example.org/apiv1/track/{SONGHASH}/vocals.mp3"
+    assert all(url.startswith("https://msaas.example.org/") for url in lied_to["tracks"].values())
+
+
+def test_a_repeat_with_another_callback_is_told_its_callback_is_not_registered(client, callback_receiver):
+    """A second submission of a queued song is not queued again, and says what became of its callback."""
+    first = client.post("/apiv1/separate", json={"mp3": B64, "callback": {"url": callback_receiver.url}})
+    assert first.get_json()["reason"] == "Song enqueued for separation"
+    again = client.post("/apiv1/separate", json={"mp3": B64, "callback": {"url": callback_receiver.url + "2"}})
+    assert again.get_json()["reason"] == (
+        "Song already queued with these options; not queued again; this request's callback is not registered "
+        "(the first submission's is)")
+    plain = client.post("/apiv1/separate", json={"mp3": B64}).get_json()["reason"]
+    assert plain == "Song already queued with these options; not queued again"

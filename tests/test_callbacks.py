@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack.receivers import DrippingReceiver
 from msaas.callbacks import CallbackRefused, address_kind, check_callback_url, sign, verify
 from msaas.errors import BadRequest
 from msaas.jobs import Callback
 from msaas.settings import Settings
+from support import wait_for
 from worker.callback import deliver
 
 SONGHASH = "5d" * 28
@@ -374,6 +376,19 @@ def test_a_receiver_slower_than_the_timeout_exhausts_the_attempts(receivers):
     assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 2, "timeout after 0.5 s")
     assert len(receiver.requests) == 2  # each attempt did reach it; none got an answer in time
     assert time.monotonic() - started < 5
+
+
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_attempt_deadline():
+    # Each header byte comes well within the timeout, so only a wall-clock deadline ends the attempt.
+    receiver = DrippingReceiver(interval=0.2, limit=100)  # 20 s of answer, then a proper end
+    try:
+        settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_timeout=1.0, callback_attempts=1)
+        outcome = deliver(Callback(receiver.url, DATA), SONGHASH, EVENT_ID, settings)
+        assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 1, "timeout after 1 s")
+        wait_for(lambda: receiver.cut_off == 1, 10, "the receiver to find its client gone")
+        assert receiver.finished == 0
+    finally:
+        receiver.close()
 
 
 def test_a_closed_port_is_a_connection_failure_and_retried():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 
 import lameenc
@@ -21,7 +20,8 @@ from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
 from worker import chunks
-from worker.demucs_run import DemucsRun, progress_of, separate, torch_threads
+from worker.demucs_run import DemucsConfig, DemucsRun, progress_of, torch_threads
+from worker.separation import SeparationConfig, separate
 
 RATE = chunks.SAMPLE_RATE
 HTDEMUCS_GRID = chunks.segment_grid("htdemucs", None)
@@ -125,12 +125,12 @@ def test_progress_is_the_last_percentage_of_demucs_bar(tmp_path):
 
 
 def test_torch_threads_follow_the_cpus_the_worker_may_use(tmp_path):
-    assert torch_threads(Settings(demucs_threads=3), {"OMP_NUM_THREADS": "8"}) == 3
-    assert torch_threads(Settings(), {"OMP_NUM_THREADS": "2"}) == 2
+    assert torch_threads(3, {"OMP_NUM_THREADS": "8"}) == 3
+    assert torch_threads(0, {"OMP_NUM_THREADS": "2"}) == 2
     (tmp_path / "cpu.max").write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
-    assert torch_threads(Settings(), {}, cgroup=tmp_path) == 2
+    assert torch_threads(0, {}, cgroup=tmp_path) == 2
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert torch_threads(Settings(), {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
+    assert torch_threads(0, {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.demucs
@@ -144,12 +144,12 @@ def test_chunked_separation_matches_the_whole_song_within_30_db(
 ):
     """The real CLI twice on one song, whole and in chunks; Demucs' random shifts off, so only seams differ."""
     mp3 = song(seconds, tmp_path / "song.mp3")
-    settings = Settings(demucs_repo=model_repo, demucs_segment=segment, demucs_shifts=0, demucs_threads=2)
+    demucs = DemucsConfig(segment=segment, repo=model_repo, shifts=0, threads=2)
     outputs, progress = {}, []
     for name, chunk_seconds in (("whole", 0), ("chunked", chunk)):
         run = DemucsRun(model, mp3, tmp_path / name / "separated", Options.resolve({"format": "wav"}, model))
         outputs[name] = separate(
-            run, FOUR_STEMS, replace(settings, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
+            run, FOUR_STEMS, SeparationConfig(demucs, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
             tmp_path / f"{name}.log", seconds, report=progress.append if name == "chunked" else lambda percent: None,
         )
     parts = len(list((tmp_path / "chunked" / "separated" / model).glob("chunk-*")))

@@ -48,7 +48,8 @@ CUSTOM_KINDS = {("keda.sh/v1alpha1", "ScaledObject"), ("cloud.google.com/v1", "B
 # Variables our containers get that are not settings, each with its reader.
 THIRD_PARTY_ENV = {"OMP_NUM_THREADS": "PyTorch, in the Demucs subprocess the worker starts"}
 APP_UID = 10001  # the USER of every image, and runAsUser of every pod
-# What a stopping worker needs after its SHUTDOWN_GRACE: store the tracks and call back, or hand the job back.
+# What a stopping worker needs after its SHUTDOWN_GRACE: store the tracks or hand the job back, and end a callback
+# attempt in flight.
 WORKER_WRAP_UP_SECONDS = 30
 
 
@@ -220,6 +221,13 @@ def test_deploy_local_dev_script_is_sound():
     syntax = run("bash", "-n", script)
     assert syntax.returncode == 0, syntax.stderr
     lint = run(tool("shellcheck"), "--severity=info", script)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize("script", ["base-image.sh", "build-images.sh"])
+def test_container_build_scripts_pass_shellcheck(script):
+    """The scripts `make test` builds the images with (README, "Containers built and started here")."""
+    lint = run(tool("shellcheck"), "--severity=info", ROOT / "tests/containers" / script)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from msaas.jobqueue import JobQueue
 from msaas.status import DONE, PROCESSING, SongStatus
 from support import job_for
+from worker.loop import Worker
 
 SONG = "a" * 56
 
@@ -40,6 +43,22 @@ def test_reaping_requeues_only_the_jobs_of_workers_without_a_lease(redis_client,
     assert redis_client.llen(queue.processing_list("alive")) == 1
     assert queue.waiting()[0].songhash == "c" * 56
     assert queue.reap() == []  # nothing twice
+
+
+def test_a_worker_started_again_as_the_same_process_lets_its_predecessors_job_be_reaped(redis_client, store, settings):
+    """A restarted container: same hostname, the worker pid 1 again. The new process must not renew the dead
+    one's lease, or the job the dead one held is never requeued."""
+    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
+    status = SongStatus(redis_client)
+    dead = Worker(settings, queue, store, status)
+    queue.push(job_for(SONG, settings))
+    queue.renew_lease(dead.name, 0.2)
+    assert queue.take(dead.name, 1).job.songhash == SONG  # then it is killed mid-job
+    time.sleep(0.3)
+
+    Worker(settings, queue, store, status).beat()  # its first heartbeat, as on start
+    assert [job.songhash for job in queue.waiting()] == [SONG]
+    assert redis_client.llen(queue.processing_list(dead.name)) == 0
 
 
 def test_only_a_done_status_is_forgotten_when_its_tracks_are_gone(redis_client):

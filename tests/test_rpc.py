@@ -381,7 +381,7 @@ def test_calls_are_counted_by_method_and_code(settings):
 def test_the_service_as_a_process_serves_metrics_and_stops_gracefully_on_sigterm(settings, tmp_path):
     port, metrics_port = free_port(), free_port()
     child = start_service("rpc", settings, tmp_path / "rpc.log", GRPC_PORT=str(port),
-                          GRPC_METRICS_PORT=str(metrics_port))
+                          GRPC_METRICS_PORT=str(metrics_port), BIND_HOST="127.0.0.1")
     try:
         child.port = port
         child.wait_ready()

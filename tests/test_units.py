@@ -13,7 +13,7 @@ from msaas.mp3 import first_frame, frame_length, id3_length
 from msaas.naming import Result, check_songhash, input_key, parse_track, songhash_of
 from msaas.options import SPECS, Options
 from msaas.settings import FIELDS, Settings
-from worker.demucs_run import DemucsRun, explain_failure
+from worker.demucs_run import DemucsConfig, DemucsRun, explain_failure
 
 
 def test_songhash_is_the_sha224_hex_digest():
@@ -173,7 +173,7 @@ def test_store_credentials_are_required():
 def test_demucs_command_carries_the_settings():
     settings = Settings(demucs_device="cuda", demucs_segment=7, demucs_repo=Path("/models"))
     run = DemucsRun("htdemucs", Path("/tmp/x/song.mp3"), Path("/tmp/x/out"), Options.resolve({}, "htdemucs"))
-    command = run.command(settings)
+    command = run.command(DemucsConfig.of(settings))
     assert command[1:3] == ["-m", "demucs.separate"]
     assert command[3:] == [
         "--mp3", "--mp3-bitrate", "320", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",

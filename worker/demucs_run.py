@@ -1,7 +1,9 @@
-"""One run of the `demucs.separate` CLI as a subprocess, and what its outcome means."""
+"""One run of the `demucs.separate` CLI as a subprocess, and what its outcome means. A song's whole
+separation (its length, chunk plan, runs and join) is worker/separation.py."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -12,14 +14,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio_ffmpeg
 
+from msaas.deadline import Deadline
 from msaas.options import Options
 from msaas.settings import Settings
-from worker import chunks
 
 log = logging.getLogger(__name__)
 # Lines in Demucs' output that mean the weights could not be fetched (no network, hub or mirror down).
@@ -43,6 +45,23 @@ DIE_WITH_PARENT = (
 )
 
 
+@dataclass(frozen=True)
+class DemucsConfig:
+    """The settings a Demucs run needs, taken once from `Settings`."""
+
+    device: str = "cpu"
+    shifts: int = 1
+    segment: int | None = None
+    repo: Path | None = None
+    model_cache_dir: Path | None = None
+    threads: int = 0  # 0: automatic (`torch_threads`)
+
+    @classmethod
+    def of(cls, settings: Settings) -> DemucsConfig:
+        return cls(settings.demucs_device, settings.demucs_shifts, settings.demucs_segment, settings.demucs_repo,
+                   settings.model_cache_dir, settings.demucs_threads)
+
+
 class SeparationFailed(Exception):
     """Demucs did not produce the tracks; the message says why, for the job's status."""
 
@@ -60,16 +79,16 @@ class DemucsRun:
     # The song's chunks (float WAVs) when it is separated in chunks: Demucs separates these instead.
     chunks: tuple[Path, ...] = ()
 
-    def command(self, settings: Settings) -> list[str]:
+    def command(self, config: DemucsConfig) -> list[str]:
         command = [sys.executable, "-m", "demucs.separate", *self.format_flags(), "-n", self.model]
-        command += ["-o", str(self.out_dir), "-d", settings.demucs_device, "--shifts", str(settings.demucs_shifts)]
+        command += ["-o", str(self.out_dir), "-d", config.device, "--shifts", str(config.shifts)]
         if self.options.two_stems:
             command += ["--two-stems", self.options.two_stems]
         command += ["--overlap", f"{self.options.overlap:g}"]
-        if settings.demucs_segment:
-            command += ["--segment", str(settings.demucs_segment)]
-        if settings.demucs_repo:
-            command += ["--repo", str(settings.demucs_repo)]
+        if config.segment:
+            command += ["--segment", str(config.segment)]
+        if config.repo:
+            command += ["--repo", str(config.repo)]
         return [*command, *(str(path) for path in self.chunks or [self.input_path])]
 
     def format_flags(self) -> list[str]:
@@ -87,28 +106,28 @@ class DemucsRun:
         return self.out_dir / self.model / (source or self.input_path).stem / f"{track}.{extension}"
 
 
-def environment(settings: Settings) -> dict[str, str]:
+def environment(config: DemucsConfig) -> dict[str, str]:
     """The subprocess's environment: weights are cached under the model cache folder when one is set, an
     `ffmpeg` is on the PATH (Demucs writes FLAC through it) even where the system has none, and PyTorch
     uses as many threads as the worker has CPUs (see `torch_threads`)."""
     env = dict(os.environ)
-    if settings.model_cache_dir:
-        env["TORCH_HOME"] = str(settings.model_cache_dir)
-        env["HF_HOME"] = str(settings.model_cache_dir / "huggingface")
+    if config.model_cache_dir:
+        env["TORCH_HOME"] = str(config.model_cache_dir)
+        env["HF_HOME"] = str(config.model_cache_dir / "huggingface")
     env["PATH"] = f"{_ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
-    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(torch_threads(settings, env))
+    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(torch_threads(config.threads, env))
     return env
 
 
-def torch_threads(settings: Settings, env: Mapping[str, str], cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+def torch_threads(threads: int, env: Mapping[str, str], cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """`DEMUCS_THREADS` if set; else `OMP_NUM_THREADS` if set (the manifests set it to the pod's CPU limit);
     else the CPUs this process may use: its CPU affinity, capped by the cgroup's CPU quota, rounded up.
 
     PyTorch alone would start one thread per core of the machine, whatever the container is allowed: on a
     16-core node a pod limited to 2 CPUs would run 16 threads and be throttled.
     """
-    if settings.demucs_threads > 0:
-        return settings.demucs_threads
+    if threads > 0:
+        return threads
     if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
         return int(env["OMP_NUM_THREADS"])
     cpus = len(os.sched_getaffinity(0))
@@ -142,84 +161,11 @@ def progress_of(log_path: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
-def separate(
-    run: DemucsRun,
-    tracks: tuple[str, ...],
-    settings: Settings,
-    log_path: Path,
-    seconds: float,
-    abandon: Callable[[], bool] = lambda: False,
-    report: Callable[[float], None] = lambda percent: None,
-) -> dict[str, Path]:
-    """Run Demucs on a song of `seconds` (measured where its job was accepted) and return each track's file;
-    raise SeparationFailed with the reason otherwise.
-
-    A song longer than one chunk (about `CHUNK_SECONDS`) is separated in chunks and joined (worker/chunks.py);
-    a song that fits in one goes to Demucs as it is, which encodes its tracks itself. Past its time
-    limit, or when `abandon()` turns true, the whole process group is killed. `report` hears the progress
-    percentage about once a second.
-    """
-    limit = settings.demucs_timeout_min + settings.demucs_timeout_factor * seconds
-    deadline = time.monotonic() + limit
-    plan: list[chunks.Chunk] = []
-    if len(chunk_plan(run, settings, round(seconds * chunks.SAMPLE_RATE))) > 1:
-        run, plan = cut(run, settings, seconds)
-    # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
-    # keeps one track's stems while it separates the next, so its peak would be that of two chunks; a model
-    # load (about 3 s, the weights being in the page cache) per minute-long chunk is the cheaper price.
-    parts = [replace(run, chunks=(path,)) for path in run.chunks] or [run]
-    for done, part in enumerate(parts):
-        _run(part, settings, log_path, (deadline, limit), abandon,
-             lambda percent, done=done: report((done * 100 + percent) / len(parts)))
-    sources = run.chunks or (run.input_path,)
-    missing = [track for track in tracks for source in sources
-               if not (path := run.track_path(track, source)).is_file() or path.stat().st_size == 0]
-    if missing:
-        raise SeparationFailed(
-            f"demucs exited 0 but produced no {', '.join(sorted(set(missing)))} track(s): "
-            f"{_last_line(_tail(log_path)) or 'no output'}"
-        )
-    if not run.chunks:
-        return {track: run.track_path(track) for track in tracks}
-    joined = run.out_dir / "joined"
-    joined.mkdir()
-    outputs = {}
-    for track in tracks:
-        outputs[track] = joined / f"{track}.{run.options.format}"
-        chunks.join([run.track_path(track, source) for source in run.chunks], plan, outputs[track],
-                    run.options.format, run.options.mp3_bitrate)
-    return outputs
-
-
-def cut(run: DemucsRun, settings: Settings, seconds: float) -> tuple[DemucsRun, list[chunks.Chunk]]:
-    """Decode the song (no further than its measured length) and write its chunks for Demucs; the run that
-    separates them, and the plan."""
-    folder = run.out_dir.parent / "chunks"
-    folder.mkdir(parents=True)
-    raw = folder / "song.f32"
-    try:
-        frames = chunks.decode(run.input_path, raw, seconds)
-    except subprocess.CalledProcessError as error:
-        raise SeparationFailed(f"the input does not decode as audio: {_last_line(error.stderr.decode())}") from None
-    plan = chunk_plan(run, settings, frames)
-    paths = chunks.write_inputs(raw, plan, folder)
-    raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
-    log.info("%s: %.0f s of audio, separating in %d chunks", run.input_path.name, frames / chunks.SAMPLE_RATE,
-             len(plan))
-    return replace(run, chunks=tuple(paths)), plan
-
-
-def chunk_plan(run: DemucsRun, settings: Settings, frames: int) -> list[chunks.Chunk]:
-    rate = chunks.SAMPLE_RATE
-    return chunks.plan(frames, int(settings.chunk_seconds * rate), int(settings.chunk_overlap_seconds * rate),
-                       chunks.segment_grid(run.model, settings.demucs_segment, run.options.overlap))
-
-
-def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[float, float],
-         abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
-    """Run the Demucs command to its end, or kill it past the (monotonic deadline, time limit) of the whole
-    separation; raise SeparationFailed when it fails."""
-    command = run.command(settings)
+def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadline,
+        abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
+    """Run the Demucs command to its end, or kill it past the deadline of the whole separation; raise
+    SeparationFailed when it fails."""
+    command = demucs.command(config)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
         # does not cut the separation short.
@@ -228,15 +174,15 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[flo
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=environment(settings),
+            env=environment(config),
             start_new_session=True,
         )
     reported = time.monotonic()
     try:
         while process.poll() is None:
             now = time.monotonic()
-            if now > deadline[0]:
-                raise SeparationFailed(f"demucs timed out after {deadline[1]:.0f} s and was killed")
+            if deadline.expired:
+                raise SeparationFailed(f"demucs timed out after {deadline.seconds:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
             if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
@@ -246,7 +192,16 @@ def _run(run: DemucsRun, settings: Settings, log_path: Path, deadline: tuple[flo
     finally:
         _kill(process)  # whatever ends the wait, no separation outlives it
     if process.returncode != 0:
-        raise SeparationFailed(explain_failure(run.model, process.returncode, _tail(log_path)))
+        output = tail(log_path)
+        check_space(output, demucs.out_dir)
+        raise SeparationFailed(explain_failure(demucs.model, process.returncode, output))
+
+
+def check_space(output: str, path: Path) -> None:
+    """A tool that failed for want of disk space: the scratch disk's fault, not the song's (the worker names
+    WORK_DIR and counts the attempt)."""
+    if "No space left on device" in output:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
 
 def _kill(process: subprocess.Popen) -> None:
@@ -260,7 +215,7 @@ def _kill(process: subprocess.Popen) -> None:
 
 def explain_failure(model: str, returncode: int, output: str) -> str:
     """A one-line reason for a failed Demucs run, from its exit code and the end of its output."""
-    last = _last_line(output)
+    last = last_line(output)
     for line in output.splitlines():
         if "LoadAudioError" in line:  # Demucs' own words for an input it cannot decode
             return f"the input does not decode as audio: {line.rpartition('got the following error: ')[2]}"
@@ -273,13 +228,13 @@ def explain_failure(model: str, returncode: int, output: str) -> str:
     return f"demucs exited with code {returncode}: {last}"
 
 
-def _tail(path: Path) -> str:
+def tail(path: Path) -> str:
     with open(path, "rb") as file:
         file.seek(max(0, path.stat().st_size - TAIL_BYTES))
         return file.read().decode(errors="replace")
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     # tqdm redraws progress bars with carriage returns; the last real line is what explains a failure.
     lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return lines[-1] if lines else ""

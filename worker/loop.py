@@ -1,4 +1,5 @@
-"""The worker loop: take a job reliably, separate the song, store the tracks, call back, acknowledge.
+"""The worker loop: take a job reliably, separate the song, store the tracks, record `done` (queueing its
+callback for the delivery threads, worker/deliveries.py), acknowledge.
 
 Every failure of a job is counted: it is retried behind the other jobs until it has failed
 `max_attempts` times, then it goes to the dead-letter list with its last error. A job interrupted by a
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -19,16 +21,19 @@ from pathlib import Path
 import redis
 
 from msaas.backoff import Backoff
-from msaas.errors import BackendUnavailable, BadRequest, NotFound
+from msaas.callbackqueue import CallbackQueue, DueCallback
+from msaas.errors import BackendUnavailable, BadRequest, LocalResourceError, NotFound, local_resources
 from msaas.jobqueue import Delivery, JobQueue
 from msaas.jobs import Job
 from msaas.mp3 import check_mp3
+from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.status import DONE, FAILED, QUEUED, SongStatus
 from msaas.storage import ObjectStore
-from worker.callback import deliver
-from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed, separate
+from worker.deliveries import CallbackSender, pending_fields
+from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
 from worker.metrics import WorkerMetrics
+from worker.separation import SeparationConfig, separate
 
 log = logging.getLogger(__name__)
 TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
@@ -48,18 +53,25 @@ class Worker:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.separation = SeparationConfig.of(settings)
         self.metrics = metrics or WorkerMetrics()
         self.queue = queue
         self.store = store
         self.status = status
-        self.name = f"{settings.hostname}-{os.getpid()}"  # unique even with several workers on a host
+        # Unique even with several workers on a host, and per start: a restarted container keeps its pod's
+        # hostname and runs the worker as pid 1 again, and a name reused would renew the dead process's lease
+        # and strand the job it held (tests/test_containers.py kills a worker container mid-job).
+        self.name = f"{settings.hostname}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stop_requested_at: float | None = None
         self.current: str | None = None  # the result being written, whose lock the heartbeat renews
+        self.callbacks = CallbackQueue(queue.redis, f"{queue.name}:callbacks")
+        self.sender = CallbackSender(settings, self.callbacks, status, self.name, self.metrics)
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if self.stop_requested_at is None:
             log.info("worker %s: got signal %s, taking no more jobs", self.name, signum)
             self.stop_requested_at = time.monotonic()
+            self.sender.request_stop()  # undelivered callbacks go back for other workers now
 
     def should_abandon(self) -> bool:
         """True once a stop was requested and the current job has outlasted the grace period."""
@@ -78,7 +90,9 @@ class Worker:
         backoff = Backoff()
         try:
             self.beat()
+            self.check_store()
             heartbeat.start()
+            self.sender.start()
             while self.stop_requested_at is None:
                 try:
                     if backoff.failures:
@@ -92,12 +106,20 @@ class Worker:
                     log.warning("worker %s: backend unavailable (%s); retrying in %.1f s", self.name, error, delay)
                     time.sleep(delay)
         finally:
+            self.sender.stop()
             stopped.set()
             try:
                 self.queue.drop_lease(self.name)
             except redis.RedisError:
                 pass  # the lease expires by itself
             log.info("worker %s: stopped", self.name)
+
+    def check_store(self) -> None:
+        """Say at start-up, not at the first job, when the object store is away or refuses our keys."""
+        try:
+            self.store.ensure_buckets()
+        except BackendUnavailable as error:
+            log.error("worker %s: %s", self.name, error.message)
 
     def recover_own_jobs(self) -> None:
         """After an outage cut a job short, hand back whatever is left in this worker's processing list."""
@@ -122,6 +144,9 @@ class Worker:
                     "worker %s: requeued job %s of %s, whose lease expired",
                     self.name, job.songhash if job else "(unreadable)", dead_worker,
                 )
+            for dead_worker in set(self.callbacks.reap(self.queue.lease_key)):
+                log.warning("worker %s: requeued the undelivered callbacks of %s, whose lease expired",
+                            self.name, dead_worker)
         except redis.RedisError as error:
             log.warning("worker %s: heartbeat failed: %s", self.name, error)
 
@@ -167,13 +192,20 @@ class Worker:
             self.queue.hand_back(self.name, delivery)
             self.status.finish(job, QUEUED, "handed back by a worker that shut down")
             return
-        except BackendUnavailable:
+        except BackendUnavailable as error:
             self.queue.hand_back(self.name, delivery)
+            self.status.finish(job, QUEUED, f"handed back: {error.message}")
             raise
         except (redis.ConnectionError, redis.TimeoutError):
             raise  # Redis itself is away: the run loop hands the job back once it returns
         except SeparationFailed as failure:
             self.fail(delivery, job, str(failure))
+            return
+        except LocalResourceError as error:
+            # Counted like a failure: handed back uncounted, it would come straight back to this same full
+            # disk, for ever, and the jobs behind it with it.
+            log.error("worker %s: job %s: %s", self.name, job.songhash, error.message)
+            self.fail(delivery, job, error.message)
             return
         except Exception as error:  # a bug must not crash-loop the worker on the same job forever
             log.exception("worker %s: job %s raised", self.name, job.songhash)
@@ -227,7 +259,10 @@ class Worker:
         options, result = job.options, job.result
         started = time.monotonic()
         work_dir = str(self.settings.work_dir) if self.settings.work_dir else None
-        with tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=work_dir) as scratch:
+        with (
+            local_resources(f"WORK_DIR {work_dir or tempfile.gettempdir()}"),
+            tempfile.TemporaryDirectory(prefix=f"{job.songhash}-", dir=claim(work_dir, "worker")) as scratch,
+        ):
             run = DemucsRun(options.model, Path(scratch) / f"{job.songhash}.mp3", Path(scratch) / "separated",
                             options)
             try:
@@ -238,7 +273,7 @@ class Worker:
             log.info("worker %s: job %s: separating %.0f s with %s (attempt %d)", self.name, job.songhash, seconds,
                      options.model, job.attempts + 1)
             tracks = separate(
-                run, options.tracks(), self.settings, Path(scratch) / "demucs.log", seconds,
+                run, options.tracks(), self.separation, Path(scratch) / "demucs.log", seconds,
                 self.checker(job), lambda percent: self.report_progress(result.id, percent),
             )
             separated = time.monotonic()
@@ -250,21 +285,19 @@ class Worker:
             "worker %s: job %s separated in %.1f s, %d tracks stored in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
         )
-        # Call back before recording "done": a crash in between repeats the callback (same event id),
-        # rather than losing it.
-        callback_fields: dict[str, str | int] = {}
-        if job.callback is not None:
-            outcome = deliver(job.callback, job.songhash, job.id, self.settings)
-            self.metrics.called_back(outcome)
-            callback_fields = {
-                "callback": outcome.detail,
-                "callback_attempts": outcome.attempts,
-                "callback_delivered": str(outcome.delivered).lower(),
-            }
         # REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires.
         retention = self.settings.retention_days * 86400 - (time.monotonic() - separated) - DONE_MARGIN
-        if not self.status.finish(job, DONE, worker=self.name, progress=100, **callback_fields,
-                                  expire_in=int(retention) if self.settings.retention_days > 0 else None):
+        expire_in = int(retention) if self.settings.retention_days > 0 else None
+        callback_fields = pending_fields() if job.callback is not None else {}
+
+        def queue_callback(pipe: redis.client.Pipeline) -> None:
+            if job.callback is not None:
+                self.callbacks.push(DueCallback(result.id, job.songhash, job.id, job.callback), pipe)
+
+        # "done" and the callback's delivery entry in one transaction, which a cancel wins: a crash cannot lose the
+        # callback, and the delivery threads, not this loop, wait on the receiver.
+        if not self.status.finish(job, DONE, worker=self.name, progress=100, expire_in=expire_in,
+                                  then=queue_callback, **callback_fields):
             # Cancelled while the tracks were being written: take back what this job wrote.
             self.store.remove_result(result, options.tracks(), options.format)
             raise Cancelled()

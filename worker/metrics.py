@@ -74,16 +74,16 @@ class WorkerMetrics:
     def watch(self, queue: JobQueue, worker: str) -> None:
         self.registry.register(ProcessingDepth(queue, worker))
 
-    def serve(self, port: int) -> None:
-        """Serve /metrics on `port` from a daemon thread; a worker without metrics still separates."""
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """Serve /metrics on `host`:`port` from a daemon thread; a worker without metrics still separates."""
         if not port:
             return
         try:
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=host, registry=self.registry)
         except OSError as error:
-            log.warning("metrics not served: port %d: %s", port, error)
+            log.warning("metrics not served: %s:%d: %s", host, port, error)
             return
-        log.info("metrics served on port %d", port)
+        log.info("metrics served on %s:%d", host, port)
 
     def separated(self, model: str, seconds: float, song_seconds: float) -> None:
         self.separation_seconds.labels(model).observe(seconds)
