@@ -51,8 +51,8 @@ def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
             [python, "-m", "gunicorn", "-c", str(ROOT / "rest" / "gunicorn.conf.py"), "rest:create_app()"],
             env, logs_dir / "rest.log", settings.port, ROOT,
         ),
-        Child("rpc", [python, "-m", "rpc"], env, logs_dir / "rpc.log", settings.grpc_port, ROOT),
         Child("worker", [python, "-m", "worker"], env, logs_dir / "worker.log", cwd=ROOT),
+        Child("rpc", [python, "-m", "rpc"], env, logs_dir / "rpc.log", settings.grpc_port, ROOT),
     ]
 
 

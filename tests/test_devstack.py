@@ -45,6 +45,7 @@ class LocalStack:
                                      stderr=output)
         try:
             wait_for(self.rest_ready, 90, "the REST service")
+            wait_for(self.rpc_ready, 30, "the gRPC service, the last the stack starts")
         except BaseException:
             stack.kill()
             raise
@@ -57,6 +58,14 @@ class LocalStack:
         try:
             return requests.get(f"{self.url}/readyz", timeout=5).ok
         except requests.RequestException:  # not listening yet, or still starting
+            return False
+
+    def rpc_ready(self) -> bool:
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}"))
+        ready = health_pb2.HealthCheckRequest(service="msaas.v1.SeparationService")
+        try:
+            return health.Check(ready, timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:  # not listening yet
             return False
 
     @property
@@ -83,11 +92,8 @@ def test_local_stack_restarts_a_crashed_service_and_stops_on_ctrl_c(tmp_path):
         assert "worker exited with code -9; restarting in 1 s" in printed()
         wait_for(lambda: "taking jobs" in printed().rpartition("restarted")[2], 30, "the new worker on the bus")
         children = children_of(stack.pid)
-        assert len(children) == 6  # redis, s3, logs, rest, rpc, worker
-        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{local.grpc_port}"))
-        ready = health_pb2.HealthCheckRequest(service="msaas.v1.SeparationService")
-        assert health.Check(ready, timeout=10).status == health_pb2.HealthCheckResponse.SERVING
-        assert f"localhost:{local.grpc_port}" in printed()
+        assert len(children) == 6  # redis, s3, logs, rest, worker, rpc
+        assert local.rpc_ready() and f"localhost:{local.grpc_port}" in printed()
 
         stop(stack)
         time.sleep(0.5)
