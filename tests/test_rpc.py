@@ -298,6 +298,20 @@ def test_over_the_rate_limit_is_resource_exhausted_with_retry_after(settings):
     assert 0 < int(dict(error.trailing_metadata())["retry-after"]) <= 60
 
 
+def test_guessing_keys_is_as_slow_as_the_rate_limit(settings):
+    server = create_server(replace(settings, grpc_port=0, api_keys="k1", rate_limit_per_minute=2), host="127.0.0.1")
+    server.start()
+    try:
+        service = stub(f"127.0.0.1:{server.port}")
+        wrong = (("authorization", "Bearer guess"),)
+        codes = [refused(service.ListQueue, pb.ListQueueRequest(), metadata=wrong).code() for _ in range(3)]
+        right = refused(service.ListQueue, pb.ListQueueRequest(), metadata=(("authorization", "Bearer k1"),))
+    finally:
+        server.stop(0)
+    assert codes == [Code.UNAUTHENTICATED, Code.UNAUTHENTICATED, Code.RESOURCE_EXHAUSTED]
+    assert right.code() == Code.RESOURCE_EXHAUSTED  # held before its key is looked at, a right one included
+
+
 def test_rest_and_grpc_share_one_rate_limit(settings):
     limited = replace(settings, grpc_port=0, rate_limit_per_minute=2)
     server = create_server(limited, host="127.0.0.1")
