@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import pybase64
@@ -37,7 +38,10 @@ class Upload:
 @contextmanager
 def spool(scratch_dir: str | None) -> Iterator[tuple[BinaryIO, str]]:
     """A temporary file in `scratch_dir` for the song; a full or read-only scratch space is LocalResourceError."""
-    with local_resources(f"WORK_DIR {scratch_dir or tempfile.gettempdir()}"):
+    where = Path(scratch_dir or tempfile.gettempdir())
+    if where.name.startswith("msaas-scratch-"):  # this process' own folder in WORK_DIR (msaas/scratch.py)
+        where = where.parent
+    with local_resources(f"WORK_DIR {where}"):
         fd, path = tempfile.mkstemp(suffix=".mp3", dir=scratch_dir)
         try:
             with os.fdopen(fd, "wb") as file:

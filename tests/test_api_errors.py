@@ -36,7 +36,7 @@ def nothing_left(redis_client, store, settings):
     yield
     assert redis_client.llen(settings.worker_queue) == 0
     assert list(store.client.list_objects(settings.queue_bucket)) == []
-    assert list(store.client.list_objects(settings.output_bucket)) == []
+    assert list(store.client.list_objects(settings.output_bucket, recursive=True)) == []
 
 
 BAD_BODIES = [

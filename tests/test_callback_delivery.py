@@ -110,7 +110,8 @@ def test_the_callbacks_of_a_worker_that_died_are_delivered_by_another(settings, 
         wait_for(lambda: callback_state(address, songhash).get("attempts") == 1, 90, "the first attempt")
         victim.signal(signal.SIGKILL)
         victim.process.wait()
-        assert connection.llen(f"{CALLBACKS}:processing:test-{victim.process.pid}") == 1
+        [held] = connection.keys(f"{CALLBACKS}:processing:test-{victim.process.pid}-*")  # name: host-pid-random
+        assert connection.llen(held) == 1
         heir = start_service("worker", settings, tmp_path / "heir.log")
         try:
             wait_for(lambda: callback_state(address, songhash).get("state") == "delivered", 60,

@@ -25,6 +25,7 @@ from msaas.cli.exits import Failure
 from msaas.cli.progress import Progress
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
+from msaas.options import SPECS
 from support import ROOT, SHORT_SAMPLE, start_service, wait_for
 
 pytestmark = pytest.mark.demucs
@@ -255,9 +256,8 @@ class FailingServer:
 
 def test_separate_of_a_song_that_fails_raises_song_failed():
     args = argparse.Namespace(
-        song=str(SHORT_SAMPLE), model=None, two_stems=None, format=None, mp3_bitrate=None, overlap=None,
-        no_wait=False,
-        quiet=True, json=False, out=None, timeout=None, interval=0,
+        song=str(SHORT_SAMPLE), no_wait=False, quiet=True, json=False, out=None, timeout=None, interval=0,
+        **{spec.name: None for spec in SPECS},
     )
     with pytest.raises(Failure) as failure:
         commands.separate(args, FailingServer())

@@ -57,7 +57,7 @@ def test_song_is_separated_downloaded_called_back_and_removed(
             assert abs(audio.shape[1] / rate - 8.0) < 0.2  # the whole song, not a fragment
             assert abs(audio).max() > 0.001  # not silence
 
-        names = sorted(item.object_name for item in store.client.list_objects(settings.output_bucket))
+        names = sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, recursive=True))
         assert names == sorted(f"{SONGHASH}-{track}.mp3" for track in FOUR_STEMS)
 
         assert callback_receiver.arrived.wait(10)

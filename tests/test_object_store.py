@@ -12,7 +12,7 @@ from minio.error import S3Error
 
 from conftest import S3_ACCESS_KEY, SHORT_SAMPLE, start_service, wait_for
 from msaas.connections import connect_store
-from msaas.naming import songhash_of
+from msaas.naming import Result, songhash_of
 from rest import create_app
 
 SONG = SHORT_SAMPLE.read_bytes()
@@ -64,8 +64,8 @@ def test_a_worker_with_wrong_keys_says_so_and_hands_the_job_back(settings, clien
 def test_a_presigned_link_downloads_and_grants_nothing_else(store, tmp_path):
     track = tmp_path / "vocals.mp3"
     track.write_bytes(SONG)
-    store.put_output(SONGHASH, "vocals", str(track))
-    link = store.output_link(SONGHASH, "vocals")
+    store.put_output(Result(SONGHASH), "vocals", str(track), "mp3")
+    link = store.output_link(Result(SONGHASH), "vocals", "mp3")
     assert requests.get(link).content == SONG
 
     for method in ("PUT", "DELETE"):  # the signature covers the method
