@@ -66,6 +66,7 @@ def create_server(settings: Settings | None = None, host: str | None = None) -> 
     queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
     store = ObjectStore(
         connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days, public_store,
+        settings.store_timeout,
     )
     policy = Policy(settings.demucs_model, settings.max_song_seconds, settings.callback_allow_hosts)
     songs = Songs(queue, store, SongStatus(connection), policy)

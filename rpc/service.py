@@ -12,6 +12,7 @@ import grpc
 
 from msaas.errors import BackendUnavailable, BadRequest
 from msaas.naming import FORMATS
+from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.songs import SONG_REMOVED, TRACK_REMOVED, Songs, cancel_reason
 from msaas.uploads import from_chunks
@@ -32,7 +33,9 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         self.guard = guard
         self.metrics = metrics
         self.limit = settings.max_request_bytes
-        self.scratch = str(settings.work_dir) if settings.work_dir else None
+        # This process' own folder under WORK_DIR, as REST's: uploads spooled there by a process that was killed
+        # are swept by the next one to start (msaas/scratch.py).
+        self.scratch = str(claim(settings.work_dir, "rpc"))
         self.stopping = threading.Event()  # set on SIGTERM: watches end at once, so clients reconnect elsewhere
 
     @guarded
