@@ -119,6 +119,8 @@ def main() -> int:
             if child.port:
                 child.wait_ready()
         supervise(children)
+    except KeyboardInterrupt:  # Ctrl-C while the services were still starting: stop them all the same
+        pass
     except RuntimeError as error:
         log.error("%s", error)
         return 1
