@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import os
 import re
+import subprocess
 from pathlib import Path
 
+import imageio_ffmpeg
 import lameenc
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from msaas.naming import Result, songhash_of
 from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
-from worker import chunks
+from worker import chunks, demucs_run
 from worker.demucs_run import DemucsConfig, DemucsRun, progress_of, torch_threads
 from worker.separation import SeparationConfig, separate
 
@@ -187,3 +189,16 @@ def test_worker_separates_a_long_song_in_chunks_into_mp3_tracks(settings, rest, 
         assert abs(decoded.shape[1] - original.shape[1]) <= 2 * 1152  # MP3 frames of padding at most
         assert np.abs(decoded).max() > 1e-3  # sound, not silence
     assert int(re.search(r"separating in (\d+) chunks", (tmp_path / "worker.log").read_text())[1]) >= 2
+
+
+def test_the_ffmpeg_demucs_finds_is_this_installations_even_after_a_link_went_stale(tmp_path):
+    """Demucs writes FLAC through `ffmpeg` on its PATH; a link left behind by a removed installation (as a shared
+    temp folder keeps them) must be replaced, or every FLAC job fails with "requires ffmpeg to be installed"."""
+    folder = demucs_run._ffmpeg_dir()
+    link = folder / "ffmpeg"
+    assert link.resolve() == Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()
+    link.unlink()
+    link.symlink_to(tmp_path / "removed-installation" / "ffmpeg")  # dangling
+    assert demucs_run._ffmpeg_dir() == folder
+    assert link.resolve() == Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()
+    assert subprocess.run([str(link), "-version"], capture_output=True).returncode == 0

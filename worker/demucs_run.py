@@ -4,6 +4,7 @@ separation (its length, chunk plan, runs and join) is worker/separation.py."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import math
 import os
@@ -141,15 +142,19 @@ def torch_threads(threads: int, env: Mapping[str, str], cgroup: Path = Path("/sy
 
 
 def _ffmpeg_dir() -> Path:
-    """A folder holding `ffmpeg`: a link to the binary the imageio-ffmpeg wheel ships."""
-    folder = Path(tempfile.gettempdir()) / "msaas-ffmpeg"
+    """A folder holding `ffmpeg`: a link to the binary the imageio-ffmpeg wheel of this installation ships.
+
+    One folder per binary, so installations side by side never share a link; and a link that no longer leads to a
+    binary (its installation was removed) is replaced, atomically, not trusted as another worker's."""
+    binary = imageio_ffmpeg.get_ffmpeg_exe()
+    folder = Path(tempfile.gettempdir()) / f"msaas-ffmpeg-{hashlib.sha256(binary.encode()).hexdigest()[:12]}"
     link = folder / "ffmpeg"
-    if not link.exists():
+    if not link.exists():  # follows the link: False for a dangling one too
         folder.mkdir(exist_ok=True)
-        try:
-            link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
-        except FileExistsError:
-            pass  # another worker made it first
+        fresh = folder / f".ffmpeg-{os.getpid()}"
+        fresh.unlink(missing_ok=True)
+        fresh.symlink_to(binary)
+        fresh.replace(link)
     return folder
 
 
