@@ -11,17 +11,17 @@ from pathlib import Path
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, request
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from msaas.jobqueue import JobQueue
+from msaas.metrics import accepted
 
 blueprint = Blueprint("metrics", __name__)
 # Label values come from closed sets only: every new value is a new series in every scrape, for ever.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})  # anything else: "other"
-UPLOAD_BUCKETS = (64 * 1024, 256 * 1024, 1 << 20, 4 << 20, 8 << 20, 16 << 20, 32 << 20, 64 << 20)
 
 
 class QueueDepths:
@@ -54,11 +54,7 @@ class RestMetrics:
         self.queue_depths = QueueDepths(queue)
         if multiprocess_dir is None:
             self.registry.register(self.queue_depths)
-        self.jobs_enqueued = Counter("msaas_jobs_enqueued", "jobs put on the worker queue", registry=self.registry)
-        self.upload_bytes = Histogram(
-            "msaas_upload_bytes", "size of each song submitted, in bytes", buckets=UPLOAD_BUCKETS,
-            registry=self.registry,
-        )
+        self.jobs_enqueued, self.upload_bytes = accepted(self.registry)
         self.requests = Counter(
             "msaas_http_requests", "requests answered, by route and status", ["method", "route", "status"],
             registry=self.registry,

@@ -9,17 +9,16 @@ dead-lettered without an attempt, and a dead worker's job requeued by this one i
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from msaas.jobqueue import JobQueue
+from msaas.metrics import serve
 from worker.callback import CallbackOutcome
 
-log = logging.getLogger(__name__)
 SECONDS_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 # Separation time over song length: below 1 is faster than real time.
 REALTIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
@@ -75,15 +74,7 @@ class WorkerMetrics:
         self.registry.register(ProcessingDepth(queue, worker))
 
     def serve(self, port: int, host: str = "0.0.0.0") -> None:
-        """Serve /metrics on `host`:`port` from a daemon thread; a worker without metrics still separates."""
-        if not port:
-            return
-        try:
-            start_http_server(port, addr=host, registry=self.registry)
-        except OSError as error:
-            log.warning("metrics not served: %s:%d: %s", host, port, error)
-            return
-        log.info("metrics served on %s:%d", host, port)
+        serve(self.registry, port, host)
 
     def separated(self, model: str, seconds: float, song_seconds: float) -> None:
         self.separation_seconds.labels(model).observe(seconds)
