@@ -29,6 +29,7 @@ from bench.config import Plan
 from bench.measure import MiB, PeakRss, idle_rss, percentile
 from bench.report import Check, Section, mib, ms
 from bench.stack import Stack
+from msaas.options import SPECS
 
 TITLE = "B6 faults and abuse: hostile and slow clients"
 ROOT = Path(__file__).resolve().parent.parent
@@ -243,10 +244,11 @@ RAW_JSON = ["null", "true", "false", "0", "-1", "1.5", "1e400", "-1e400", "NaN",
 MALFORMED_URLS = ["http://[::1", "http://[zz]/", "http://host:99999/", "http://host:port/", "http:///x", "://x",
                   "http://", "http://%zz/", "http://\\u0000/", "javascript:alert(1)", "ftp://example.com/",
                   "http://user@:80/", "http://" + "a" * 70_000 + ".com/", "http://127.0.0.1:9/", "http://[::]/"]
-FIELDS = ["mp3", "model", "two_stems", "format", "mp3_bitrate", "callback", "callback.url", "callback.data", "x"]
+# The options come from the table (msaas/options.py), so an option added later is attacked too.
+FIELDS = ["mp3", *(spec.name for spec in SPECS), "callback", "callback.url", "callback.data", "x"]
 QUERY_TEXT = ["", "nan", "inf", "-inf", "1e400", "NaN", "[]", "{}", "\u00e9", "%00", "%ff", "a" * 3000, "0x10",
               "320.0", "64 ", "vocals\u0000", "../../etc", "http://[::1", "http://%zz/"]
-OPTIONS = ["model", "two_stems", "format", "mp3_bitrate", "callback_url", "redirect"]
+OPTIONS = [*(spec.name for spec in SPECS), "callback_url", "redirect"]
 READ_ROUTES = [("GET", f"/apiv1/status/{SONGHASH}"), ("GET", f"/apiv1/track/{SONGHASH}/vocals.mp3"),
                ("GET", f"/apiv1/remove/{SONGHASH}/vocals"), ("DELETE", f"/apiv1/remove/{SONGHASH}/vocals")]
 ALL_ROUTES = [("GET", "/"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
