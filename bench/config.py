@@ -34,8 +34,8 @@ class Model:
 class Plan:
     """Sizes and repetitions of every benchmark; `QUICK` and `FULL` below are the two modes."""
 
-    reps: int  # B1: alternating pairs of runs
-    clip_seconds: float  # B1, B4 and the threads benchmark
+    reps: int  # B1: alternating pairs of runs per song length
+    clip_seconds: float  # B4 and the threads benchmark
     b2_clients: int
     b2_bytes: int  # each client's MP3
     b2_rounds: int  # per upload kind, alternating
@@ -47,6 +47,10 @@ class Plan:
     b5_reps: int
     threads_reps: int
     b6_slow_seconds: float  # how long /healthz is probed while slow clients drip
+    b1_seconds: tuple[float, ...] = (10, 60, 150, 240)  # B1's song lengths: a clip, and songs of ordinary length
+    layout_seconds: float = 150  # LAYOUTS' song
+    footprint_seconds: tuple[float, ...] = (60, 240)  # FOOTPRINT's song lengths
+    b3_budget_mib: int = 4096  # B3: the worker's MEMORY_BUDGET_MIB
     model: Model = Model("htdemucs")
     b1_song: Path | None = None  # instead of a synthesised clip of `clip_seconds`
     cores: int = field(default_factory=lambda: len(os.sched_getaffinity(0)))  # CPUs this process may run on
@@ -58,9 +62,9 @@ class Plan:
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
 
-    def worker_env(self, threads: int) -> dict[str, str]:
+    def worker_env(self, threads: int, **settings: str) -> dict[str, str]:
         """Worker settings the benchmarks choose (the worker reads them as its Settings)."""
-        env = {"DEMUCS_THREADS": str(threads)}
+        env = {"DEMUCS_THREADS": str(threads), **settings}
         if self.chunk_seconds is not None:
             env["CHUNK_SECONDS"] = f"{self.chunk_seconds:g}"
         if self.chunk_overlap_seconds is not None:
@@ -69,35 +73,36 @@ class Plan:
 
 
 QUICK = Plan(
-    reps=2,
+    reps=1,
     clip_seconds=10,
     b2_clients=20,
     b2_bytes=10_000_000,
     b2_rounds=2,
-    b3_seconds=(60, 240),  # 240 s is cut in chunks by the worker's default CHUNK_SECONDS
-    b3_bare_max_seconds=240,
+    b3_seconds=(240, 1800),  # the 4 min song whole, the 30 min song in chunks (B3's budget)
+    b3_bare_max_seconds=0,  # B1 runs bare Demucs on the 4 min song
     b4_repeats=100,
-    b5_songs=4,
-    b5_seconds=5,
+    b5_songs=3,
+    b5_seconds=150,
     b5_reps=1,
     threads_reps=1,
     b6_slow_seconds=20,
     grpc_rounds=4,
 )
 FULL = Plan(
-    reps=3,
+    reps=2,
     clip_seconds=60,
     b2_clients=20,
     b2_bytes=10_000_000,
     b2_rounds=3,
-    b3_seconds=(60, 600, 1800),
-    b3_bare_max_seconds=1800,
+    b3_seconds=(240, 600, 1800),
+    b3_bare_max_seconds=600,
     b4_repeats=200,
-    b5_songs=6,
-    b5_seconds=30,
+    b5_songs=4,
+    b5_seconds=150,
     b5_reps=2,
     threads_reps=2,
     b6_slow_seconds=60,
+    footprint_seconds=(60, 240, 600),
 )
 
 

@@ -1,13 +1,14 @@
-"""Issue 6's benchmarks: each runs the service and its comparison in the same run, alternating, and reports
-medians, ratios and the targets met or missed.
+"""The benchmarks of issues 6, 12, 14 and 16: each runs the service and its comparison in the same run,
+alternating, and reports medians, ratios and the targets met or missed.
 
     .venv/bin/python bench/run.py [--quick] [--only B1,B3] [--out FILE]     (or: make bench BENCH_ARGS=--quick)
 
 Each benchmark starts its own redis-server, S3 server, REST (gunicorn) and worker(s) on free ports. The model is
 htdemucs with random weights (devstack/random_models.py): the real architecture and compute, made offline.
-The Markdown report (machine, date, command, every table) is rewritten after each benchmark. Full mode uses the
-issue's sizes and takes about 2.5 hours on 2 idle cores, most of it B3 (the 30 minute song takes some 40 minutes
-on each side); --quick shrinks songs and repetitions and takes about 10 minutes.
+The Markdown report (machine, date, command, every table) is rewritten after each benchmark. Both modes separate
+songs of 10 s, 1, 2.5 and 4 minutes on both sides (B1) and a 30 minute song in the worker (B3); full mode repeats
+more, adds a 10 minute song on both sides and a third B5 layout, and takes about 2 hours on 2 idle cores; --quick
+takes about 50 minutes.
 
 The old short-sample comparison (tiny model, 8 s song) is B1 with other arguments:
     .venv/bin/python bench/run.py --only B1 --model demucs_unittest --b1-song data/short-hum.mp3 --reps 5
@@ -41,6 +42,7 @@ from bench import (  # noqa: E402
     b6_abuse,
     b6_stall,
     b7_grpc,
+    b8_layouts,
     threads,
 )
 from bench.config import CACHE, FULL, QUICK, Model, Plan  # noqa: E402
@@ -50,7 +52,9 @@ from devstack import random_models  # noqa: E402
 
 QUIET = 0.05  # the share of CPU time other processes may take before the report calls the figures skewed
 BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
-    "B1": b1_overhead.run,  # and model loading, from the same runs
+    "B1": b1_overhead.run,  # songs of 10 s to 4 min; and model loading, from the same runs
+    "LAYOUTS": b8_layouts.layouts,  # why the worker lays a song out as it does
+    "FOOTPRINT": b8_layouts.footprint,  # the memory it plans with, measured
     "B2": b2_ingest.run,
     "B3": b3_long_songs.run,
     "B4": b4_repeats.run,
@@ -64,7 +68,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short songs and fewer repetitions (about 10 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and lengths (about 50 min)")
     parser.add_argument(
         "--only",
         type=_names,
@@ -84,7 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder holding the model's checkpoint (default for htdemucs: "
         "a random-weight one made under bench/.cache/)",
     )
-    parser.add_argument("--reps", type=int, help="B1's runs per side")
+    parser.add_argument("--reps", type=int, help="B1's runs per side and song length")
+    parser.add_argument("--b1-seconds", type=_lengths, help="B1's song lengths in seconds, e.g. 10,60,150,240")
     parser.add_argument("--b1-song", type=Path, help="B1's song instead of a synthesised clip")
     parser.add_argument("--b3-seconds", type=_lengths, help="B3's song lengths in seconds, e.g. 60,600,1800")
     parser.add_argument("--b3-bare-max-seconds", type=float, help="B3 runs bare Demucs on songs up to this long")
@@ -110,6 +115,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         model=_model(args.model, args.repo),
         reps=args.reps,
         b1_song=args.b1_song.resolve() if args.b1_song else None,
+        b1_seconds=args.b1_seconds,
         b3_seconds=args.b3_seconds,
         b3_bare_max_seconds=args.b3_bare_max_seconds,
         chunk_seconds=args.chunk_seconds,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lameenc
 import numpy as np
+import sphn
 
 from bench.config import CACHE
 from data.generate import RATE, SONGS, render
@@ -25,6 +26,11 @@ def song(seconds: float, kbps: int = 128) -> Path:
         _encode_tiled(seconds, kbps, partial)
         partial.rename(path)  # a run stopped half-way leaves no half song in the cache
     return path
+
+
+def seconds_of(path: Path) -> float:
+    """A song's length, decoded."""
+    return float(sphn.durations([str(path)])[0])
 
 
 def song_of_size(size_bytes: int, kbps: int = 320) -> Path:

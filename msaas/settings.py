@@ -43,8 +43,16 @@ class Settings:
     demucs_device: str = "cpu"
     demucs_segment: int | None = None
     demucs_shifts: int = 1  # Demucs' random time shifts (its default); 0: none, so runs are repeatable
-    demucs_threads: int = 0  # PyTorch threads; 0: OMP_NUM_THREADS if set, else the CPUs the worker may use
-    chunk_seconds: float = 60.0  # longer songs are separated in chunks of about this length; 0: never
+    # CPUs one separation uses in all (Demucs runs one segment per CPU, one thread each); 0: OMP_NUM_THREADS if
+    # set, else the CPUs the worker may use
+    demucs_threads: int = 0
+    # segments Demucs separates at once, each with DEMUCS_THREADS / DEMUCS_JOBS threads; 0: one per CPU, fewer
+    # when the memory budget is short
+    demucs_jobs: int = 0
+    # MiB one separation may use, the worker included; 0: 80% of the container's memory limit (else the machine's)
+    memory_budget_mib: int = 0
+    demucs_malloc: str = "tcmalloc"  # the allocator Demucs runs with: tcmalloc (15% faster), or system
+    chunk_seconds: float = 0.0  # at most this long a chunk; 0: as long as the memory budget allows
     chunk_overlap_seconds: float = 5.0  # neighbouring chunks share at least this much, and are crossfaded there
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)

@@ -22,7 +22,7 @@ from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
 from worker import chunks, demucs_run
-from worker.demucs_run import DemucsConfig, DemucsRun, progress_of, torch_threads
+from worker.demucs_run import DemucsConfig, DemucsRun, progress_of, separation_cpus
 from worker.separation import SeparationConfig, separate
 
 RATE = chunks.SAMPLE_RATE
@@ -60,12 +60,11 @@ def test_a_song_no_longer_than_a_chunk_is_one_chunk(frames):
     assert chunks.plan(frames, 0, RATE * 10) == [chunks.Chunk(0, frames)]
 
 
-@pytest.mark.parametrize("minutes", [2.5, 10, 30, 61])
-def test_chunks_cover_the_song_on_demucs_grid_with_room_for_the_crossfade(minutes):
+@pytest.mark.parametrize(("minutes", "chunk_minutes"), [(2.5, 1), (10, 1), (30, 7), (61, 12)])
+def test_chunks_cover_the_song_on_demucs_grid_with_room_for_the_crossfade(minutes, chunk_minutes):
     frames = int(minutes * 60 * RATE) + 12345
     segment, stride = HTDEMUCS_GRID
-    defaults = Settings()
-    chunk, overlap = int(defaults.chunk_seconds * RATE), int(defaults.chunk_overlap_seconds * RATE)
+    chunk, overlap = int(chunk_minutes * 60 * RATE), int(Settings().chunk_overlap_seconds * RATE)
     plan = chunks.plan(frames, chunk, overlap, HTDEMUCS_GRID)
     assert len(plan) > 1
     assert plan[0].start == 0 and plan[-1].end == frames
@@ -126,13 +125,13 @@ def test_progress_is_the_last_percentage_of_demucs_bar(tmp_path):
     assert progress_of(log) == 40
 
 
-def test_torch_threads_follow_the_cpus_the_worker_may_use(tmp_path):
-    assert torch_threads(3, {"OMP_NUM_THREADS": "8"}) == 3
-    assert torch_threads(0, {"OMP_NUM_THREADS": "2"}) == 2
-    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
-    assert torch_threads(0, {}, cgroup=tmp_path) == 2
+def test_a_separation_uses_the_cpus_the_worker_may_use(tmp_path):
+    assert separation_cpus(3, {"OMP_NUM_THREADS": "8"}) == 3
+    assert separation_cpus(0, {"OMP_NUM_THREADS": "2"}) == 2
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # a pod limited to 1.5 CPUs (cgroup v2)
+    assert separation_cpus(0, {}, cgroup=tmp_path) == 2
     (tmp_path / "cpu.max").write_text("max 100000\n")
-    assert torch_threads(0, {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
+    assert separation_cpus(0, {}, cgroup=tmp_path) == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.demucs
@@ -141,17 +140,18 @@ def test_torch_threads_follow_the_cpus_the_worker_may_use(tmp_path):
     ("model", "segment", "seconds", "chunk", "overlap"),
     [("tiny", 4, 30, 16, 5), ("htdemucs", None, 32, 20, 8)],
 )
-def test_chunked_separation_matches_the_whole_song_within_30_db(
+def test_chunked_separation_matches_the_whole_song_within_60_db(
     model_repo, tmp_path, model, segment, seconds, chunk, overlap
 ):
     """The real CLI twice on one song, whole and in chunks; Demucs' random shifts off, so only seams differ."""
     mp3 = song(seconds, tmp_path / "song.mp3")
-    demucs = DemucsConfig(segment=segment, repo=model_repo, shifts=0, threads=2)
+    demucs = DemucsConfig(segment=segment, repo=model_repo, shifts=0)
     outputs, progress = {}, []
     for name, chunk_seconds in (("whole", 0), ("chunked", chunk)):
         run = DemucsRun(model, mp3, tmp_path / name / "separated", Options.resolve({"format": "wav"}, model))
         outputs[name] = separate(
-            run, FOUR_STEMS, SeparationConfig(demucs, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
+            run, FOUR_STEMS,
+            SeparationConfig(demucs, cpus=2, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
             tmp_path / f"{name}.log", seconds, report=progress.append if name == "chunked" else lambda percent: None,
         )
     parts = len(list((tmp_path / "chunked" / "separated" / model).glob("chunk-*")))
@@ -165,7 +165,7 @@ def test_chunked_separation_matches_the_whole_song_within_30_db(
         whole, _ = sphn.read(str(outputs["whole"][track]))
         joined, _ = sphn.read(str(outputs["chunked"][track]))
         assert joined.shape == whole.shape
-        assert signal_to_difference(whole, joined) >= 30, track
+        assert signal_to_difference(whole, joined) >= 60, track
 
 
 @pytest.mark.demucs

@@ -1,6 +1,6 @@
 """A full scratch disk is this machine's trouble, said as such: the worker counts the attempt (then fails the
 job with the reason) and goes on to the next job; REST answers 503 with Retry-After. The disk is really
-full: a 2 MiB tmpfs mounted as WORK_DIR and filled up (the tests run as root, as `make test` does in CI)."""
+full: a 16 MiB tmpfs mounted as WORK_DIR and filled up (the tests run as root, as `make test` does in CI)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:
-    with tmpfs(tmp_path / "small", "2m") as mount_point:
+    # Room for an 8 s song's separation (Demucs' float stems: 11 MB) once the filler is gone.
+    with tmpfs(tmp_path / "small", "16m") as mount_point:
         yield mount_point
 
 
@@ -78,7 +79,8 @@ def test_a_worker_on_a_full_disk_fails_the_job_with_the_reason_and_takes_the_nex
 @pytest.mark.parametrize(
     ("seconds", "size"),
     [
-        # 100 s of song (2.4 MB) fits in 8 MiB; decoded whole to float before it is cut in chunks (35 MB), not.
+        # 100 s of song (2.4 MB) fits in 8 MiB; decoded whole to float before it is cut in chunks (35 MB), not
+        # (CHUNK_SECONDS below cuts it in chunks; it would fit the memory budget whole).
         (100, "8m"),
         # 8 s of song (190 kB) fits in 400 KiB; Demucs' four tracks of it do not.
         (8, "400k"),
@@ -91,7 +93,8 @@ def test_a_disk_that_fills_up_during_the_separation_is_named(settings, tmp_path,
     address, server = serve(create_app(settings))
     status = SongStatus(connect_redis(settings))
     with tmpfs(tmp_path / "small", size) as small_disk:
-        worker = start_service("worker", settings, tmp_path / "worker.log", WORK_DIR=str(small_disk))
+        worker = start_service("worker", settings, tmp_path / "worker.log", WORK_DIR=str(small_disk),
+                               CHUNK_SECONDS="60")
         try:
             answer = requests.post(f"http://{address}/apiv1/separate", data=song.read_bytes(),
                                    headers={"Content-Type": "audio/mpeg"})

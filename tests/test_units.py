@@ -172,14 +172,15 @@ def test_store_credentials_are_required():
 
 def test_demucs_command_carries_the_settings():
     settings = Settings(demucs_device="cuda", demucs_segment=7, demucs_repo=Path("/models"))
-    run = DemucsRun("htdemucs", Path("/tmp/x/song.mp3"), Path("/tmp/x/out"), Options.resolve({}, "htdemucs"))
+    run = DemucsRun("htdemucs", Path("/tmp/x/song.mp3"), Path("/tmp/x/out"), Options.resolve({}, "htdemucs"),
+                    jobs=2)
     command = run.command(DemucsConfig.of(settings))
     assert command[1:3] == ["-m", "demucs.separate"]
     assert command[3:] == [
-        "--mp3", "--mp3-bitrate", "320", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",
-        "--overlap", "0.25", "--segment", "7", "--repo", "/models", "/tmp/x/song.mp3",
+        "--float32", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",
+        "--overlap", "0.25", "-j", "2", "--segment", "7", "--repo", "/models", "/tmp/x/song.mp3",
     ]
-    assert run.track_path("vocals") == Path("/tmp/x/out/htdemucs/song/vocals.mp3")
+    assert run.track_path("vocals") == Path("/tmp/x/out/htdemucs/song/vocals.wav")
 
 
 def test_failure_explanations():

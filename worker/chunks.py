@@ -101,8 +101,9 @@ def write_inputs(raw: Path, chunks: list[Chunk], folder: Path) -> list[Path]:
     return paths
 
 
-def joined(stems: list[Path], chunks: list[Chunk]) -> Iterator[np.ndarray]:
-    """One stem of the whole song, in blocks of (frames, channels), from each chunk's stem of it.
+def joined(stems: list[Path], chunks: list[Chunk], level: float = LEVEL) -> Iterator[np.ndarray]:
+    """One stem of the whole song, in blocks of (frames, channels), from each chunk's stem of it (separated at
+    `level`).
 
     Two chunks at most are mapped at a time: the pages of a mapped file count in the worker's memory, so
     mapping them all would make it grow with the song again (670 MiB for 30 minutes)."""
@@ -117,22 +118,24 @@ def joined(stems: list[Path], chunks: list[Chunk]) -> Iterator[np.ndarray]:
                 stop = min(at + BLOCK, last)
                 rising = ((np.arange(at, stop) - first + 0.5) / (last - first))[:, None].astype(np.float32)
                 yield (before[at - previous.start:stop - previous.start] * (1 - rising)
-                       + part[at - chunk.start:stop - chunk.start] * rising) / LEVEL
+                       + part[at - chunk.start:stop - chunk.start] * rising) / level
             begin = last
         finish = chunks[index + 1].fade_in[0] if index + 1 < len(chunks) else chunk.end
         for at in range(begin, finish, BLOCK):
-            yield part[at - chunk.start:min(at + BLOCK, finish) - chunk.start] / LEVEL
+            yield part[at - chunk.start:min(at + BLOCK, finish) - chunk.start] / level
         before = part
 
 
-def join(stems: list[Path], chunks: list[Chunk], path: Path, kind: str, mp3_bitrate: int) -> None:
+def join(stems: list[Path], chunks: list[Chunk], path: Path, kind: str, mp3_bitrate: int,
+         level: float = LEVEL) -> None:
     """Join one stem's chunks into `path`, as Demucs would have written the whole song: rescaled to avoid
-    clipping (its default `--clip-mode rescale`, over the whole song), then encoded as `kind`."""
-    peak = max((float(np.abs(block).max()) for block in joined(stems, chunks) if block.size), default=0.0)
+    clipping (its default `--clip-mode rescale`, over the whole song), then encoded as `kind`. A song separated
+    whole is one chunk, at level 1, which Demucs has rescaled already (the gain is then 1)."""
+    peak = max((float(np.abs(block).max()) for block in joined(stems, chunks, level) if block.size), default=0.0)
     gain = 1 / max(1.01 * peak, 1)
     frames = chunks[-1].end
     with Encoder(path, kind, frames, mp3_bitrate) as encoder:
-        for block in joined(stems, chunks):
+        for block in joined(stems, chunks, level):
             encoder.write(block * gain)
 
 
