@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--model",
         default="htdemucs",
-        help="Demucs model (default: htdemucs with random weights; "
-        "`tiny` is a small random one to try the harness quickly)",
+        help="Demucs model from the catalogue (msaas/models.py; default: htdemucs with random weights; "
+        "`demucs_unittest`, Demucs' tiny built-in one, to try the harness quickly)",
     )
     parser.add_argument(
         "--repo",

@@ -268,6 +268,13 @@ def test_worker_image_has_the_cpu_build_of_torch_and_no_cuda_packages(ready):
     assert packages and not [line for line in packages.splitlines() if line.lower().startswith("nvidia-")]
 
 
+def test_the_worker_runs_demucs_with_tcmalloc_in_its_image(ready):
+    """Part of the measured speed (README, "Speed and memory"): the image installs it and the worker finds it."""
+    found = podman("exec", container("worker"), "python", "-c",
+                   "from worker.demucs_run import tcmalloc; print(tcmalloc())")
+    assert found.stdout.strip().startswith("libtcmalloc_minimal.so"), found.stdout + found.stderr
+
+
 # --- a song through the containers ------------------------------------------------------------------------
 
 
