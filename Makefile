@@ -66,7 +66,7 @@ lint: install
 samples: install
 	$(PYTHON) data/generate.py
 
-# The benchmarks (bench/run.py): about 2 hours on 2 cores; `make bench BENCH_ARGS=--quick` about 50 minutes.
+# The benchmarks (bench/run.py): about 2 hours on 2 cores; `make bench BENCH_ARGS=--quick` about 45 minutes.
 bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 

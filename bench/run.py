@@ -8,7 +8,7 @@ htdemucs with random weights (devstack/random_models.py): the real architecture 
 The Markdown report (machine, date, command, every table) is rewritten after each benchmark. Both modes separate
 songs of 10 s, 1, 2.5 and 4 minutes on both sides (B1) and a 30 minute song in the worker (B3); full mode repeats
 more, adds a 10 minute song on both sides and a third B5 layout, and takes about 2 hours on 2 idle cores; --quick
-takes about 50 minutes.
+takes about 45 minutes.
 
 The old short-sample comparison (tiny model, 8 s song) is B1 with other arguments:
     .venv/bin/python bench/run.py --only B1 --model demucs_unittest --b1-song data/short-hum.mp3 --reps 5
@@ -68,7 +68,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and lengths (about 50 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions and lengths (about 45 min)")
     parser.add_argument(
         "--only",
         type=_names,

@@ -26,10 +26,10 @@ class Footprint:
         return max(0.0, (budget_mib - self.base_mib - self.mib_per_job * jobs) / self.mib_per_minute * 60)
 
 
-# htdemucs, measured on this project's machine up to 10 minutes of song (bench/RESULTS.md, FOOTPRINT): each
-# segment in flight holds about 0.8 GiB, and the song about 0.25 GiB a minute. The other models are assumed to
-# need as much (not measured: their weights cannot be downloaded here).
-HTDEMUCS_FOOTPRINT = Footprint(base_mib=150.0, mib_per_minute=260.0, mib_per_job=800.0)
+# htdemucs, measured on this project's machine up to 10 minutes of song (bench/RESULTS.md, FOOTPRINT), with about
+# 50 MiB to spare over the highest run: each segment in flight holds about 0.8 GiB, and the song about 0.25 GiB a
+# minute. The other models are assumed to need as much (not measured: their weights cannot be downloaded here).
+HTDEMUCS_FOOTPRINT = Footprint(base_mib=200.0, mib_per_minute=260.0, mib_per_job=800.0)
 
 
 @dataclass(frozen=True)

@@ -120,10 +120,10 @@ def separate(
     """Run Demucs on a song of `seconds` (measured where its job was accepted) and return each track's file;
     raise SeparationFailed with the reason otherwise.
 
-    A song longer than one chunk (about `CHUNK_SECONDS`) is separated in chunks and joined (worker/chunks.py);
-    a song that fits in one goes to Demucs as it is, which encodes its tracks itself. Past its time
-    limit, or when `abandon()` turns true, the whole process group is killed. `report` hears the progress
-    percentage about once a second.
+    The song is laid out by `layout`: whole, or in chunks joined afterwards (worker/chunks.py); either way
+    Demucs writes float WAVs and the tracks are encoded here, in parallel. Past its time limit, or when
+    `abandon()` turns true, the whole process group is killed. `report` hears the progress percentage about once
+    a second.
     """
     limit = config.timeout_min + config.timeout_factor * seconds
     deadline = Deadline(limit, "demucs")
