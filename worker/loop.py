@@ -82,8 +82,9 @@ class Worker:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         log.info(
-            "worker %s: taking jobs from %s (model %s on %s)",
+            "worker %s: taking jobs from %s (model %s on %s; %d CPUs, memory budget %.0f MiB, Demucs with %s)",
             self.name, self.queue.name, self.settings.demucs_model, self.settings.demucs_device,
+            self.separation.cpus, self.separation.memory_budget_mib, self.separation.demucs.malloc,
         )
         stopped = threading.Event()
         heartbeat = threading.Thread(target=self.heartbeat, args=(stopped,), name="heartbeat", daemon=True)

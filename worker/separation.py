@@ -133,6 +133,10 @@ def separate(
     if len(chunk_plan(song, config, plan, round(seconds * chunks.SAMPLE_RATE))) > 1:
         song, grid = cut(song, config, plan, seconds)
     log.info("%s: %.0f s, separating %s", song.input_path.name, seconds, plan.describe())
+    if plan.peak_mib > plan.budget_mib:
+        log.warning("MEMORY_BUDGET_MIB (%.0f MiB) is below what the smallest layout needs (about %.0f MiB for %.0f s "
+                    "chunks): separating anyway, and Demucs may be killed for memory", config.memory_budget_mib,
+                    plan.peak_mib, MIN_CHUNK_SECONDS)
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks.
     parts = [replace(song, chunks=(path,)) for path in song.chunks] or [song]
