@@ -103,7 +103,7 @@ class DemucsRun:
         return [*command, *(str(path) for path in self.chunks or [self.input_path])]
 
     def format_flags(self) -> list[str]:
-        # Float WAVs, which the worker encodes in parallel (worker/encode.py). A whole song is rescaled by Demucs
+        # Float WAVs, which the worker encodes in parallel (worker/separation.py). A whole song is rescaled by Demucs
         # as it does by default; chunks are rescaled once joined, see worker/chunks.py.
         return ["--float32", *(["--clip-mode", "none"] if self.chunks else [])]
 
