@@ -43,6 +43,7 @@ from bench import (  # noqa: E402
     b6_stall,
     b7_grpc,
     b8_layouts,
+    b9_seams,
     threads,
 )
 from bench.config import CACHE, FULL, QUICK, Model, Plan  # noqa: E402
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "B1": b1_overhead.run,  # songs of 10 s to 4 min; and model loading, from the same runs
     "LAYOUTS": b8_layouts.layouts,  # why the worker lays a song out as it does
     "FOOTPRINT": b8_layouts.footprint,  # the memory it plans with, measured
+    "SEAMS": b9_seams.run,  # chunked against whole, every stem
     "B2": b2_ingest.run,
     "B3": b3_long_songs.run,
     "B4": b4_repeats.run,
