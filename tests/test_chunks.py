@@ -22,8 +22,8 @@ from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
 from worker import chunks, demucs_run
-from worker.demucs_run import DemucsConfig, DemucsRun, progress_of, separation_cpus
-from worker.separation import SeparationConfig, separate
+from worker.demucs_run import DemucsConfig, DemucsRun, progress_of
+from worker.separation import SeparationConfig, separate, separation_cpus
 
 RATE = chunks.SAMPLE_RATE
 HTDEMUCS_GRID = chunks.segment_grid("htdemucs", None)

@@ -127,12 +127,14 @@ def joined(stems: list[Path], chunks: list[Chunk], level: float = LEVEL) -> Iter
 
 
 def join(stems: list[Path], chunks: list[Chunk], path: Path, kind: str, mp3_bitrate: int,
-         level: float = LEVEL) -> None:
+         level: float = LEVEL, rescale: bool = True) -> None:
     """Join one stem's chunks into `path`, as Demucs would have written the whole song: rescaled to avoid
     clipping (its default `--clip-mode rescale`, over the whole song), then encoded as `kind`. A song separated
-    whole is one chunk, at level 1, which Demucs has rescaled already (the gain is then 1)."""
-    peak = max((float(np.abs(block).max()) for block in joined(stems, chunks, level) if block.size), default=0.0)
-    gain = 1 / max(1.01 * peak, 1)
+    whole is one chunk at level 1 that Demucs has rescaled already (`rescale` False: no pass to find its peak)."""
+    gain = 1.0
+    if rescale:
+        peak = max((float(np.abs(block).max()) for block in joined(stems, chunks, level) if block.size), default=0.0)
+        gain = 1 / max(1.01 * peak, 1)
     frames = chunks[-1].end
     with Encoder(path, kind, frames, mp3_bitrate) as encoder:
         for block in joined(stems, chunks, level):

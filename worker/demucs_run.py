@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,6 @@ from msaas.deadline import Deadline
 from msaas.errors import ConfigError
 from msaas.options import Options
 from msaas.settings import Settings
-from worker import resources
 
 log = logging.getLogger(__name__)
 MALLOCS = ("tcmalloc", "system")
@@ -139,16 +138,6 @@ def tcmalloc() -> str | None:
         log.warning("libtcmalloc_minimal is not installed: Demucs runs with the system's malloc, about 15%% slower "
                     "(apt-get install libtcmalloc-minimal4, or DEMUCS_MALLOC=system to silence this)")
     return name
-
-
-def separation_cpus(threads: int, env: Mapping[str, str], cgroup: Path = resources.CGROUP) -> int:
-    """The CPUs one separation uses: `DEMUCS_THREADS` if set; else `OMP_NUM_THREADS` if set (the manifests set it
-    to the pod's CPU limit); else the CPUs this process may use (`resources.cpus`)."""
-    if threads > 0:
-        return threads
-    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
-        return int(env["OMP_NUM_THREADS"])
-    return resources.cpus(cgroup)
 
 
 def _ffmpeg_dir() -> Path:

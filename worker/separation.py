@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +31,6 @@ from worker.demucs_run import (
     check_space,
     last_line,
     run,
-    separation_cpus,
     tail,
 )
 
@@ -66,6 +65,16 @@ class SeparationConfig:
         return cls(DemucsConfig.of(settings), separation_cpus(settings.demucs_threads, os.environ),
                    settings.demucs_jobs, budget, settings.chunk_seconds, settings.chunk_overlap_seconds,
                    settings.demucs_timeout_min, settings.demucs_timeout_factor)
+
+
+def separation_cpus(threads: int, env: Mapping[str, str], cgroup: Path = resources.CGROUP) -> int:
+    """The CPUs one separation uses: `DEMUCS_THREADS` if set; else `OMP_NUM_THREADS` if set (the manifests set it
+    to the pod's CPU limit); else the CPUs this process may use (`resources.cpus`)."""
+    if threads > 0:
+        return threads
+    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        return int(env["OMP_NUM_THREADS"])
+    return resources.cpus(cgroup)
 
 
 @dataclass(frozen=True)
@@ -162,7 +171,8 @@ def separate(
     outputs = {track: joined / f"{track}.{song.options.format}" for track in tracks}
 
     def encode(track: str) -> None:
-        chunks.join(stems[track], grid, outputs[track], song.options.format, song.options.mp3_bitrate, level)
+        chunks.join(stems[track], grid, outputs[track], song.options.format, song.options.mp3_bitrate, level,
+                    rescale=bool(song.chunks))
 
     # One track per CPU at a time: lameenc and numpy let go of the GIL while they work.
     with ThreadPoolExecutor(max(1, min(config.cpus, len(tracks)))) as pool:
