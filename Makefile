@@ -71,9 +71,11 @@ bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 # The gRPC contract's Python code (msaas/v1/), generated from proto/ and committed, so the images and the `msaas`
-# command need no code generator; tests/test_rpc_contract.py fails when it is stale.
+# command need no code generator; tests/test_rpc_contract.py fails when it is stale. The proto's Options message is
+# written from the options table first (proto/generate.py).
 PROTOC := $(PYTHON) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=.
 proto: install
+	$(PYTHON) proto/generate.py
 	$(PROTOC) proto/msaas/v1/separation.proto
 
 # Regenerate the full pin list after changing requirements/*.txt.

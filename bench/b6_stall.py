@@ -8,6 +8,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import redis
+
 from bench import songs
 from bench.config import Plan
 from bench.report import Check, Section, Table, ms, seconds
@@ -15,7 +17,6 @@ from bench.stack import Callbacks, Stack, Upload, upload
 from devstack.receivers import DrippingReceiver
 from msaas.connections import connect_redis
 from msaas.naming import songhash_of
-from msaas.status import SongStatus
 
 TITLE = "B6 stall: a dripping callback receiver and the song behind it"
 DRIP_SECONDS = 2.0  # between header bytes, as in issue 12
@@ -31,7 +32,7 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
         DrippingReceiver(DRIP_SECONDS, DRIP_BYTES) as dripping,
         Stack(scratch / "b6", plan.model, worker_env=plan.worker_env(plan.cores)) as stack,
     ):
-        status = SongStatus(connect_redis(stack.settings))
+        status = connect_redis(stack.settings)
         for rep in range(plan.reps):
             first, second = songs.variant(mp3, f"b6-first-{rep}"), songs.variant(mp3, f"b6-second-{rep}")
             stalls.append(_stall(stack, status, callbacks, dripping, first, second))
@@ -40,7 +41,7 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
 
 
 def _stall(
-    stack: Stack, status: SongStatus, callbacks: Callbacks, dripping: DrippingReceiver, first: bytes, second: bytes
+    stack: Stack, status: redis.Redis, callbacks: Callbacks, dripping: DrippingReceiver, first: bytes, second: bytes
 ) -> float:
     """Seconds from the first song's callback reaching the dripping receiver to the worker taking the second."""
     hostile = Upload(songhash_of(first), first, {"Content-Type": "audio/mpeg"}, {"callback_url": dripping.url})
@@ -49,7 +50,7 @@ def _stall(
     stack.submit(hostile)
     stack.submit(behind)
     stack.wait_done(callbacks, behind.songhash, 3600)
-    return float(status.get(behind.songhash)["processing_at"]) - dripping.arrivals[called]
+    return float(status.hget(f"status:{behind.songhash}", "processing_at")) - dripping.arrivals[called]
 
 
 def _span(stall: float) -> str:

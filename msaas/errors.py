@@ -1,4 +1,5 @@
-"""Named errors of the service. Each API maps each class to one status in one place (rest/errors.py)."""
+"""Named errors of the service, each with the HTTP status and gRPC code it is answered with: the one table both APIs
+read (rest/errors.py, rpc/guards.py) and docs/api.md lists (a test holds the three together)."""
 
 from __future__ import annotations
 
@@ -21,46 +22,83 @@ class InvalidJob(Exception):
 
 
 class ServiceError(Exception):
-    """A failure a client can be told about: a stable `code` and a human `message`."""
+    """A failure a client can be told about: a stable `code`, a human `message`, and (for 429 and 503) the seconds
+    after which a retry may succeed."""
 
     code = "error"
+    http_status = 500
+    grpc_code = "INTERNAL"  # a grpc.StatusCode name (msaas imports no grpc)
+    retry_after: int | None = None
 
-    def __init__(self, message: str, code: str | None = None) -> None:
+    def __init__(self, message: str, code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class BadRequest(ServiceError):
-    code = "bad_request"
+    code, http_status, grpc_code = "bad_request", 400, "INVALID_ARGUMENT"
+
+
+class Unauthorized(ServiceError):
+    """No API key, or one no tenant holds (or not an admin key, on an admin route)."""
+
+    code, http_status, grpc_code = "unauthorized", 401, "UNAUTHENTICATED"
+
+
+class NotFound(ServiceError):
+    """Never submitted (by this tenant: another tenant's song answers exactly as an unknown one)."""
+
+    code, http_status, grpc_code = "not_found", 404, "NOT_FOUND"
+
+
+class Conflict(ServiceError):
+    """The request contradicts the state it meets (a dead letter whose song was queued again meanwhile)."""
+
+    code, http_status, grpc_code = "conflict", 409, "FAILED_PRECONDITION"
 
 
 class TooLarge(ServiceError):
     """The request, or one of its fields, is larger than the service accepts."""
 
-    code = "too_large"
+    code, http_status, grpc_code = "too_large", 413, "RESOURCE_EXHAUSTED"
+
+
 class FieldTooLarge(TooLarge):
     """A request's fields other than the song are over their size cap."""
 
     code = "field_too_large"
 
 
-class NotFound(ServiceError):
-    code = "not_found"
+class OverLimit(ServiceError):
+    """A limit of the client or its tenant (requests a minute, audio a day, songs queued at once) is reached; the
+    code names which, and `retry_after` says when it lifts."""
+
+    code, http_status, grpc_code = "too_many_requests", 429, "RESOURCE_EXHAUSTED"
+    retry_after = 60
 
 
 class BackendUnavailable(ServiceError):
     """Redis or the object store cannot be reached; the request may succeed later."""
 
-    code = "backend_unavailable"
+    code, http_status, grpc_code = "backend_unavailable", 503, "UNAVAILABLE"
+    retry_after = 5
 
 
 class LocalResourceError(ServiceError):
     """This machine's own resources failed the work (a full or read-only WORK_DIR, a quota, too many open
     files): neither the request's fault nor a backing service's outage."""
 
-    code = "local_resource_unavailable"
+    code, http_status, grpc_code = "local_resource_unavailable", 503, "UNAVAILABLE"
+    retry_after = 5
+
+
+# Every class a client can be answered with, for the tables derived from them (docs/api.md, both APIs' maps).
+ERRORS = (BadRequest, Unauthorized, NotFound, Conflict, TooLarge, FieldTooLarge, OverLimit, BackendUnavailable,
+          LocalResourceError)
 
 
 # What the local system answers when its disks or file limits fail us, not when the network does.

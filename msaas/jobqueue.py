@@ -1,37 +1,98 @@
-"""The worker queue: a Redis list of JSON jobs, consumed with the reliable-queue pattern.
+"""The worker queue `toWorker`: JSON jobs in, taken in fair turns, reliably, by workers.
 
-REST pushes on the left; a worker moves the rightmost job atomically into its own processing list (BLMOVE),
-so a job is never only in a dead worker's memory. A live worker keeps a lease key alive; when a worker's
-lease expires, any live worker puts the jobs of its processing list back on the queue (`reap`).
+Jobs enter as the reference's did, pushed onto the Redis list `toWorker` (by the APIs, or by a script). Admission
+moves each into the reliable queue (msaas/reliable.py) with its turn: previews in their own lane, taken first, in
+the order they came; every other job in the normal lane, by start-time fair queuing over tenants (Goyal et al.,
+SFQ): a job's turn is max(the turn last taken, its tenant's last finish), and its tenant's finish grows by the
+song's seconds over the tenant's weight. So a tenant's backlog never holds another's song back by more than the
+songs already running, and tenants with backlogs share the workers' audio seconds by their weights. Admission,
+turns and taking are O(log n) in the jobs queued; positions are a rank, never a walk down the queue.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import redis
 
 from msaas.errors import InvalidJob
-from msaas.jobs import Job
+from msaas.jobs import LANES, OPEN_TENANT, Job
+from msaas.reliable import LIB, Reaped, ReliableQueue, Taken
 
-T = TypeVar("T")
-IF_OWNER = """
-if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == 'del' then return redis.call('del', KEYS[1]) end
-return redis.call('pexpire', KEYS[1], ARGV[3])
+ADMIT_BATCH = 100  # jobs admitted per call: a flood of scripted pushes is admitted over several takes
+# Moves up to ARGV[2] jobs from the list `q` into the lanes (see the module's doc). A job's id is its `id` when that
+# is a plain name, else the SHA-1 of its text, so pushing the same job twice admits it once.
+ADMIT = """
+local function admit(q, limit)
+  for _ = 1, limit do
+    local raw = redis.call('RPOP', q)
+    if not raw then return end
+    local ok, job = pcall(cjson.decode, raw)
+    if not ok or type(job) ~= 'table' then job = {} end
+    local id = job.id
+    if type(id) ~= 'string' or #id > 64 or not string.match(id, '^[%w_-]+$') then id = redis.sha1hex(raw) end
+    local tenant = job.tenant
+    if type(tenant) ~= 'string' or tenant == '' then tenant = '""" + OPEN_TENANT + """' end
+    local seconds = tonumber(type(job.seconds) == 'number' and job.seconds or 0) or 0
+    local lane, order = 'normal', 0
+    if job.lane == 'preview' then
+      lane, order = 'preview', redis.call('INCR', qkey(q, 'arrivals'))
+    else
+      local weight = tonumber(redis.call('HGET', qkey(q, 'weights'), tenant) or '1') or 1
+      local start = math.max(tonumber(redis.call('GET', qkey(q, 'front:normal')) or '0'),
+                             tonumber(redis.call('HGET', qkey(q, 'finish'), tenant) or '0'))
+      order = start
+      redis.call('HSET', qkey(q, 'finish'), tenant, start + math.max(seconds, 1) / weight)
+    end
+    local model = type(job.model) == 'string' and job.model or ''
+    push(q, id, raw, lane, order, {'tenant', tenant, 'seconds', seconds, 'model', model})
+  end
+end
 """
+TAKE = LIB + ADMIT + "admit(ARGV[1], " + str(ADMIT_BATCH) + ") return take(ARGV[1], ARGV[2], tonumber(ARGV[3]), {" + \
+    ", ".join(f"'{lane}'" for lane in LANES) + "})"
+ADMIT_ONLY = LIB + ADMIT + "admit(ARGV[1], tonumber(ARGV[2])) return 1"
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """A job taken off the queue: the raw entry (to acknowledge it) and the decoded job, if it decodes."""
+    """A job taken off the queue: the entry (its token fences every write for it) and the job, if it decodes."""
 
-    raw: str
+    taken: Taken
     job: Job | None
     error: str | None = None
+
+    @property
+    def attempts(self) -> int:
+        """Attempts that ended without a result before this one."""
+        return self.taken.attempts
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A job that will not be retried, as an operator inspects it."""
+
+    id: str
+    job: str  # the job's JSON, as it was queued
+    reason: str
+    attempts: int
+    last_worker: str
+    buried_at: float  # seconds since the epoch
+    tenant: str
+
+    def as_json(self) -> dict:
+        """The letter as both APIs and the CLI show it."""
+        try:
+            job = json.loads(self.job)
+        except ValueError:
+            job = None
+        songhash = job.get("songhash", job.get("hash")) if isinstance(job, dict) else None
+        return {"id": self.id, "songhash": songhash if isinstance(songhash, str) else None, "reason": self.reason,
+                "attempts": self.attempts, "last_worker": self.last_worker, "tenant": self.tenant,
+                "buried_at": datetime.datetime.fromtimestamp(self.buried_at, datetime.UTC).isoformat(
+                    timespec="milliseconds"), "job": self.job}
 
 
 class JobQueue:
@@ -39,158 +100,77 @@ class JobQueue:
         self.redis = connection
         self.name = name
         self.default_model = default_model  # for entries that name no model (pushed by a script)
-        self.dead_letters = f"{name}:dead"
-        # Compare and act in one step: a lock that expired and was taken by another worker is left alone.
-        self._if_owner = connection.register_script(IF_OWNER)
-
-    def processing_list(self, worker: str) -> str:
-        return f"{self.name}:processing:{worker}"
-
-    def lease_key(self, worker: str) -> str:
-        return f"{self.name}:lease:{worker}"
-
-    def result_lock_key(self, result: str) -> str:
-        return f"{self.name}:song:{result}"  # "song": the name the locks had when a result was a song
+        self.entries = ReliableQueue(connection, name, LANES)
+        self._take = connection.register_script(TAKE)
+        self._admit = connection.register_script(ADMIT_ONLY)
 
     def push(self, job: Job, pipeline: redis.client.Pipeline | None = None) -> None:
-        """The one way onto the queue; with `pipeline`, as part of the caller's transaction."""
-        (pipeline or self.redis).lpush(self.name, job.to_json())
+        """The one way onto the queue: onto the list `toWorker`, then admitted at once (in the caller's transaction,
+        with `pipeline`)."""
+        client = pipeline or self.redis
+        client.lpush(self.name, job.to_json())
+        self._admit(args=[self.name, ADMIT_BATCH], client=client)
 
     def decode(self, raw: str) -> Job:
         return Job.from_json(raw, self.default_model)
 
-    def waiting(self) -> list[Job]:
-        """Jobs not yet taken by a worker, next one first; entries that do not decode are left out."""
-        return [job for raw in reversed(self.redis.lrange(self.name, 0, -1)) if (job := _decode(self, raw))]
-
-    def entries_of(self, job_id: str, connection: redis.Redis | redis.client.Pipeline | None = None) -> list[str]:
-        """The queue's entries of one job (as they are, to remove them)."""
-        entries = (connection or self.redis).lrange(self.name, 0, -1)
-        return [raw for raw in entries if (job := _decode(self, raw)) and job.id == job_id]
-
-    def take(self, worker: str, timeout: float) -> Delivery | None:
-        """Block up to `timeout` seconds for a job and move it into `worker`'s processing list."""
-        raw = self.redis.blmove(self.name, self.processing_list(worker), timeout, "RIGHT", "LEFT")
-        if raw is None:
+    def take(self, worker: str, lease_seconds: float) -> Delivery | None:
+        """The next job in turn, held by `worker` for `lease_seconds` unless renewed; None if none is queued."""
+        taken = self._take(args=[self.name, worker, int(lease_seconds * 1000)])
+        if not taken:
             return None
+        taken = Taken(taken[0], taken[1], taken[2], int(taken[3] or 0))
         try:
-            return Delivery(raw, self.decode(raw))
+            return Delivery(taken, self.decode(taken.body))
         except InvalidJob as error:
-            return Delivery(raw, None, error.message)
+            return Delivery(taken, None, error.message)
 
-    def ack(self, worker: str, delivery: Delivery) -> None:
-        """The job is finished (done or failed for good): drop it from the processing list."""
-        self.redis.lrem(self.processing_list(worker), 1, delivery.raw)
+    def wait(self, timeout: float) -> None:
+        self.entries.wait(timeout)
 
-    def _move(self, worker: str, delivery: Delivery, push: str, target: str, entry: str) -> None:
-        # One MULTI/EXEC: the job is never in both lists, and never in neither.
-        with self.redis.pipeline() as pipe:
-            getattr(pipe, push)(target, entry)
-            pipe.lrem(self.processing_list(worker), 1, delivery.raw)
-            pipe.execute()
+    def renew(self, delivery: Delivery, lease_seconds: float) -> bool:
+        return self.entries.renew(delivery.taken, lease_seconds)
 
-    def hand_back(self, worker: str, delivery: Delivery) -> None:
-        """Return an unfinished job, not its fault (shutdown, outage), to the end that is taken next."""
-        self._move(worker, delivery, "rpush", self.name, delivery.raw)
+    def holds(self, delivery: Delivery) -> bool:
+        """Whether this delivery is still the job's current one (not cancelled, reaped or finished elsewhere)."""
+        return self.entries.holds(delivery.taken)
 
-    def hand_back_all(self, worker: str) -> list[str]:
-        """Move everything in `worker`'s processing list back to the queue, oldest to be taken first."""
-        moved = []
-        while (raw := self.redis.lmove(self.processing_list(worker), self.name, "RIGHT", "RIGHT")) is not None:
-            moved.append(raw)
-        return moved
+    def bury(self, delivery: Delivery, reason: str) -> bool:
+        return self.entries.bury(delivery.taken, reason)
 
-    def postpone(self, worker: str, delivery: Delivery) -> None:
-        """Put a job, uncounted, behind the others (its result is busy elsewhere)."""
-        self._move(worker, delivery, "lpush", self.name, delivery.raw)
+    def remove(self, job_id: str, pipeline: redis.client.Pipeline | None = None) -> None:
+        self.entries.remove(job_id, pipeline)
 
-    def retry(self, worker: str, delivery: Delivery, job: Job) -> None:
-        """Queue `job` (its attempt counted) again behind the others, so a failing job does not block them."""
-        self._move(worker, delivery, "lpush", self.name, job.to_json())
+    def reap(self, max_attempts: int) -> list[Reaped]:
+        return self.entries.reap(max_attempts)
 
-    def bury(self, worker: str, delivery: Delivery, reason: str) -> None:
-        """Keep a job that will not be retried on the dead-letter list, with why."""
-        self._move(worker, delivery, "lpush", self.dead_letters, json.dumps({"reason": reason, "job": delivery.raw}))
+    def position(self, job_id: str) -> int | None:
+        return self.entries.position(job_id)
 
-    def dead(self) -> list[dict]:
-        return [json.loads(entry) for entry in self.redis.lrange(self.dead_letters, 0, -1)]
+    def depths(self) -> dict[str, int]:
+        """Jobs waiting (every lane), delayed for a retry, being separated, and dead: counters, not walks."""
+        counts = self.entries.counts()
+        waiting = sum(counts.pop(f"lane:{lane}") for lane in LANES)
+        return {"waiting": waiting + self.redis.llen(self.name), **counts}
 
-    def depths(self) -> tuple[int, int, int]:
-        """Jobs waiting, jobs in every worker's processing list, and dead letters (for metrics)."""
-        processing = sum(self.redis.llen(key) for key in self.redis.scan_iter(match=self.processing_list("*")))
-        return self.redis.llen(self.name), processing, self.redis.llen(self.dead_letters)
+    def dead_letters(self, after: tuple[float, str] | None = None, limit: int = 50) -> list[DeadLetter]:
+        rows = self.entries.page("dead", after, limit)
+        return [letter for entry_id, _ in rows if (letter := self.dead_letter(entry_id)) is not None]
 
-    def renew_lease(self, worker: str, seconds: float) -> None:
-        self.redis.set(self.lease_key(worker), "alive", px=int(seconds * 1000))
+    def dead_letter(self, entry_id: str) -> DeadLetter | None:
+        body, reason, attempts, holder, buried, tenant = self.entries.fields(
+            entry_id, "body", "reason", "attempts", "last_holder", "buried_at", "tenant")
+        if body is None or buried is None:
+            return None
+        return DeadLetter(entry_id, body, reason or "", int(attempts or 0), holder or "", int(buried) / 1000,
+                          tenant or OPEN_TENANT)
 
-    def drop_lease(self, worker: str) -> None:
-        self.redis.delete(self.lease_key(worker))
+    def revive(self, entry_id: str) -> bool:
+        """A dead job back in its turn, its attempts forgotten; False if it is not dead."""
+        return self.entries.revive(entry_id)
 
-    def lock_result(self, result: str, worker: str, seconds: float) -> bool:
-        """Only one worker at a time may write a result's tracks; False if another holds the result."""
-        key = self.result_lock_key(result)
-        if self.redis.set(key, worker, nx=True, px=int(seconds * 1000)):
-            return True
-        return self.redis.get(key) == worker
-
-    def renew_result_lock(self, result: str, worker: str, seconds: float) -> None:
-        self._if_owner(keys=[self.result_lock_key(result)], args=[worker, "pexpire", int(seconds * 1000)])
-
-    def unlock_result(self, result: str, worker: str) -> None:
-        self._if_owner(keys=[self.result_lock_key(result)], args=[worker, "del", 0])
-
-    def reap(self) -> list[tuple[str, Job | None]]:
-        """Put back on the queue every job held by a worker whose lease expired; return what was requeued.
-
-        Each recovered job counts one attempt, so a job that kills its worker every time ends dead-lettered.
-        """
-        def requeue(raw: str) -> tuple[str, Job | None]:
-            job = _decode(self, raw)
-            if job is None:
-                return raw, None
-            job = job.next_attempt()
-            return job.to_json(), job
-
-        return reap_lists(self.redis, self.processing_list(""), self.lease_key, self.name, requeue)
-
-
-def reap_lists(
-    connection: redis.Redis,
-    prefix: str,
-    lease_key: Callable[[str], str],
-    queue: str,
-    requeue: Callable[[str], tuple[str, T]],
-) -> list[tuple[str, T]]:
-    """Move the entries of every processing list `<prefix><worker>` whose worker's lease expired back onto
-    `queue`, as `requeue(raw)` rewrites them; return (worker, what requeue said) for each."""
-    recovered: list[tuple[str, T]] = []
-    for key in connection.scan_iter(match=f"{prefix}*", count=100):
-        worker = key.removeprefix(prefix)
-        with connection.pipeline() as pipe:
-            try:
-                # WATCH: if the worker comes back, or another reaper gets there first, nothing happens twice.
-                pipe.watch(key, lease_key(worker))
-                if pipe.exists(lease_key(worker)):
-                    continue
-                entries = pipe.lrange(key, 0, -1)
-                if not entries:
-                    continue
-                requeued = [requeue(raw) for raw in entries]
-                pipe.multi()
-                # The processing list's newest entry is on the left: pushing left to right onto the
-                # taken end leaves the oldest entry to be taken first.
-                for entry, _ in requeued:
-                    pipe.rpush(queue, entry)
-                pipe.delete(key)
-                pipe.execute()
-                recovered.extend((worker, outcome) for _, outcome in requeued)
-            except redis.WatchError:
-                continue
-    return recovered
-
-
-def _decode(queue: JobQueue, raw: str) -> Job | None:
-    try:
-        return queue.decode(raw)
-    except InvalidJob:
-        return None
+    def purge(self, entry_id: str) -> bool:
+        """Forget a dead job for good; False if it is not dead."""
+        if self.redis.zscore(self.entries.key("dead"), entry_id) is None:
+            return False
+        return self.entries.remove(entry_id)

@@ -1,8 +1,9 @@
 """The job on the wire: one song to separate with resolved options, as pushed onto the worker queue.
 
 The JSON is flat and stays readable by older parts: `songhash` (or the reference's `hash`), each option by
-name, `result`, `seconds`, `callback`, `enqueued_at`, `id`, `attempts`. A job pushed by a script may carry only
-the songhash: whoever decodes it resolves what is missing with its own defaults, once.
+name, `result`, `seconds`, `tenant`, `lane`, `callback`, `enqueued_at`, `id`. A job pushed by a script may carry
+only the songhash: whoever decodes it resolves what is missing with its own defaults, once. How many times a job
+was attempted is the queue's to count (msaas/reliable.py), not the job's.
 """
 
 from __future__ import annotations
@@ -10,15 +11,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import secrets
 import time
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from msaas.errors import BadRequest, InvalidJob
 from msaas.naming import SONGHASH, Result
 from msaas.options import SPECS, Options
+
+OPEN_TENANT = "open"  # whose songs they are when no keys are configured, and whose a script's jobs are
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+JOB_ID = re.compile(r"[0-9a-zA-Z_-]{1,64}")  # ids name Redis keys
+LANES = ("preview", "normal")  # a preview is taken before any song of the normal lane
+
+
+def new_job_id() -> str:
+    """Unique, and in the order jobs were made: the queue breaks ties between equal turns by it."""
+    return f"{time.time_ns():016x}{secrets.token_hex(6)}"
 
 
 @dataclass(frozen=True)
@@ -52,26 +64,24 @@ class Job:
     options: Options
     result: Result
     seconds: float = 0.0  # the song's length, decoded once where the job was accepted (msaas/mp3.py)
-    callback: Callback | None = None
+    callback: Callback | None = None  # a script's job may carry one; the APIs keep each tenant's with its claim
     enqueued_at: float = field(default_factory=time.time)
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the same in every delivery of this job
-    attempts: int = 0  # deliveries that ended without a result so far
+    id: str = field(default_factory=new_job_id)  # the same in every delivery of this job
+    tenant: str = OPEN_TENANT  # who queued it: its turn is that tenant's (msaas/jobqueue.py)
+    lane: str = "normal"
 
     @classmethod
     def of(cls, songhash: str, options: Options, default_model: str, seconds: float = 0.0,
-           callback: Callback | None = None) -> Job:
-        return cls(songhash, options, options.result(songhash, default_model), seconds, callback)
+           callback: Callback | None = None, tenant: str = OPEN_TENANT) -> Job:
+        return cls(songhash, options, options.result(songhash, default_model), seconds, callback, tenant=tenant)
 
     def to_json(self) -> str:
         body = {
             "songhash": self.songhash, **self.options.as_fields(), "result": self.result.id,
             "seconds": self.seconds, "callback": None if self.callback is None else vars(self.callback),
-            "enqueued_at": self.enqueued_at, "id": self.id, "attempts": self.attempts,
+            "enqueued_at": self.enqueued_at, "id": self.id, "tenant": self.tenant, "lane": self.lane,
         }
         return json.dumps(body, separators=(",", ":"))
-
-    def next_attempt(self) -> Job:
-        return replace(self, attempts=self.attempts + 1)
 
     @classmethod
     def from_json(cls, raw: str | bytes, default_model: str) -> Job:
@@ -91,6 +101,9 @@ class Job:
             callback = None if body.get("callback") is None else Callback.parse(body["callback"])
         except BadRequest as error:
             raise InvalidJob(f"job {error.message}") from None
+        tenant = body.get("tenant") or OPEN_TENANT
+        if not isinstance(tenant, str) or not TENANT_NAME.fullmatch(tenant):
+            raise InvalidJob(f"job's 'tenant' {tenant!r} is not a tenant's name")
         return cls(
             songhash=songhash,
             options=options,
@@ -98,10 +111,24 @@ class Job:
             seconds=_count(body.get("seconds", 0.0), "seconds", float),
             callback=callback,
             enqueued_at=_count(body.get("enqueued_at") or time.time(), "enqueued_at", float),
-            # A job pushed by a script has no id: one derived from its text is the same for every copy of it.
-            id=str(body.get("id") or hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()[:32]),
-            attempts=_count(body.get("attempts", 0), "attempts", int),
+            id=entry_id(raw),
+            tenant=tenant,
+            lane=body.get("lane") if body.get("lane") in LANES else "normal",
         )
+
+
+def entry_id(raw: str | bytes) -> str:
+    """The id a queue entry goes by, as the queue's admission script derives it: the job's `id` when it is one, else
+    the SHA-1 of its text (a job pushed by a script: every copy of it is the same job)."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        body = None
+    job_id = body.get("id") if isinstance(body, dict) else None
+    if isinstance(job_id, str) and JOB_ID.fullmatch(job_id):
+        return job_id
+    return hashlib.sha1(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
 
 
 def _result(value: object, songhash: str, options: Options, default_model: str) -> Result:

@@ -48,9 +48,14 @@ def song_prefixes(songhash: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class Result:
-    """One separation of a song with given options. The reference's defaults have no tag, and their tracks the
-    reference's names (`<songhash>-vocals.mp3`); any other options are tagged (`htdemucs_6s-all-mp3320`), and
-    their tracks lie under `<songhash>/<tag>/`, so results never overwrite or get mistaken for each other."""
+    """One separation of a song with given options. The reference's defaults have no tag; any other options are
+    tagged (`htdemucs_6s-all-mp3320`), so results never overwrite or get mistaken for each other.
+
+    Each attempt writes its tracks under names of its own, `<songhash>/<tag or "default">/<token>/<track>.<ext>`
+    (the token fences the attempt: msaas/reliable.py), and the status names the attempt whose tracks are the
+    result's (`published`): a partial or stale attempt's files are never served, and an attempt removes only its
+    own. Results stored before attempts had names of their own lie at `key()`: `<songhash>-vocals.mp3` (the
+    reference's names), or under `<songhash>/<tag>/`."""
 
     songhash: str
     tag: str = ""
@@ -66,6 +71,14 @@ class Result:
 
     def key(self, track: str, extension: str) -> str:
         return f"{self.prefix}{track}.{extension}"
+
+    @property
+    def objects(self) -> str:
+        """The prefix under which every attempt of this result writes."""
+        return f"{self.songhash}/{self.tag or 'default'}/"
+
+    def attempt_key(self, token: str, track: str, extension: str) -> str:
+        return f"{self.objects}{token}/{track}.{extension}"
 
     @classmethod
     def parse(cls, value: str) -> Result:

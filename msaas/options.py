@@ -35,6 +35,7 @@ class Spec:
     choices: tuple = ()
     bounds: tuple[float, float] | None = None
     error: str = "invalid_option"  # the error code a wrong value gets
+    number: int = 0  # its field number in the proto's Options message: never reused (proto/generate.py)
 
     def parse(self, raw: object) -> Any:
         """A JSON value, or the text of a query string, form field or flag -> the option's value; BadRequest
@@ -96,24 +97,27 @@ def _typed(kind: type, raw: object) -> Any:
     return raw
 
 
-def option(name: str, kind: type, default: Any, help: str, choices: tuple = (), bounds=None,
+def option(number: int, name: str, kind: type, default: Any, help: str, choices: tuple = (), bounds=None,
            error: str = "invalid_option") -> Any:
-    return field(default=default, metadata={"spec": Spec(name, kind, default, help, tuple(choices), bounds, error)})
+    spec = Spec(name, kind, default, help, tuple(choices), bounds, error, number)
+    return field(default=default, metadata={"spec": spec})
 
 
 @dataclass(frozen=True)
 class Options:
     """The table. Instances are resolved: every value concrete, the model included."""
 
-    model: str = option("model", str, None, "Demucs model; default: the service's DEMUCS_MODEL", tuple(MODELS),
+    model: str = option(1, "model", str, None, "the model that separates the song", tuple(MODELS),
                         error="invalid_model")
     two_stems: str | None = option(
-        "two_stems", str, None, "separate one stem from the rest: tracks <stem> and no_<stem>", SIX_STEMS
+        2, "two_stems", str, None, "separate one stem from the rest: tracks <stem> and no_<stem>", SIX_STEMS
     )
-    format: str = option("format", str, "mp3", "the tracks' audio format", tuple(FORMATS))
-    mp3_bitrate: int | None = option("mp3_bitrate", int, 320, "kbit/s of MP3 tracks (format mp3 only)", MP3_BITRATES)
-    overlap: float = option("overlap", float, 0.25, "share of each Demucs segment that overlaps the next (Demucs' "
+    format: str = option(3, "format", str, "mp3", "the tracks' audio format", tuple(FORMATS))
+    mp3_bitrate: int | None = option(4, "mp3_bitrate", int, 320, "kbit/s of MP3 tracks (format mp3 only)", MP3_BITRATES)
+    overlap: float = option(5, "overlap", float, 0.25, "share of each Demucs segment that overlaps the next (Demucs' "
                             "--overlap): more is smoother and slower", bounds=(0.0, 0.9))
+    shifts: int = option(6, "shifts", int, 1, "random time shifts of the song Demucs separates and averages (Demucs' "
+                         "--shifts): each one more is a whole separation more; 0 makes runs repeatable", bounds=(0, 10))
 
     @classmethod
     def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:

@@ -60,7 +60,9 @@ class Settings:
     work_dir: Path | None = None  # scratch space for the worker; the system's temp folder if unset
     demucs_timeout_min: float = 120.0  # a separation may take this long plus...
     demucs_timeout_factor: float = 10.0  # ...this many seconds per second of audio; then it is killed
-    max_attempts: int = 3  # deliveries of a job before it is dead-lettered
+    max_attempts: int = 3  # attempts at a job before it is dead-lettered
+    retry_backoff: float = 10.0  # seconds before a failed job's second attempt; doubled for each later one...
+    retry_backoff_cap: float = 600.0  # ...up to this (each wait less up to a quarter of it, at random)
     lease_seconds: float = 30.0  # a worker silent this long is presumed dead and its jobs are requeued
     shutdown_grace: float = 25.0  # on SIGTERM, finish the current job if it ends within this, else hand it back
     callback_timeout: float = 10.0  # seconds one callback attempt may take, wall clock, however the receiver answers
@@ -69,7 +71,9 @@ class Settings:
     callback_backoff: float = 1.0  # ...waiting this, then twice as long, and so on, between them
     callback_secret: str = ""  # signs callbacks (HMAC-SHA256); unsigned when empty
     callback_allow_hosts: str = ""  # comma-separated hosts exempt from the private-address guard
-    api_keys: str = ""  # comma-separated bearer tokens; empty: no authentication
+    api_keys: str = ""  # comma-separated bearer tokens, each a tenant of its own; empty (and no TENANTS_FILE): open
+    tenants_file: Path | None = None  # tenants, their keys, weights and limits (JSON; re-read when it changes)
+    admin_keys: str = ""  # comma-separated keys for the admin routes (dead letters, every tenant's usage)
     rate_limit_per_minute: int = 1200  # API requests per client per minute; 0: unlimited
     max_song_seconds: float = 3600.0  # longest song accepted
     retention_days: int = 0  # inputs and outputs expire after this many days; 0: kept

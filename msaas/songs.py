@@ -1,4 +1,5 @@
-"""What the APIs do with songs, once for REST and gRPC alike: accept, describe, serve, remove and cancel them.
+"""What the APIs do with songs, once for REST and gRPC alike: accept, describe, serve, remove and cancel them, each
+for the tenant asking (msaas/claims.py: a tenant sees only what it submitted).
 
 Each API turns its requests into these calls and their answers (or named errors) into its own wire format; no
 rule about songs lives in an API.
@@ -10,25 +11,31 @@ import datetime
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
 from msaas.callbacks import check_callback_url
-from msaas.errors import BackendUnavailable, BadRequest, NotFound
+from msaas.claims import Claims
+from msaas.errors import BackendUnavailable, BadRequest, NotFound, OverLimit
+from msaas.eta import Estimates
 from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback, Job
 from msaas.mp3 import check_mp3
 from msaas.naming import Result, check_songhash, parse_track
 from msaas.options import Options
-from msaas.status import ACTIVE, CANCELLED, DONE, FAILED, PROCESSING, QUEUED, STATES, SongStatus
+from msaas.records import ACTIVE, CANCELLED, DONE, FAILED, PROCESSING, QUEUED, STATES
+from msaas.shapes import CallbackState, SongState
 from msaas.storage import Download, ObjectStore
+from msaas.tenants import Tenant
 from msaas.uploads import Upload
 
 log = logging.getLogger(__name__)
 ENQUEUED = "Song enqueued for separation"  # the reference's words; clients may compare them
 TRACK_REMOVED = "Track removed"
 SONG_REMOVED = "Song removed"
+QUEUE_PAGE = 100  # songs a queue listing answers at most per page
+SONGS_QUEUED_RETRY = 30  # seconds a client over its songs-queued limit is asked to wait
 
 
 def cancel_reason(cancelled: int) -> str:
@@ -61,33 +68,35 @@ class TrackRef:
 
 
 @dataclass(frozen=True)
-class SongState:
-    """Where one result stands, as every API describes it."""
+class Waiting:
+    """One of a tenant's songs in a queue listing."""
 
     songhash: str
-    result: Result  # the result described (its tracks' names follow from it)
-    state: str
-    options: Options  # those the job was accepted with: what runs
-    tracks: tuple[str, ...]  # every track the result has (or will have)
-    attempts: int = 0
-    timestamps: dict[str, str] = field(default_factory=dict)  # state -> ISO 8601 time it was reached
-    reason: str = ""
-    position: int | None = None  # queued: 1 for the next job a worker takes; None once a worker has it
-    progress: float = 0.0
-    worker: str = ""
-    callback: dict | None = None  # delivered, attempts, outcome
+    result: str
+    state: str  # queued or processing
+    position: int | None
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    songs: list[Waiting]
+    cursor: str | None  # where the next page starts; None after the last
 
     @property
-    def ended(self) -> bool:
-        return self.state in (DONE, FAILED, CANCELLED)
+    def waiting(self) -> list[str]:
+        """The songhashes waiting for a worker, next first (the reference's listing)."""
+        queued = sorted((song for song in self.songs if song.state == QUEUED), key=lambda song: song.position or 0)
+        return [song.songhash for song in queued]
 
 
 class Songs:
-    def __init__(self, queue: JobQueue, store: ObjectStore, status: SongStatus, policy: Policy) -> None:
+    def __init__(self, queue: JobQueue, store: ObjectStore, claims: Claims, policy: Policy,
+                 estimates: Estimates) -> None:
         self.queue = queue
         self.store = store
-        self.status = status
+        self.claims = claims
         self.policy = policy
+        self.estimates = estimates
 
     def options(self, values: Mapping[str, object]) -> Options:
         return Options.resolve(values, self.policy.default_model)
@@ -99,67 +108,89 @@ class Songs:
         check_callback_url(callback.url, self.policy.callback_allow_hosts)
         return callback
 
-    def submit(self, upload: Upload, options: Options, callback: Callback | None) -> Submitted:
-        """Queue the song unless its result exists or is on its way."""
+    def submit(self, tenant: Tenant, upload: Upload, options: Options, callback: Callback | None) -> Submitted:
+        """Claim the song's result for the tenant, and queue it unless it exists or is on its way."""
         if upload.size == 0:
             raise BadRequest("mp3 is empty", "missing_mp3")
         songhash = upload.songhash
         result = options.result(songhash, self.policy.default_model)
-        state = self.status.get(result.id).get("state")
+        status = self.claims.status(result.id)
+        state = status.get("state")
         # "done" is trusted without asking the store: it expires before the tracks do (worker/loop.py), and
         # removing a track, or finding one missing, drops it.
-        if state == DONE:
-            return Submitted(songhash, "Song already separated with these options; its tracks are ready "
-                                       "(nothing queued)", False)
-        if state in ACTIVE:
+        if status.get("removed"):
+            state = "partial"  # a track was removed: no longer whole, so separated again
+        if state in (DONE, *ACTIVE) and self.claims.owns(tenant.name, result.id):
             return Submitted(songhash, _already(state, callback), False)
-        # Only songs that will be queued are checked: a repeat of a finished song answers at once.
-        seconds = check_mp3(upload.path, self.policy.max_song_seconds)
-        job = Job(songhash, options, result, seconds, callback)
+        # Only songs that may be queued are measured: a repeat of one separated or on its way has its length.
+        known = state in (DONE, *ACTIVE) and status.get("seconds")
+        seconds = float(status["seconds"]) if known else check_mp3(upload.path, self.policy.max_song_seconds)
+        self.check_limits(tenant, seconds)
+        job = Job(songhash, options, result, seconds, tenant=tenant.name)
         already_stored = self.store.has_input(songhash)
         if not already_stored:
             self.store.put_input(songhash, upload.path)
         try:
-            state = self.status.enqueue_once(self.queue, job)
+            before, new_claim, took_callback = self.claims.submit(tenant.name, job, callback, tenant.weight)
+            if new_claim:
+                self.claims.count_song(tenant.name, seconds)
         except redis.RedisError as error:
             if not already_stored:  # never leave an MP3 behind that no job will ever pick up
                 self.store.remove_input(songhash)
             raise BackendUnavailable(f"the job queue (Redis) is unreachable; nothing was queued: {error}") from None
-        if state is not None:
-            return Submitted(songhash, _already(state, callback), False)
-        log.info("song %s enqueued (%s, %.0f s, callback %s)", songhash, result.tag or "defaults", seconds,
-                 bool(callback))
+        if before in (DONE, *ACTIVE):
+            return Submitted(songhash, _already(before, None if took_callback else callback), False)
+        log.info("song %s enqueued for %s (%s, %.0f s, callback %s)", songhash, tenant.name, result.tag or "defaults",
+                 seconds, bool(callback))
         return Submitted(songhash, ENQUEUED, True)
 
-    def describe(self, songhash: str, options: Options) -> SongState:
-        """Where the result of these options stands; NotFound if it was never submitted."""
+    def check_limits(self, tenant: Tenant, seconds: float) -> None:
+        """The tenant's songs queued at once and audio a day (msaas/tenants.py); OverLimit naming the limit."""
+        if tenant.songs_queued and self.claims.active_count(tenant.name) >= tenant.songs_queued:
+            raise OverLimit(f"tenant {tenant.name} has {tenant.songs_queued} songs queued or processing, its limit; "
+                            "submit more as they finish", "songs_queued", retry_after=SONGS_QUEUED_RETRY)
+        if tenant.audio_minutes_per_day:
+            used = self.claims.audio_today(tenant.name)
+            if used + seconds > tenant.audio_minutes_per_day * 60:
+                now = datetime.datetime.now(datetime.UTC)
+                midnight = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+                raise OverLimit(
+                    f"tenant {tenant.name} has submitted {used / 60:.1f} of its {tenant.audio_minutes_per_day:g} audio "
+                    f"minutes today (UTC); this song is {seconds / 60:.1f} more", "audio_minutes_per_day",
+                    retry_after=int((midnight - now).total_seconds()) + 1)
+
+    def describe(self, tenant: Tenant, songhash: str, options: Options) -> SongState:
+        """Where the result of these options stands for this tenant; NotFound if it never submitted it."""
         result = options.result(check_songhash(songhash), self.policy.default_model)
-        fields = self.status.get(result.id)
-        if not fields or fields.get("state") not in STATES:
+        view = self.claims.view(tenant.name, result.id)
+        if view is None or view.status.get("state") not in STATES:
             raise NotFound(f"song {songhash} has not been submitted with these options", "song_not_found")
+        fields = view.status
         ran = _stored_options(fields, options)
         state = fields["state"]
+        progress = float(fields.get("progress") or 0) if state == PROCESSING else 100.0 if state == DONE else 0.0
         return SongState(
             songhash=result.songhash,
-            result=result,
             state=state,
-            options=ran,
-            tracks=ran.tracks(),
+            options=ran.as_fields(),
+            tracks=_present(ran.tracks(), fields),
             attempts=int(fields.get("attempts") or 0),
             timestamps={name: _iso(fields[f"{name}_at"]) for name in STATES if f"{name}_at" in fields},
             reason=fields.get("reason", ""),
-            position=self._position(result) if state == QUEUED else None,
-            progress=float(fields.get("progress") or 0) if state == PROCESSING else 100.0 if state == DONE else 0.0,
+            position=self.queue.position(fields["job_id"]) if state == QUEUED else None,
+            progress=progress,
             worker=fields.get("worker", "") if state == PROCESSING else "",
-            callback={
-                # pending until the worker's delivery threads have delivered it or given up
-                "state": fields.get("callback_state") or (
-                    "delivered" if fields.get("callback_delivered") == "true" else "failed"),
-                "delivered": fields.get("callback_delivered") == "true",
-                "attempts": int(fields.get("callback_attempts") or 0),
-                "outcome": fields["callback"],
-            } if "callback" in fields else None,
+            callback=_callback_state(view.claim),
+            eta_seconds=self._eta(fields, state, ran, progress),
         )
+
+    def _eta(self, fields: Mapping[str, str], state: str, options: Options, progress: float) -> float | None:
+        seconds = float(fields.get("seconds") or 0)
+        if state == QUEUED:
+            return self.estimates.queued(fields["job_id"], options.model, seconds)
+        if state == PROCESSING and "processing_at" in fields:
+            return self.estimates.processing(options.model, seconds, progress, float(fields["processing_at"]))
+        return None
 
     def track(self, songhash: str, track: str, values: Mapping[str, object]) -> TrackRef:
         """The track a track route names; its extension implies the format."""
@@ -173,88 +204,141 @@ class Songs:
             raise BadRequest(f"track extension .{extension} does not match format {options.format}", "invalid_track")
         return TrackRef(options.result(songhash, self.policy.default_model), track, options)
 
-    def open_track(self, ref: TrackRef) -> Download:
+    def open_track(self, tenant: Tenant, ref: TrackRef) -> Download:
+        key = self._track_key(tenant, ref)
         try:
-            return self.store.open_output(ref.result, ref.track, ref.options.format)
+            return self.store.open_output(key)
         except NotFound:
             raise NotFound(self.forget_missing(ref), "track_not_found") from None
 
-    def track_link(self, ref: TrackRef) -> str:
+    def track_link(self, tenant: Tenant, ref: TrackRef) -> str:
+        key = self._track_key(tenant, ref)
         try:
-            return self.store.output_link(ref.result, ref.track, ref.options.format)
+            return self.store.output_link(key)
         except NotFound:
             raise NotFound(self.forget_missing(ref), "track_not_found") from None
+
+    def _track_key(self, tenant: Tenant, ref: TrackRef) -> str:
+        """Where the track of a done result is stored: under the published attempt's names. NotFound, saying why,
+        for a result that is not done, or not this tenant's."""
+        view = self.claims.view(tenant.name, ref.result.id)
+        fields = view.status if view is not None else {}
+        tracks = _present(_stored_options(fields, ref.options).tracks(), fields)
+        if fields.get("state") != DONE or ref.track not in tracks:
+            raise NotFound(_missing(ref, fields), "track_not_found")
+        return track_key(fields, ref)
 
     def forget_missing(self, ref: TrackRef) -> str:
-        """A track that is not stored: if its result says it is done, one of its tracks is gone (removed or
-        expired behind the service's back), so forget that it is done, or repeats would be told its tracks are
-        ready; return why the track is missing, for the client."""
-        result, track, songhash = ref.result, ref.track, ref.result.songhash
-        try:
-            fields = self.status.get(result.id)
-            if fields.get("state") == DONE and track in _stored_options(fields, ref.options).tracks():
-                self.status.forget_done(result.id)
-                return f"track {track} of song {songhash} is no longer stored; submit the song again to separate it"
-        except redis.RedisError:
-            fields = {}
-        state = fields.get("state")
-        if state == FAILED:
-            return f"track {track} of song {songhash} does not exist: separation failed: {fields.get('reason')}"
-        if state in ACTIVE:
-            return f"track {track} of song {songhash} is not ready yet: the song is {state}"
-        if state == CANCELLED:
-            return f"track {track} of song {songhash} does not exist: the song was cancelled"
-        return f"track {track} of song {songhash} does not exist"
+        """A done result's track that is not stored (removed or expired behind the service's back): forget that it
+        is done, or repeats would be told its tracks are ready; return why the track is missing, for the client."""
+        self.claims.forget_done(ref.result.id)
+        return f"track {ref.track} of song {ref.result.songhash} is no longer stored; submit the song again to " \
+               "separate it"
 
-    def remove_track(self, ref: TrackRef) -> None:
+    def remove_track(self, tenant: Tenant, ref: TrackRef) -> None:
+        """Remove a track for this tenant: the object goes if no other tenant claims the result (which is then no
+        longer whole: a new submission separates it again); otherwise only the tenant's claim on the result goes."""
         result, track = ref.result, ref.track
-        try:
-            self.store.remove_output(result, track, ref.options.format)
-        except NotFound:
-            raise NotFound(f"there is no track {track} of song {result.songhash} to remove",
-                           "track_not_found") from None
-        self.status.forget_done(result.id)  # no longer whole: a new submission redoes it
-        log.info("song %s: track %s removed", result.songhash, track)
+        view = self.claims.view(tenant.name, result.id)
+        fields = view.status if view is not None else {}
+        missing = NotFound(f"there is no track {track} of song {result.songhash} to remove", "track_not_found")
+        if fields.get("state") != DONE or track not in _present(_stored_options(fields, ref.options).tracks(), fields):
+            raise missing
+        if self.claims.sole_owner(tenant.name, result.id):
+            try:
+                self.store.remove_output(track_key(fields, ref))
+            except NotFound:
+                raise missing from None
+        self.claims.drop_track(tenant.name, result.id, track)
+        log.info("song %s: track %s removed for %s", result.songhash, track, tenant.name)
 
-    def cancel(self, songhash: str) -> int:
-        """Cancel every queued or processing result of the song; how many there were."""
+    def cancel(self, tenant: Tenant, songhash: str) -> int:
+        """Cancel the tenant's queued and processing results of the song; how many there were."""
         songhash = check_songhash(songhash)
-        cancelled = [result for result in self.status.results_of(songhash) if self.status.cancel(self.queue, result)]
+        cancelled = [result for result in self.claims.results_of(tenant.name, songhash)
+                     if self.claims.cancel(tenant.name, result)]
         if cancelled:
-            log.info("song %s: cancelled %s", songhash, ", ".join(cancelled))
+            log.info("song %s: cancelled %s for %s", songhash, ", ".join(cancelled), tenant.name)
         return len(cancelled)
 
-    def remove(self, songhash: str) -> tuple[int, int]:
-        """Cancel the song's jobs, then remove every track of it (all options), its input and its finished
-        statuses; (objects removed, jobs cancelled). A cancelled status stays a while, saying so."""
+    def remove(self, tenant: Tenant, songhash: str) -> tuple[int, int]:
+        """Drop the tenant's claims on every result of the song (cancelling active ones); the tracks of results no
+        tenant claims any more go, and the input once no result of the song is claimed. (objects removed, jobs
+        cancelled); NotFound if the tenant had nothing of the song."""
         songhash = check_songhash(songhash)
-        cancelled = self.cancel(songhash)
-        removed = self.store.remove_song(songhash)
-        forgotten = 0
-        for result in self.status.results_of(songhash):
-            if self.status.get(result).get("state") != CANCELLED:
-                self.status.forget(result)
-                forgotten += 1
-        if not (cancelled or removed or forgotten):
+        removed = self.claims.remove(tenant.name, songhash)
+        if not removed.claims:
             raise NotFound(f"there is nothing stored for song {songhash}", "song_not_found")
-        log.info("song %s removed (%d objects, %d jobs cancelled)", songhash, removed, cancelled)
-        return removed, cancelled
+        objects = 0
+        for result_id, _published in removed.orphans:
+            result = Result.parse(result_id)
+            objects += self.store.remove_prefix(result.objects)
+            if not result.tag:  # the reference's names, from before attempts had names of their own
+                objects += self.store.remove_prefix(f"{songhash}-")
+        if not removed.song_claimed and self.store.has_input(songhash):
+            self.store.remove_input(songhash)
+            objects += 1
+        log.info("song %s removed for %s (%d objects, %d jobs cancelled)", songhash, tenant.name, objects,
+                 removed.cancelled)
+        return objects, removed.cancelled
 
-    def waiting(self) -> list[str]:
-        return [job.songhash for job in self.queue.waiting()]
+    def queue_page(self, tenant: Tenant, cursor: str | None = None, limit: int = QUEUE_PAGE) -> QueuePage:
+        """The tenant's queued and processing songs, in the order submitted, each with its place in the queue; a page
+        at a time (`cursor` from the page before)."""
+        limit = max(1, min(limit, QUEUE_PAGE))
+        rows = self.claims.active(tenant.name, _parse_cursor(cursor), limit)
+        songs = []
+        states = self.claims.states([result for result, _ in rows])
+        for (result, _), (state, job_id) in zip(rows, states, strict=True):
+            if state in ACTIVE:
+                position = self.queue.position(job_id) if state == QUEUED else None
+                songs.append(Waiting(result.partition("/")[0], result, state, position))
+        more = len(rows) == limit
+        return QueuePage(songs, f"{rows[-1][1]!r}:{rows[-1][0]}" if more else None)
 
-    def _position(self, result: Result) -> int | None:
-        for position, job in enumerate(self.queue.waiting(), start=1):
-            if job.result == result:
-                return position
-        return None
+
+def track_key(fields: Mapping[str, str], ref: TrackRef) -> str:
+    """A done result's track: under its published attempt's names, or where results were kept before those."""
+    published = fields.get("published")
+    if published:
+        return ref.result.attempt_key(published, ref.track, ref.options.format)
+    return ref.result.key(ref.track, ref.options.format)
+
+
+def _present(tracks: tuple[str, ...], fields: Mapping[str, str]) -> tuple[str, ...]:
+    """A result's tracks but those removed since it was separated."""
+    removed = set(fields.get("removed", "").split(","))
+    return tuple(track for track in tracks if track not in removed)
+
+
+def _missing(ref: TrackRef, fields: Mapping[str, str]) -> str:
+    track, songhash, state = ref.track, ref.result.songhash, fields.get("state")
+    if ref.track in fields.get("removed", "").split(","):
+        return f"track {track} of song {songhash} was removed; submit the song again to separate it again"
+    if state == FAILED:
+        return f"track {track} of song {songhash} does not exist: separation failed: {fields.get('reason')}"
+    if state in ACTIVE:
+        return f"track {track} of song {songhash} is not ready yet: the song is {state}"
+    if state == CANCELLED:
+        return f"track {track} of song {songhash} does not exist: the song was cancelled"
+    return f"track {track} of song {songhash} does not exist"
 
 
 def _already(state: str, callback: Callback | None) -> str:
+    if state == DONE:
+        return "Song already separated with these options; its tracks are ready (nothing queued)"
     reason = f"Song already {state} with these options; not queued again"
     if callback is not None:  # the job on its way keeps the callback it was queued with
         reason += "; this request's callback is not registered (the first submission's is)"
     return reason
+
+
+def _callback_state(claim: Mapping[str, str]) -> CallbackState | None:
+    state = claim.get("callback_state")
+    if state not in ("pending", "delivered", "failed"):
+        return None  # none, or still waiting for the song
+    return CallbackState(state, claim.get("callback_delivered") == "true", int(claim.get("callback_attempts") or 0),
+                         claim.get("callback_outcome", ""))
 
 
 def _stored_options(fields: Mapping[str, str], asked: Options) -> Options:
@@ -264,6 +348,16 @@ def _stored_options(fields: Mapping[str, str], asked: Options) -> Options:
         return Options.resolve(recorded, recorded["model"])
     except (KeyError, ValueError, TypeError, BadRequest):
         return asked
+
+
+def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
+    if not cursor:
+        return None
+    score, _, member = cursor.partition(":")
+    try:
+        return float(score), member
+    except ValueError:
+        raise BadRequest(f"cursor {cursor[:80]!r} is not one a listing gave", "invalid_cursor") from None
 
 
 def _iso(timestamp: str) -> str:

@@ -1,168 +1,216 @@
-"""Where each result stands (queued, processing, done, failed, cancelled), kept in one Redis hash per result.
+"""Where each result stands, as its worker moves it: every step an attempt takes is fenced.
 
-A result is a song separated with given options (`msaas.naming.Result`); each state change records
-`<state>_at`, so the hash holds the time of every transition. The hash also keeps the options the job was
-accepted with (`options`, JSON), so a status names what runs, whatever any service's default is now.
+A worker's step (start, progress, publish, retry, hand back, fail) is one Lua script that first checks that the
+attempt still holds its job (msaas/reliable.py: the entry's token is the attempt's) and that the status is its
+job's, and only then changes the status and moves the queue entry, together. An attempt that lost its job (its lease
+ran out while it was paused, the job was cancelled, or another delivery of it finished first) changes nothing: its
+worker hears False and removes what it wrote, under its own attempt's names (msaas/naming.py), and nothing else.
+The layout of the records is msaas/records.py.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from dataclasses import dataclass
 
 import redis
 
-from msaas.jobqueue import JobQueue
-from msaas.jobs import Job
+from msaas.jobqueue import Delivery, JobQueue
+from msaas.records import ACTIVE, CANCELLED, DONE, FAILED, LUA, PROCESSING, QUEUED, STATES, status_key
+from msaas.reliable import LIB, Reaped
 
-QUEUED, PROCESSING, DONE, FAILED, CANCELLED = "queued", "processing", "done", "failed", "cancelled"
-STATES = (QUEUED, PROCESSING, DONE, FAILED, CANCELLED)
-ACTIVE = (QUEUED, PROCESSING)
-CANCELLED_KEPT = 86400  # seconds a "cancelled" status is kept, so a client polling it hears why it stopped
-# Record a callback's outcome on the status of the job that asked for it, not on a later job's (nor revive
-# a status that expired or was forgotten).
-IF_JOB_CALLBACK = """
-if redis.call('hget', KEYS[1], 'job_id') ~= ARGV[1] then return 0 end
-for i = 2, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+__all__ = ["ACTIVE", "CANCELLED", "DONE", "FAILED", "PROCESSING", "QUEUED", "STATES", "SongStatus", "Started"]
+
+# A step counts while the attempt holds its entry and the status is its job's (a script's job: no one's yet).
+FENCE = """
+local function current(q, job_id, token, r)
+  if not holds(q, job_id, token) then return false end
+  local owner = redis.call('HGET', skey(r), 'job_id')
+  return owner == false or owner == job_id
+end
+"""
+
+# ARGV: q, job_id, token, result, songhash, worker, tenant, options, seconds, callback JSON or ''.
+START = LIB + LUA + FENCE + f"""
+local q, job_id, token, r, songhash, worker, tenant = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+if not holds(q, job_id, token) then return 'lost' end
+local state, owner = unpack(redis.call('HMGET', skey(r), 'state', 'job_id'))
+if owner and owner ~= job_id and (is_active(state) or state == '{DONE}') then
+  ack(q, job_id)
+  return 'duplicate'
+end
+if owner == job_id and (state == '{CANCELLED}' or state == '{DONE}') then
+  ack(q, job_id)
+  return state
+end
+redis.call('HSET', entry(q, job_id), 'result', r)
+if not owner then
+  -- a job pushed by a script: its tenant claims it, so the APIs show it
+  redis.call('SADD', okey(r), tenant)
+  redis.call('SADD', rkey(songhash), r)
+  redis.call('ZADD', akey(tenant), 'NX', now_s(), r)
+  redis.call('HSET', skey(r), 'options', ARGV[8], 'seconds', ARGV[9], 'tenant', tenant)
+  if ARGV[10] ~= '' and not redis.call('HGET', ckey(tenant, r), 'callback') then
+    redis.call('HSET', ckey(tenant, r), 'callback', ARGV[10], 'callback_state', 'waiting')
+  end
+end
+local attempts = tonumber(redis.call('HGET', entry(q, job_id), 'attempts') or '0') + 1
+redis.call('HDEL', skey(r), 'published')
+set_state(r, '{PROCESSING}', '', {{'worker', worker, 'job_id', job_id, 'attempts', attempts, 'progress', 0}})
+redis.call('PERSIST', skey(r))
+return 'started'
+"""
+
+PROGRESS = LIB + LUA + FENCE + """
+if not current(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
+redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5])
 return 1
 """
-FORGET_DONE = "if redis.call('hget', KEYS[1], 'state') == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+# ARGV: q, callback queue, job_id, token, result, songhash, worker, expire_in, tenant, audio s, cpu s.
+PUBLISH = LIB + LUA + FENCE + f"""
+local q, cbq, job_id, token, r, songhash = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not current(q, job_id, token, r) or redis.call('HGET', skey(r), 'state') ~= '{PROCESSING}' then return 0 end
+set_state(r, '{DONE}', '', {{'published', token, 'progress', 100, 'worker', ARGV[7]}})
+if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', skey(r), ARGV[8]) end
+ack(q, job_id)
+deactivate(r)
+local now = now_ms()
+for _, t in ipairs(redis.call('SMEMBERS', okey(r))) do
+  local callback, state = unpack(redis.call('HMGET', ckey(t, r), 'callback', 'callback_state'))
+  if callback and state == 'waiting' then
+    local due = cjson.encode({{result = r, songhash = songhash, event_id = job_id, tenant = t,
+                              callback = cjson.decode(callback)}})
+    push(cbq, job_id .. '-' .. t, due, 'default', now, {{}})
+    redis.call('HSET', ckey(t, r), 'callback_state', 'pending', 'callback_job', job_id, 'callback_attempts', 0,
+               'callback_outcome', 'pending', 'callback_delivered', 'false')
+  end
+end
+redis.call('HINCRBYFLOAT', ukey(ARGV[9]), 'audio_seconds', ARGV[10])
+redis.call('HINCRBYFLOAT', ukey(ARGV[9]), 'cpu_seconds', ARGV[11])
+return 1
+"""
+
+# ARGV: q, job_id, token, result, state (queued: released, or failed: buried), reason, delay ms, counted.
+SETTLE = LIB + LUA + FENCE + f"""
+local q, job_id, token, r, state, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+if not current(q, job_id, token, r) then return 0 end
+redis.call('HDEL', skey(r), 'worker', 'progress')
+set_state(r, state, reason)
+if state == '{FAILED}' then
+  bury(q, job_id, reason)
+  deactivate(r)
+else
+  release(q, job_id, tonumber(ARGV[7]), ARGV[8] == '1')
+end
+return 1
+"""
+
+# ARGV: q, max attempts. The queue's reap, with the status of each job it moved.
+REAP = LIB + LUA + f"""
+local function reaped(id, holder, outcome, attempts)
+  local r = redis.call('HGET', entry(ARGV[1], id), 'result')
+  if not r or redis.call('HGET', skey(r), 'job_id') ~= id then return end
+  redis.call('HDEL', skey(r), 'worker', 'progress')
+  if outcome == 'dead' then
+    set_state(r, '{FAILED}', redis.call('HGET', entry(ARGV[1], id), 'reason'))
+    deactivate(r)
+  else
+    set_state(r, '{QUEUED}', 'requeued: worker ' .. holder .. ' stopped answering')
+  end
+end
+return reap(ARGV[1], tonumber(ARGV[2]), reaped)
+"""
+
+# ARGV: q, id. A dead job back in its turn, its attempts forgotten, and its result queued again, unless the result
+# was queued again meanwhile (by another job): 'revived', 'conflict' or 'missing'.
+REVIVE = LIB + LUA + f"""
+local q, id = ARGV[1], ARGV[2]
+if not redis.call('ZSCORE', qkey(q, 'dead'), id) then return 'missing' end
+local r = redis.call('HGET', entry(q, id), 'result')
+local state, owner
+if r then
+  state, owner = unpack(redis.call('HMGET', skey(r), 'state', 'job_id'))
+  if owner and owner ~= id and (is_active(state) or state == '{DONE}') then return 'conflict' end
+end
+redis.call('ZREM', qkey(q, 'dead'), id)
+redis.call('HDEL', entry(q, id), 'reason', 'buried_at', 'last_holder')
+redis.call('HSET', entry(q, id), 'attempts', 0)
+ready(q, id)
+if r and (owner == id or not owner) then
+  set_state(r, '{QUEUED}', 'requeued by an operator', {{'attempts', 0}})
+  for _, t in ipairs(redis.call('SMEMBERS', okey(r))) do redis.call('ZADD', akey(t), 'NX', now_s(), r) end
+end
+return 'revived'
+"""
+
+
+@dataclass(frozen=True)
+class Started:
+    """What `start` found: "started", or why the attempt is not to run ("cancelled", "done", "duplicate": the job
+    was dropped; "lost": this delivery is no longer the job's)."""
+
+    outcome: str
+
+    @property
+    def started(self) -> bool:
+        return self.outcome == "started"
 
 
 class SongStatus:
-    def __init__(self, connection: redis.Redis, prefix: str = "status:") -> None:
+    def __init__(self, connection: redis.Redis, queue: JobQueue, callback_queue: str) -> None:
         self.redis = connection
-        self.prefix = prefix
+        self.queue = queue
+        self.callback_queue = callback_queue
+        self._scripts = {name: connection.register_script(source) for name, source in (
+            ("start", START), ("progress", PROGRESS), ("publish", PUBLISH), ("settle", SETTLE), ("reap", REAP),
+            ("revive", REVIVE))}
 
-    def key(self, result: str) -> str:
-        return self.prefix + result
-
-    @staticmethod
-    def fields(state: str, reason: str = "", **extra: str | int | float) -> dict[str, str | int | float]:
-        return {"state": state, "reason": reason, f"{state}_at": round(time.time(), 3), **extra}
-
-    def set(
-        self, result: str, state: str, reason: str = "", *, expire_in: int | None = None,
-        pipeline: redis.client.Pipeline | None = None, **extra: str | int | float,
-    ) -> None:
-        """Record `state` (and when it was reached); `reason` is cleared unless given. The status expires after
-        `expire_in` seconds if given, else never (an expiry set for an earlier state does not carry over).
-        With `pipeline`, the change joins that transaction (the caller executes it)."""
-        key = self.key(result)
-        # One transaction: no moment with the state but the wrong expiry.
-        with self.redis.pipeline() if pipeline is None else nullcontext(pipeline) as pipe:
-            pipe.hset(key, mapping=self.fields(state, reason, **extra))
-            if expire_in:
-                pipe.expire(key, expire_in)
-            else:
-                pipe.persist(key)
-            if pipeline is None:
-                pipe.execute()
-
-    def record_callback(
-        self, result: str, job_id: str, fields: dict[str, str | int], pipeline: redis.client.Pipeline | None = None
-    ) -> None:
-        """Set the `callback*` fields of `result`'s status, if it is still that of job `job_id`."""
-        args = [job_id, *(str(item) for pair in fields.items() for item in pair)]
-        (pipeline or self.redis).eval(IF_JOB_CALLBACK, 1, self.key(result), *args)
-
-    def start(self, job: Job, worker: str, attempt: int) -> bool:
-        """Mark the job's result processing by `worker`; False if it was cancelled meanwhile."""
-        return self._move(job, None, PROCESSING, worker=worker, job_id=job.id, attempts=attempt, progress=0)
-
-    def finish(self, job: Job, state: str, reason: str = "", expire_in: int | None = None,
-               then: Callable[[redis.client.Pipeline], None] | None = None, **extra) -> bool:
-        """Move a result its job is processing to `state`, and do `then(pipeline)`'s writes (a callback's delivery
-        entry) in the same transaction; neither happens, and False, if it was cancelled or is another job's now."""
-        return self._move(job, PROCESSING, state, reason, expire_in, then, job_id=job.id, **extra)
-
-    def _move(self, job: Job, required: str | None, state: str, reason: str = "", expire_in: int | None = None,
-              then: Callable[[redis.client.Pipeline], None] | None = None, **extra) -> bool:
-        """Compare and set (WATCH/MULTI): a cancel, or a newer job of the same result, wins over this job."""
-        key = self.key(job.result.id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    current, job_id = pipe.hmget(key, "state", "job_id")
-                    if current == CANCELLED or (required and (current != required or job_id != job.id)):
-                        return False
-                    pipe.multi()
-                    self.set(job.result.id, state, reason, expire_in=expire_in, pipeline=pipe, **extra)
-                    if then is not None:
-                        then(pipe)
-                    pipe.execute()
-                    return True
-                except redis.WatchError:
-                    continue
-
-    def is_cancelled(self, job: Job) -> bool:
-        state, job_id = self.redis.hmget(self.key(job.result.id), "state", "job_id")
-        return state == CANCELLED and job_id == job.id
-
-    def progress(self, result: str, percent: float) -> None:
-        self.redis.hset(self.key(result), "progress", f"{percent:.0f}")
+    def _run(self, name: str, *args: object):
+        return self._scripts[name](args=[str(arg) for arg in args])
 
     def get(self, result: str) -> dict[str, str]:
         """The result's fields, empty if the service has never seen it."""
-        return self.redis.hgetall(self.key(result))
+        return self.redis.hgetall(status_key(result))
 
-    def forget_done(self, result: str) -> bool:
-        """Forget that a result is done, its tracks being gone, so a new submission separates it again; a
-        result queued or processing meanwhile is left alone (one step: Lua)."""
-        return bool(self.redis.eval(FORGET_DONE, 1, self.key(result), DONE))
+    def start(self, delivery: Delivery, worker: str) -> Started:
+        job, taken = delivery.job, delivery.taken
+        callback = json.dumps(vars(job.callback)) if job.callback is not None else ""
+        return Started(self._run("start", self.queue.name, taken.id, taken.token, job.result.id, job.songhash, worker,
+                                 job.tenant, json.dumps(job.options.as_fields()), job.seconds, callback))
 
-    def results_of(self, songhash: str) -> list[str]:
-        """Every result of a song the service has a status for."""
-        return [key.removeprefix(self.prefix) for key in self.redis.scan_iter(match=f"{self.prefix}{songhash}*")]
+    def progress(self, delivery: Delivery, percent: float) -> bool:
+        taken = delivery.taken
+        return bool(self._run("progress", self.queue.name, taken.id, taken.token, delivery.job.result.id,
+                              f"{percent:.0f}"))
 
-    def forget(self, result: str) -> None:
-        self.redis.delete(self.key(result))
+    def publish(self, delivery: Delivery, worker: str, expire_in: int | None, audio_seconds: float,
+                cpu_seconds: float) -> bool:
+        """Done: the attempt's tracks are the result's, its callbacks queued and its job acknowledged, in one
+        step; False (and nothing changed) if the attempt no longer holds the job."""
+        job, taken = delivery.job, delivery.taken
+        return bool(self._run("publish", self.queue.name, self.callback_queue, taken.id, taken.token, job.result.id,
+                              job.songhash, worker, expire_in or 0, job.tenant, f"{audio_seconds:.3f}",
+                              f"{cpu_seconds:.3f}"))
 
-    def enqueue_once(self, queue: JobQueue, job: Job) -> str | None:
-        """Queue `job` unless its result is already queued or processing; return that state, or None if
-        the job was queued. Atomic (WATCH/MULTI): two identical submissions never queue twice."""
-        key = self.key(job.result.id)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    state = pipe.hget(key, "state")
-                    if state in ACTIVE:
-                        return state
-                    pipe.multi()
-                    queue.push(job, pipeline=pipe)
-                    pipe.delete(key)  # no field of an earlier run (progress, worker, callback) carries over
-                    pipe.hset(key, mapping=self.fields(
-                        QUEUED, job_id=job.id, attempts=0, options=json.dumps(job.options.as_fields()),
-                        seconds=job.seconds,
-                    ))
-                    pipe.execute()
-                    return None
-                except redis.WatchError:
-                    continue
+    def retry(self, delivery: Delivery, reason: str, delay: float, counted: bool = True) -> bool:
+        """Queued again (after `delay` seconds), saying why; `counted`: the attempt counts towards the limit."""
+        return self._settle(delivery, QUEUED, reason, delay, counted)
 
-    def cancel(self, queue: JobQueue, result: str) -> str | None:
-        """Cancel the result's job if it is queued (it leaves the queue) or processing (its worker stops it
-        within seconds and writes nothing more); return the state it was in, or None if it was not active."""
-        key = self.key(result)
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key, queue.name)
-                    state, job_id = pipe.hmget(key, "state", "job_id")
-                    if state not in ACTIVE:
-                        return None
-                    entries = queue.entries_of(job_id, pipe) if state == QUEUED else []
-                    pipe.multi()
-                    for raw in entries:
-                        pipe.lrem(queue.name, 0, raw)
-                    pipe.hset(key, mapping=self.fields(CANCELLED, "cancelled by a client"))
-                    pipe.hdel(key, "progress")
-                    pipe.expire(key, CANCELLED_KEPT)
-                    pipe.execute()
-                    return state
-                except redis.WatchError:
-                    continue
+    def fail(self, delivery: Delivery, reason: str) -> bool:
+        """Failed for good: the job goes to the dead letters with `reason`."""
+        return self._settle(delivery, FAILED, reason, 0.0, True)
+
+    def _settle(self, delivery: Delivery, state: str, reason: str, delay: float, counted: bool) -> bool:
+        taken = delivery.taken
+        return bool(self._run("settle", self.queue.name, taken.id, taken.token, delivery.job.result.id, state,
+                              reason, int(delay * 1000), "1" if counted else "0"))
+
+    def reap(self, max_attempts: int) -> list[Reaped]:
+        """Requeue the jobs whose lease ran out (their status says so), or bury them past `max_attempts`."""
+        return [Reaped(*row) for row in self._run("reap", self.queue.name, max_attempts)]
+
+    def revive(self, job_id: str) -> str:
+        """An operator's retry of a dead job: "revived", "conflict" (its result was queued again since) or
+        "missing" (not a dead job)."""
+        return self._run("revive", self.queue.name, job_id)

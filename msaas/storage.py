@@ -18,7 +18,7 @@ from minio.lifecycleconfig import Expiration, LifecycleConfig, Rule
 from msaas.connections import store_http
 from msaas.deadline import Deadline
 from msaas.errors import BackendUnavailable, NotFound, local_resource_error
-from msaas.naming import FORMATS, Result, input_key, song_prefixes
+from msaas.naming import FORMATS, input_key
 
 CHUNK = 256 * 1024
 MISSING = ("NoSuchKey", "NoSuchBucket", "NoSuchObject")
@@ -149,9 +149,9 @@ class ObjectStore:
         with self._reaching(f"{self.queue_bucket}/{key}"):
             self.client.fget_object(self.queue_bucket, key, path)
 
-    def put_output(self, result: Result, track: str, path: str, extension: str) -> None:
+    def put_output(self, key: str, path: str, extension: str) -> None:
         self.ensure_buckets()
-        self._put_file(self.output_bucket, result.key(track, extension), path, FORMATS[extension])
+        self._put_file(self.output_bucket, key, path, FORMATS[extension])
 
     def _put_file(self, bucket: str, key: str, path: str, content_type: str) -> None:
         """One PUT, sent from the file as it is read. minio-py's own uploads read the file into memory in
@@ -179,52 +179,34 @@ class ObjectStore:
             code = ERROR_CODE.search(response.data)
             return code[1].decode() if code else str(response.status)
 
-    def open_output(self, result: Result, track: str, extension: str) -> Download:
-        key = result.key(track, extension)
+    def open_output(self, key: str) -> Download:
         with self._reaching(f"{self.output_bucket}/{key}"):
             response = self.client.get_object(self.output_bucket, key)
         return Download(int(response.headers.get("Content-Length", 0)), response)
 
-    def output_link(self, result: Result, track: str, extension: str, minutes: int = 15) -> str:
-        """A short-lived presigned URL to download the track straight from the store (404 if absent)."""
-        key = result.key(track, extension)
+    def output_link(self, key: str, minutes: int = 15) -> str:
+        """A short-lived presigned URL to download an output straight from the store (NotFound if absent)."""
         with self._reaching(f"{self.output_bucket}/{key}"):
             self.client.stat_object(self.output_bucket, key)
             return self.public_client.presigned_get_object(self.output_bucket, key, timedelta(minutes=minutes))
 
-    def stored_tracks(self, result: Result, tracks: tuple[str, ...], extension: str) -> list[str]:
-        """Which of `tracks` are stored for this result (one listing, not one request per track)."""
-        wanted = {result.key(track, extension): track for track in tracks}
-        prefix = result.prefix
-        try:
-            with self._reaching(f"{self.output_bucket}/{prefix}*"):
-                names = {item.object_name for item in self.client.list_objects(self.output_bucket, prefix, True)}
-        except NotFound:  # no output bucket yet: nothing is stored
-            return []
-        return [track for key, track in wanted.items() if key in names]
-
-    def remove_output(self, result: Result, track: str, extension: str) -> None:
-        """Remove one track; NotFound if it is not there (S3 deletes answer success either way)."""
-        key = result.key(track, extension)
+    def remove_output(self, key: str) -> None:
+        """Remove one output; NotFound if it is not there (S3 deletes answer success either way)."""
         with self._reaching(f"{self.output_bucket}/{key}"):
             self.client.stat_object(self.output_bucket, key)
             self.client.remove_object(self.output_bucket, key)
 
-    def remove_result(self, result: Result, tracks: tuple[str, ...], extension: str) -> None:
-        """Remove whatever tracks of a result are stored (a cancelled job's partial writes)."""
-        with self._reaching(f"result {result.id}"):
-            for track in tracks:
-                self.client.remove_object(self.output_bucket, result.key(track, extension))
+    def remove_outputs(self, keys: list[str]) -> None:
+        """Remove whichever of `keys` are stored (an attempt's own files)."""
+        with self._reaching(f"{self.output_bucket}/{len(keys)} keys"):
+            for key in keys:
+                self.client.remove_object(self.output_bucket, key)
 
-    def remove_song(self, songhash: str) -> int:
-        """Remove every result of a song, whatever its options, and its input; how many objects went."""
+    def remove_prefix(self, prefix: str) -> int:
+        """Remove every output under `prefix`; how many went."""
         removed = 0
-        with self._reaching(f"song {songhash}"):
-            for prefix in song_prefixes(songhash):
-                for item in self.client.list_objects(self.output_bucket, prefix, recursive=True):
-                    self.client.remove_object(self.output_bucket, item.object_name)
-                    removed += 1
-        if self.has_input(songhash):
-            self.remove_input(songhash)
-            removed += 1
+        with self._reaching(f"{self.output_bucket}/{prefix}*"):
+            for item in self.client.list_objects(self.output_bucket, prefix, recursive=True):
+                self.client.remove_object(self.output_bucket, item.object_name)
+                removed += 1
         return removed

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -11,9 +13,10 @@ from msaas.models import MODELS, stems_of
 from msaas.naming import FORMATS
 from msaas.options import SPECS
 from msaas.scratch import claim
-from msaas.songs import SONG_REMOVED, TRACK_REMOVED, SongState, cancel_reason
+from msaas.shapes import SongState, as_json
+from msaas.songs import QUEUE_PAGE, SONG_REMOVED, TRACK_REMOVED, cancel_reason
 from msaas.uploads import from_stream
-from rest.backends import backends
+from rest.backends import backends, tenant
 from rest.json_body import read_json
 from rest.limits import MAX_FORM_PARTS, check_fields, field_too_large
 from rest.openapi import document
@@ -32,7 +35,7 @@ def index() -> str:
         options=SPECS,
         model_tracks={name: stems_of(name) for name in MODELS},
         default_model=settings.demucs_model,
-        keys_required=bool(settings.api_keys),
+        keys_required=not backends().tenants.current().open,
     )
 
 
@@ -74,10 +77,11 @@ def separate():
     try:
         songs = services.songs
         options = songs.options(fields)
-        submitted = songs.submit(upload, options, _callback(fields))
+        submitted = songs.submit(tenant(), upload, options, _callback(fields))
     finally:
         upload.discard()
     services.metrics.upload_bytes.observe(upload.size)
+    services.metrics.submitted(tenant().name)
     if submitted.queued:
         services.metrics.jobs_enqueued.inc()
     return jsonify(hash=submitted.songhash, reason=submitted.reason)
@@ -86,39 +90,35 @@ def separate():
 @blueprint.get("/apiv1/queue")
 @blueprint.get("/apiv1/queue/")
 def queue():
-    return jsonify(queue=backends().songs.waiting())
+    """The tenant's songs waiting for a worker, next first (`queue`, the reference's listing), and its songs queued
+    or processing with their places (`songs`), a page at a time: `next` is the `cursor` of the next page."""
+    limit = _count_arg("limit", QUEUE_PAGE)
+    page = backends().songs.queue_page(tenant(), request.args.get("cursor"), limit)
+    return jsonify(queue=page.waiting, next=page.cursor,
+                   songs=[{"songhash": song.songhash, "state": song.state, "position": song.position,
+                           "options": _result_options(song.result)} for song in page.songs])
 
 
 @blueprint.get("/apiv1/status/<songhash>")
 def status(songhash: str):
     songs = backends().songs
-    return jsonify(status_body(songs.describe(songhash, songs.options(request.args.to_dict()))))
+    return jsonify(status_body(songs.describe(tenant(), songhash, songs.options(request.args.to_dict()))))
 
 
 def status_body(song: SongState) -> dict:
-    """A status as the API has always answered it; `options` are those the job was accepted with."""
-    body: dict = {
-        "hash": song.songhash,
-        "state": song.state,
-        "options": song.options.as_fields(),
-        "attempts": song.attempts,
-        "timestamps": song.timestamps,
-    }
-    if song.reason:
-        body["reason"] = song.reason
-    if song.state == "queued":
-        body["position"] = song.position
-    elif song.state == "processing":
-        body["progress"] = song.progress
-        body["worker"] = song.worker
-    elif song.state == "done":
-        query = song.options.as_query() if song.result.tag else {}
-        body["tracks"] = {track: _public_url("api.track", songhash=song.songhash,
-                                             track=f"{track}.{song.options.format}", **query)
-                          for track in song.tracks}
-    if song.callback is not None:
-        body["callback"] = song.callback
-    return body
+    """A status as the API answers it (msaas/shapes.py); tracks are links to the track route."""
+    songs = backends().songs
+    options = songs.options(song.options)
+    query = options.as_query() if options.result(song.songhash, songs.policy.default_model).tag else {}
+    return as_json(song, lambda track: _public_url("api.track", songhash=song.songhash,
+                                                  track=f"{track}.{song.options['format']}", **query))
+
+
+@blueprint.get("/apiv1/usage")
+def usage():
+    """What the tenant asking has used: songs submitted, audio seconds separated, separation CPU-seconds."""
+    asking = tenant()
+    return jsonify(tenant=asking.name, **backends().claims.usage(asking.name))
 
 
 @blueprint.get("/apiv1/track/<songhash>/<track>")
@@ -126,8 +126,8 @@ def track(songhash: str, track: str):
     songs = backends().songs
     ref = songs.track(songhash, track, _query())
     if request.args.get("redirect") in ("1", "true", "yes"):
-        return redirect(songs.track_link(ref), code=302)
-    download = songs.open_track(ref)
+        return redirect(songs.track_link(tenant(), ref), code=302)
+    download = songs.open_track(tenant(), ref)
     return Response(
         download,
         mimetype=FORMATS[ref.options.format],
@@ -142,21 +142,21 @@ def track(songhash: str, track: str):
 def remove(songhash: str, track: str):
     songs = backends().songs
     ref = songs.track(songhash, track, _query())
-    songs.remove_track(ref)
+    songs.remove_track(tenant(), ref)
     return jsonify(hash=ref.result.songhash, track=ref.track, reason=TRACK_REMOVED)
 
 
 @blueprint.delete("/apiv1/remove/<songhash>")
 def remove_song(songhash: str):
     """Cancel the song's jobs, and remove every track of it, whatever its options, its input and its status."""
-    removed, cancelled = backends().songs.remove(songhash)
+    removed, cancelled = backends().songs.remove(tenant(), songhash)
     return jsonify(hash=songhash.lower(), removed=removed, cancelled=cancelled, reason=SONG_REMOVED)
 
 
 @blueprint.post("/apiv1/cancel/<songhash>")
 def cancel(songhash: str):
     """Stop the song's queued and processing jobs; finished results stay."""
-    cancelled = backends().songs.cancel(songhash)
+    cancelled = backends().songs.cancel(tenant(), songhash)
     return jsonify(hash=songhash.lower(), cancelled=cancelled, reason=cancel_reason(cancelled))
 
 
@@ -179,6 +179,24 @@ def _callback(fields: dict):
     if fields.get("callback_url"):  # raw and multipart uploads name the callback in the query
         return songs.callback({"url": fields["callback_url"]})
     return None
+
+
+def _count_arg(name: str, default: int) -> int:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return default
+    if not value.isdigit() or not 0 < int(value[:9]) <= default:
+        raise BadRequest(f"{name} {value[:40]!r} must be a whole number from 1 to {default}", f"invalid_{name}")
+    return int(value)
+
+
+def _result_options(result: str) -> dict:
+    """The options a listed result was submitted with, as its read routes take them (none: the defaults)."""
+    fields = backends().claims.status(result).get("options")
+    try:
+        return json.loads(fields) if fields and "/" in result else {}
+    except ValueError:
+        return {}
 
 
 def _query() -> dict:

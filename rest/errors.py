@@ -1,5 +1,5 @@
-"""Every error the API can answer, mapped to its status code in one place; bodies are always
-`{"error": "<code>", "message": "<sentence>"}`."""
+"""Every error the API answers, in one shape: `{"error": "<code>", "message": "<sentence>"}`. The service's named
+errors carry their own status (msaas/errors.py, the one table); this maps what other libraries raise."""
 
 from __future__ import annotations
 
@@ -9,27 +9,20 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from msaas.errors import (
-    BackendUnavailable,
-    BadRequest,
-    LocalResourceError,
-    NotFound,
-    ServiceError,
-    TooLarge,
-    local_resource_error,
-)
+from msaas.errors import BackendUnavailable, ServiceError, local_resource_error
 
 log = logging.getLogger(__name__)
 
-STATUS = {BadRequest: 400, TooLarge: 413, NotFound: 404, BackendUnavailable: 503, LocalResourceError: 503}
-RETRY_AFTER_SECONDS = 5
 
-
-def error_response(status: int, code: str, message: str):
+def error_response(status: int, code: str, message: str, retry_after: int | None = None):
     response = jsonify(error=code, message=message)
     response.status_code = status
-    if status == 503:
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    if status == 503 and retry_after is None:
+        retry_after = BackendUnavailable.retry_after
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="msaas"'
     return response
 
 
@@ -38,10 +31,9 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ServiceError)
     def service_error(error: ServiceError):
-        status = next(code for kind, code in STATUS.items() if isinstance(error, kind))
-        if status == 503:
+        if error.http_status == 503:
             log.warning("%s", error.message)
-        return error_response(status, error.code, error.message)
+        return error_response(error.http_status, error.code, error.message, error.retry_after)
 
     @app.errorhandler(redis.RedisError)
     def redis_error(error: redis.RedisError):

@@ -1,4 +1,5 @@
-"""REST's Prometheus metrics, served at /metrics: jobs enqueued, upload sizes, requests, and the queue's depths.
+"""REST's Prometheus metrics, served at /metrics: jobs enqueued, upload sizes, requests, and the queue's depths
+(counters of the queue's sorted sets, one ZCARD each: a scrape costs the same whatever is queued or stored).
 
 Under gunicorn every worker process counts on its own; with `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py
 sets it) each writes its samples to files there and a scrape sums them, whichever process answers it.
@@ -18,6 +19,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from msaas.jobqueue import JobQueue
 from msaas.metrics import accepted
+from msaas.tenants import Tenants
 
 blueprint = Blueprint("metrics", __name__)
 # Label values come from closed sets only: every new value is a new series in every scrape, for ever.
@@ -35,20 +37,20 @@ class QueueDepths:
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
-            waiting, processing, dead = self.queue.depths()
+            depths = self.queue.depths()
         except redis.RedisError:
             return  # an outage shows as missing series (and as 503s), not as a failed scrape
-        yield from self._families(waiting, processing, dead)
+        yield from self._families(depths["waiting"] + depths["delayed"], depths["taken"], depths["dead"])
 
     @staticmethod
     def _families(waiting: int, processing: int, dead: int) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily("msaas_queue_depth", "jobs waiting for a worker", value=waiting)
-        yield GaugeMetricFamily("msaas_processing_depth", "jobs in workers' processing lists", value=processing)
-        yield GaugeMetricFamily("msaas_dead_letter_depth", "jobs on the dead-letter list", value=dead)
+        yield GaugeMetricFamily("msaas_queue_depth", "jobs waiting for a worker (or for a retry)", value=waiting)
+        yield GaugeMetricFamily("msaas_processing_depth", "jobs held by workers", value=processing)
+        yield GaugeMetricFamily("msaas_dead_letter_depth", "jobs in the dead letters", value=dead)
 
 
 class RestMetrics:
-    def __init__(self, queue: JobQueue, multiprocess_dir: Path | None = None) -> None:
+    def __init__(self, queue: JobQueue, tenants: Tenants, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         self.queue_depths = QueueDepths(queue)
@@ -59,6 +61,14 @@ class RestMetrics:
             "msaas_http_requests", "requests answered, by route and status", ["method", "route", "status"],
             registry=self.registry,
         )
+        self.tenants = tenants
+        self.tenant_songs = Counter("msaas_tenant_songs", "songs submitted, by tenant", ["tenant"],
+                                    registry=self.registry)
+
+    def submitted(self, tenant: str) -> None:
+        """A song a tenant submitted; labelled only with configured names, so the series stay bounded."""
+        known = tenant in self.tenants.current().names or tenant in ("open", "admin")
+        self.tenant_songs.labels(tenant if known else "other").inc()
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The text a scrape gets, in the format its Accept header asks for, and its content type."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from msaas import shapes
 from msaas.naming import ALL_TRACKS, FORMATS
 from msaas.options import SPECS
-from msaas.status import STATES
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 SONGHASH = {
@@ -43,31 +43,50 @@ ACCEPTED = _json(
         "properties": {"hash": {"type": "string"}, "reason": {"type": "string"}},
     },
 )
-STATUS = {
-    "type": "object",
-    "required": ["hash", "state", "options", "attempts", "timestamps"],
-    "properties": {
-        "hash": {"type": "string"},
-        "state": {"type": "string", "enum": list(STATES)},
-        "options": {"type": "object", "description": "the options the job was accepted with: what runs",
-                    "properties": OPTION_PROPERTIES},
-        "attempts": {"type": "integer"},
-        "timestamps": {"type": "object", "additionalProperties": {"type": "string", "format": "date-time"}},
-        "reason": {"type": "string"},
-        "position": {"type": "integer", "nullable": True, "description": "1: next to be taken; null: a worker has it"},
-        "progress": {"type": "number", "description": "percent, parsed from Demucs' progress output"},
-        "worker": {"type": "string"},
-        "tracks": {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
-        "callback": {
-            "type": "object",
-            "properties": {
-                "state": {"type": "string", "enum": ["pending", "delivered", "failed"],
-                          "description": "pending until the worker's delivery threads deliver it or give up"},
-                "delivered": {"type": "boolean"}, "attempts": {"type": "integer"}, "outcome": {"type": "string"},
-            },
+STATUS = shapes.schema()
+CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"},
+          "description": "where the page starts: the `next` of the page before"}
+USAGE = {"type": "object", "properties": {"songs": {"type": "number"}, "audio_seconds": {"type": "number"},
+                                          "cpu_seconds": {"type": "number"}}}
+DEAD_LETTER = {"type": "object", "required": ["id", "reason", "attempts", "last_worker", "tenant", "buried_at", "job"],
+               "properties": {"id": {"type": "string"}, "songhash": {"type": "string", "nullable": True},
+                              "reason": {"type": "string"}, "attempts": {"type": "integer"},
+                              "last_worker": {"type": "string"}, "tenant": {"type": "string"},
+                              "buried_at": {"type": "string", "format": "date-time"},
+                              "job": {"type": "string", "description": "the job as it was queued (JSON)"}}}
+LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer"}}
+DEAD_ID = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}
+ADMIN = {"401": _error("an admin key is required (when keys are configured)"), "429": COMMON["429"],
+         "503": COMMON["503"]}
+
+
+def _admin_paths() -> dict:
+    missing = _error("no such dead letter")
+    return {
+        "/apiv1/admin/dead": {
+            "get": {"summary": "dead letters: jobs that will not be retried, oldest first, a page at a time",
+                    "parameters": [CURSOR, LIMIT],
+                    "responses": {"200": _json("a page", {"type": "object", "properties": {
+                        "dead": {"type": "array", "items": DEAD_LETTER},
+                        "next": {"type": "string", "nullable": True}}}), **ADMIN}},
+            "delete": {"summary": "purge every dead letter",
+                       "responses": {"200": _json("purged", {"type": "object"}), **ADMIN}},
         },
-    },
-}
+        "/apiv1/admin/dead/{entry_id}": {
+            "get": {"summary": "one dead letter", "parameters": [DEAD_ID],
+                    "responses": {"200": _json("the letter", DEAD_LETTER), "404": missing, **ADMIN}},
+            "delete": {"summary": "purge one dead letter", "parameters": [DEAD_ID],
+                       "responses": {"200": _json("purged", {"type": "object"}), "404": missing, **ADMIN}},
+        },
+        "/apiv1/admin/dead/{entry_id}/retry": {"post": {
+            "summary": "queue a dead job again, its attempts forgotten", "parameters": [DEAD_ID],
+            "responses": {"200": _json("queued", {"type": "object"}), "404": missing,
+                          "409": _error("its song was queued or separated again since"), **ADMIN}}},
+        "/apiv1/admin/usage": {"get": {
+            "summary": "every tenant's usage",
+            "responses": {"200": _json("usage by tenant", {"type": "object", "properties": {
+                "tenants": {"type": "object", "additionalProperties": USAGE}}}), **ADMIN}}},
+    }
 
 
 def document() -> dict:
@@ -142,12 +161,25 @@ def document() -> dict:
                 },
             }},
             **{path: {"get": {
-                "summary": "songs waiting for a worker, next first",
+                "summary": "the asking tenant's songs: those waiting for a worker, next first (`queue`), and those "
+                           "queued or processing with their places (`songs`), a page at a time",
+                "parameters": [CURSOR, {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                                    "maximum": 100}}],
                 "responses": {"200": _json("the queue", {
-                    "type": "object", "required": ["queue"],
-                    "properties": {"queue": {"type": "array", "items": {"type": "string"}}},
-                }), **COMMON},
+                    "type": "object", "required": ["queue", "songs", "next"],
+                    "properties": {"queue": {"type": "array", "items": {"type": "string"}},
+                                   "songs": {"type": "array", "items": {"type": "object", "properties": {
+                                       "songhash": {"type": "string"}, "state": {"type": "string"},
+                                       "position": {"type": "integer", "nullable": True},
+                                       "options": {"type": "object"}}}},
+                                   "next": {"type": "string", "nullable": True}},
+                }), "400": _error("malformed cursor or limit"), **COMMON},
             }} for path in ("/apiv1/queue", "/apiv1/queue/")},
+            "/apiv1/usage": {"get": {
+                "summary": "what the asking tenant has used",
+                "responses": {"200": _json("usage", {"type": "object", "properties": {
+                    "tenant": {"type": "string"}, **USAGE["properties"]}}), **COMMON}}},
+            **_admin_paths(),
             "/apiv1/status/{songhash}": {"get": {
                 "summary": "where a song stands; query options select a result made with other options",
                 "parameters": [SONGHASH, *OPTION_PARAMETERS],

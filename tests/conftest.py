@@ -83,6 +83,7 @@ def settings(redis_server, s3_server, tmp_path) -> Settings:
         callback_timeout=2.0,
         callback_allow_hosts="127.0.0.1,localhost",  # the tests' own receivers; everything else private stays refused
         rate_limit_per_minute=0,
+        retry_backoff=0.5,  # a failed job's next attempt comes in a second, not the minutes a service waits
     )
     connect_redis(settings).flushdb()
     store = ObjectStore(connect_store(settings), settings.queue_bucket, settings.output_bucket)

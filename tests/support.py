@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from devstack.processes import Child
 from msaas.jobs import Callback, Job
+from msaas.naming import Result
 from msaas.options import Options
 from msaas.settings import Settings
 
@@ -92,3 +93,41 @@ def processes() -> dict[int, tuple[int, str]]:
             continue  # it ended meanwhile
         found[int(entry)] = (parent, command)
     return found
+
+
+def queued(settings: Settings) -> int:
+    """Jobs waiting for a worker (admitted or still on the list `toWorker`)."""
+    from msaas.connections import connect_redis
+    from msaas.jobqueue import JobQueue
+
+    return JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model).depths()["waiting"]
+
+
+def stored_result(connection, store, songhash: str, tracks: dict[str, Path], tenant: str = "open",
+                  options: Options | None = None, token: str = "7") -> None:
+    """A done result as a worker leaves it: its tracks under its attempt's names, its status saying so, and the
+    tenant's claim on it."""
+    from msaas.records import owners_key, results_key, status_key
+
+    result = Result(songhash, "") if options is None else options.result(songhash, options.model)
+    extension = options.format if options is not None else "mp3"
+    for track, path in tracks.items():
+        store.put_output(result.attempt_key(token, track, extension), str(path), extension)
+    fields = {"state": "done", "done_at": time.time(), "published": token, "job_id": "job-" + token, "seconds": 8}
+    if options is not None:
+        fields["options"] = json.dumps(options.as_fields())
+    connection.hset(status_key(result.id), mapping=fields)
+    connection.sadd(owners_key(result.id), tenant)
+    connection.sadd(results_key(songhash), result.id)
+
+
+class Statuses:
+    """The results' status hashes, read as the tests check them."""
+
+    def __init__(self, settings: Settings) -> None:
+        from msaas.connections import connect_redis
+
+        self.redis = connect_redis(settings)
+
+    def get(self, result: str) -> dict[str, str]:
+        return self.redis.hgetall(f"status:{result}")

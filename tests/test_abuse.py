@@ -68,7 +68,7 @@ def refused(answer: requests.Response, status: int, code: str) -> None:
 
 
 def nothing_queued(settings) -> bool:
-    return not JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model).waiting()
+    return JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model).depths()["waiting"] == 0
 
 
 # Fields: every one but `mp3` small, checked as the body streams.

@@ -11,7 +11,7 @@ import pytest
 
 from devstack.processes import free_port
 from rest import create_app
-from support import SHORT_SAMPLE
+from support import SHORT_SAMPLE, queued
 
 MP3 = SHORT_SAMPLE.read_bytes()
 MP3_B64 = base64.b64encode(MP3).decode()
@@ -34,7 +34,7 @@ def assert_error(response, status: int, code: str, words: str) -> None:
 def nothing_left(redis_client, store, settings):
     """After the test: no job queued, no MP3 stored."""
     yield
-    assert redis_client.llen(settings.worker_queue) == 0
+    assert queued(settings) == 0
     assert list(store.client.list_objects(settings.queue_bucket)) == []
     assert list(store.client.list_objects(settings.output_bucket, recursive=True)) == []
 
@@ -86,7 +86,7 @@ def test_store_down_is_503_and_no_job_is_queued(settings, redis_client):
     client = create_app(replace(settings, s3_endpoint=f"127.0.0.1:{free_port()}")).test_client()
     response = post(client, {"mp3": MP3_B64})
     assert_error(response, 503, "backend_unavailable", "object store unreachable")
-    assert redis_client.llen(settings.worker_queue) == 0
+    assert queued(settings) == 0
 
 
 def test_resubmitting_a_stored_song_while_redis_is_down_keeps_the_earlier_upload(client, settings, store):
@@ -133,4 +133,4 @@ def test_queue_accepts_the_reference_clients_null_json_body(client, redis_client
     for path in ("/apiv1/queue", "/apiv1/queue/"):
         response = client.get(path, data="null", headers={"Content-type": "application/json"})
         assert response.status_code == 200
-        assert response.get_json() == {"queue": []}
+        assert response.get_json() == {"queue": [], "songs": [], "next": None}

@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from msaas.connections import connect_redis
-from msaas.naming import Result, songhash_of
+from msaas.naming import songhash_of
 from rest import create_app
-from support import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
+from support import ROOT, SHORT_SAMPLE, queued, serve, start_service, stored_result, wait_for
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONGHASH = songhash_of(SONG)
@@ -60,7 +60,9 @@ def test_status_follows_a_song_from_queued_to_done(settings, rest, store, redis_
 def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis_client, settings):
     """A repeat is answered from the "done" status alone; a track found missing (here: the S3 server lost its
     objects, as when a store's data is wiped) drops that status, so the next submission separates the song again."""
-    redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
+    stored_result(redis_client, store, SONGHASH, {"drums": SHORT_SAMPLE})
+    for item in store.client.list_objects(settings.output_bucket, recursive=True):
+        store.client.remove_object(settings.output_bucket, item.object_name)
     store.client.remove_bucket(settings.output_bucket)
     repeat = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
     assert "already separated" in repeat.json()["reason"]
@@ -72,14 +74,17 @@ def test_a_done_song_whose_tracks_are_gone_is_separated_again(rest, store, redis
     answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
     assert answer.status_code == 200, answer.text
     assert answer.json()["reason"] == "Song enqueued for separation"
-    assert redis_client.llen(settings.worker_queue) == 1
+    assert queued(settings) == 1
 
 
 def test_removing_a_track_makes_the_next_submission_separate_the_song_again(rest, store, redis_client, settings):
-    redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
-    store.put_output(Result(SONGHASH), "vocals", str(SHORT_SAMPLE), "mp3")
+    stored_result(redis_client, store, SONGHASH, {"vocals": SHORT_SAMPLE, "drums": SHORT_SAMPLE})
     assert requests.delete(f"http://{rest}/apiv1/remove/{SONGHASH}/vocals.mp3").status_code == 200
-    assert requests.get(f"http://{rest}/apiv1/status/{SONGHASH}").status_code == 404
+    status = requests.get(f"http://{rest}/apiv1/status/{SONGHASH}").json()
+    assert status["state"] == "done" and "vocals" not in status["tracks"]
+    gone = requests.get(f"http://{rest}/apiv1/track/{SONGHASH}/vocals.mp3")
+    assert gone.status_code == 404 and "was removed" in gone.json()["message"]
+    assert requests.get(f"http://{rest}/apiv1/track/{SONGHASH}/drums.mp3").content == SONG
     answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
     assert answer.json()["reason"] == "Song enqueued for separation"
 
@@ -89,7 +94,7 @@ def test_a_queued_song_is_not_queued_twice(rest, redis_client, settings):
     second = requests.post(f"http://{rest}/apiv1/separate", data=SONG, headers={"Content-Type": "audio/mpeg"})
     assert first["reason"] == "Song enqueued for separation"
     assert second.json() == {"hash": SONGHASH, "reason": "Song already queued with these options; not queued again"}
-    assert redis_client.llen(settings.worker_queue) == 1
+    assert queued(settings) == 1
 
 
 def test_raw_and_multipart_uploads_name_the_same_song(rest, redis_client, settings):
@@ -103,7 +108,7 @@ def test_raw_and_multipart_uploads_name_the_same_song(rest, redis_client, settin
     )
     assert form.status_code == 200 and form.json()["hash"] == SONGHASH
     assert form.json()["reason"] == "Song enqueued for separation"  # other options: another result
-    assert redis_client.llen(settings.worker_queue) == 2
+    assert queued(settings) == 2
     empty = requests.post(f"http://{rest}/apiv1/separate", data=b"", headers={"Content-Type": "audio/mpeg"})
     assert empty.status_code == 400 and empty.json()["error"] == "missing_mp3"
     nofile = requests.post(f"http://{rest}/apiv1/separate", files={"song": ("a.mp3", SONG)})
@@ -127,10 +132,12 @@ def test_options_give_their_own_tracks_beside_the_default_ones(settings, rest, s
             wait_for(lambda q=query: status_of(rest, **q).json()["state"] == "done", 120, f"result {query}")
     finally:
         worker.stop()
-    names = {item.object_name for item in store.client.list_objects(settings.output_bucket, recursive=True)}
+    # Each result's tracks lie under its own prefix, written there by the attempt that published them.
+    names = {item.object_name.rpartition("/")[0].rpartition("/")[0] + "/" + item.object_name.rpartition("/")[2]
+             for item in store.client.list_objects(settings.output_bucket, recursive=True)}
     tag = "demucs_unittest-vocals-wav"
     assert {f"{SONGHASH}/{tag}/vocals.wav", f"{SONGHASH}/{tag}/no_vocals.wav"} <= names
-    assert {f"{SONGHASH}-{track}.mp3" for track in ("vocals", "drums", "bass", "other")} <= names
+    assert {f"{SONGHASH}/default/{track}.mp3" for track in ("vocals", "drums", "bass", "other")} <= names
     assert f"{SONGHASH}/demucs_unittest-all-flac/drums.flac" in names
     assert f"{SONGHASH}/demucs_unittest-all-mp3128/bass.mp3" in names
     assert f"{SONGHASH}/demucs_unittest-all-mp3320-overlap0.5/vocals.mp3" in names
@@ -167,7 +174,7 @@ def test_bad_options_are_refused(client, redis_client, settings, fields, words):
     response = client.post("/apiv1/separate", json={"mp3": B64, **fields})
     assert response.status_code == 400, response.get_json()
     assert words in response.get_json()["message"]
-    assert redis_client.llen(settings.worker_queue) == 0
+    assert queued(settings) == 0
 
 
 def test_song_longer_than_the_limit_is_refused_with_the_limit(settings):
@@ -231,10 +238,10 @@ def test_retention_sets_a_lifecycle_rule_on_both_buckets(settings, store):
     store.client.delete_bucket_lifecycle(settings.output_bucket)
 
 
-def test_redirect_answers_a_presigned_link_that_downloads_the_track(settings, store, tmp_path):
+def test_redirect_answers_a_presigned_link_that_downloads_the_track(settings, store, redis_client, tmp_path):
     track = tmp_path / "vocals.mp3"
     track.write_bytes(SONG)
-    store.put_output(Result(SONGHASH), "vocals", str(track), "mp3")
+    stored_result(redis_client, store, SONGHASH, {"vocals": track})
     address, server = serve(create_app(settings))
     try:
         answer = requests.get(f"http://{address}/apiv1/track/{SONGHASH}/vocals.mp3?redirect=1", allow_redirects=False)
@@ -249,8 +256,7 @@ def test_redirect_answers_a_presigned_link_that_downloads_the_track(settings, st
 
 def test_track_links_follow_public_url_whatever_host_a_request_sends(settings, redis_client, store, tmp_path):
     """A request's Host header must not choose where clients are sent for their tracks (issue 12, item 10)."""
-    store.put_output(Result(SONGHASH), "vocals", str(SHORT_SAMPLE), "mp3")
-    redis_client.hset(f"status:{SONGHASH}", mapping={"state": "done", "done_at": 1})
+    stored_result(redis_client, store, SONGHASH, {"vocals": SHORT_SAMPLE})
     public = create_app(replace(settings, public_url="https://msaas.example.org/")).test_client()
     lied_to = public.get(f"/apiv1/status/{SONGHASH}", headers={"Host": "evil.example"}).get_json()
     assert lied_to["tracks"]["vocals"] == f"https://msaas.example.org/apiv1/track/{SONGHASH}/vocals.mp3"

@@ -4,7 +4,10 @@ delivery threads deliver it, however slow the receiver; a stopping or dying work
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -13,10 +16,9 @@ from test_faults import SONG, submit_batch, variant
 from devstack.receivers import DrippingReceiver
 from msaas.connections import connect_redis
 from msaas.naming import songhash_of
+from msaas.reliable import ReliableQueue
 from rest import create_app
 from support import serve, start_service, wait_for
-
-CALLBACKS = "toWorker:callbacks"
 
 
 def status(rest: str, songhash: str) -> dict:
@@ -67,13 +69,12 @@ def test_a_dripping_receiver_does_not_hold_up_the_next_song(settings, rest_addre
         worker.stop()
 
 
-def test_sigterm_hands_back_an_undelivered_callback_and_another_worker_delivers_it(
-    settings, rest_address, callback_receiver, tmp_path
-):
-    # The first attempt fails; the retry is a minute away when the worker is told to stop.
-    settings = replace(settings, callback_attempts=3, callback_backoff=60.0)
+def test_a_failed_attempt_waits_in_the_queue_not_in_a_stopping_worker(settings, rest_address, callback_receiver,
+                                                                     tmp_path):
+    """A retry waits in the callback queue, not in a thread's sleep: a worker told to stop leaves at once, and
+    whichever worker is running when the retry is due delivers it."""
+    settings = replace(settings, callback_attempts=3, callback_backoff=8.0)
     callback_receiver.statuses = [503]
-    connection = connect_redis(settings)
     worker = start_service("worker", settings, tmp_path / "worker-1.log")
     try:
         [songhash] = _submit_with_callback(rest_address, callback_receiver.url)
@@ -82,11 +83,10 @@ def test_sigterm_hands_back_an_undelivered_callback_and_another_worker_delivers_
             "state": "pending", "delivered": False, "attempts": 1, "outcome": "503",
         }
         worker.signal(signal.SIGTERM)
-        assert worker.process.wait(timeout=30) == 0  # not the minute of backoff
+        assert worker.process.wait(timeout=30) == 0  # at once, whatever the backoff
     finally:
         worker.stop()
-    assert connection.llen(CALLBACKS) == 1
-    assert connection.keys(f"{CALLBACKS}:processing:*") == []
+    assert callbacks(settings).counts() == {"lane:default": 0, "delayed": 1, "taken": 0, "dead": 0}
 
     successor = start_service("worker", settings, tmp_path / "worker-2.log")
     try:
@@ -95,23 +95,23 @@ def test_sigterm_hands_back_an_undelivered_callback_and_another_worker_delivers_
         successor.stop()
     assert len(callback_receiver.received) == 2
     assert len({request["headers"]["X-Event-Id"] for request in callback_receiver.received}) == 1  # one event
-    assert connection.llen(CALLBACKS) == 0
+    assert callbacks(settings).counts() == {"lane:default": 0, "delayed": 0, "taken": 0, "dead": 0}
 
 
-def test_the_callbacks_of_a_worker_that_died_are_delivered_by_another(settings, callback_receiver, tmp_path):
-    settings = replace(settings, lease_seconds=3.0, callback_attempts=3, callback_backoff=60.0)
-    callback_receiver.statuses = [503]
-    connection = connect_redis(settings)
+def test_the_callbacks_of_a_worker_that_died_mid_attempt_are_delivered_by_another(settings, tmp_path):
+    """The worker is killed while its thread waits for the receiver's answer: the callback it held is reaped once
+    its lease runs out, and another worker delivers it."""
+    settings = replace(settings, lease_seconds=3.0, callback_timeout=15.0)
     songhash = songhash_of(SONG)
     address, server = serve(create_app(settings))
+    receiver = HoldingReceiver()
     victim = start_service("worker", settings, tmp_path / "victim.log")
     try:
-        _submit_with_callback(address, callback_receiver.url)
-        wait_for(lambda: callback_state(address, songhash).get("attempts") == 1, 90, "the first attempt")
+        _submit_with_callback(address, receiver.url)
+        wait_for(receiver.holding.is_set, 90, "the victim's attempt to reach the receiver")
         victim.signal(signal.SIGKILL)
         victim.process.wait()
-        [held] = connection.keys(f"{CALLBACKS}:processing:test-{victim.process.pid}-*")  # name: host-pid-random
-        assert connection.llen(held) == 1
+        assert callbacks(settings).counts()["taken"] == 1  # held by the dead worker
         heir = start_service("worker", settings, tmp_path / "heir.log")
         try:
             wait_for(lambda: callback_state(address, songhash).get("state") == "delivered", 60,
@@ -120,9 +120,44 @@ def test_the_callbacks_of_a_worker_that_died_are_delivered_by_another(settings, 
             heir.stop()
     finally:
         victim.stop()
+        receiver.close()
         server.shutdown()
-    assert len(callback_receiver.received) == 2
-    assert len({request["headers"]["X-Event-Id"] for request in callback_receiver.received}) == 1
+    assert receiver.requests == 2 and len(receiver.event_ids) == 1
+
+
+def callbacks(settings) -> ReliableQueue:
+    return ReliableQueue(connect_redis(settings), f"{settings.worker_queue}:callbacks")
+
+
+class HoldingReceiver:
+    """Holds its first request unanswered (its client's worker dies meanwhile); answers 200 to the others."""
+
+    def __init__(self) -> None:
+        self.holding, self.requests, self.event_ids = threading.Event(), 0, set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.requests += 1
+                receiver.event_ids.add(self.headers["X-Event-Id"])
+                if receiver.requests == 1:
+                    receiver.holding.set()
+                    time.sleep(20)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
 
 
 def _submit_with_callback(rest: str, url: str) -> list[str]:

@@ -19,11 +19,17 @@ import pytest
 
 from devstack.receivers import DrippingReceiver
 from msaas.callbacks import CallbackRefused, address_kind, check_callback_url, sign, verify
+from msaas.claims import Claims
+from msaas.connections import connect_redis
 from msaas.errors import BadRequest
+from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback
+from msaas.reliable import ReliableQueue
 from msaas.settings import Settings
 from support import wait_for
-from worker.callback import deliver
+from worker.callbacks import CallbackSender, Due, Outcome, deliver
+from worker.metrics import WorkerMetrics
+from worker.policies import Retry
 
 SONGHASH = "5d" * 28
 EVENT_ID = "6f1c2a9e0b4d4f8e9a7b3c2d1e0f9a8b"
@@ -55,6 +61,7 @@ class Receiver(ThreadingHTTPServer):
         self.delay = delay  # seconds to wait before answering (a receiver slower than the timeout)
         self.location = location  # where a 3xx answer points
         self.requests: list[Request] = []
+        self.times: list[float] = []  # when each request arrived (monotonic)
         self.connections = 0
         self.released = threading.Event()
         super().__init__((host, 0), ReceiverHandler)
@@ -89,6 +96,7 @@ class ReceiverHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.requests.append(Request(self.path, self.headers, body))
+        self.server.times.append(time.monotonic())
         if self.server.delay:
             self.server.released.wait(self.server.delay)
         status = self.server.statuses.pop(0) if self.server.statuses else 200
@@ -119,6 +127,11 @@ def receivers():
 def callback_settings(**changes) -> Settings:
     """The defaults (4 attempts, 1 s backoff, 10 s timeout) unless a test says otherwise."""
     return replace(Settings(hostname="test"), **changes)
+
+
+def attempt(url: str, settings: Settings) -> Outcome:
+    """One delivery attempt of a song's callback to `url`."""
+    return deliver(Due("result", SONGHASH, EVENT_ID, "open", Callback(url, DATA)), settings)
 
 
 def quiet_period(receiver: Receiver, seconds: float = 0.3) -> int:
@@ -241,13 +254,11 @@ LOOPBACK_SPELLINGS = [
 @pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
 def test_callbacks_aimed_at_the_local_host_are_refused_without_connecting(receivers, host):
     receiver = receivers()
-    sleeps: list[float] = []
-    outcome = deliver(Callback(receiver.url(host), DATA), SONGHASH, EVENT_ID, callback_settings(), sleeps.append)
+    outcome = attempt(receiver.url(host), callback_settings())
     assert outcome.delivered is False
-    assert outcome.attempts == 1
     assert outcome.detail.startswith("refused: ")
     assert "loopback address" in outcome.detail or "unspecified address" in outcome.detail
-    assert sleeps == []  # never retried
+    assert outcome.retryable is False  # never retried
     assert quiet_period(receiver) == 0
 
 
@@ -256,9 +267,8 @@ def test_the_same_callbacks_reach_the_receiver_when_their_host_is_allow_listed(r
     # The twin of the test above: it shows that each refused spelling would have reached the listener.
     receiver = receivers()
     settings = callback_settings(callback_allow_hosts=f"example.org,{host.strip('[]')}")
-    outcome = deliver(Callback(receiver.url(host), DATA), SONGHASH, EVENT_ID, settings)
-    assert outcome.delivered is True, outcome
-    assert (outcome.attempts, outcome.detail) == (1, "200")
+    outcome = attempt(receiver.url(host), settings)
+    assert (outcome.delivered, outcome.detail) == (True, "200"), outcome
     assert receiver.connections == 1
     [request] = receiver.requests
     assert request.path == "/hook?song=1"
@@ -275,16 +285,16 @@ def ipv6_receiver(receivers) -> Receiver:
 def test_the_ipv6_loopback_is_refused_without_connecting_and_reached_when_allow_listed(receivers):
     receiver = ipv6_receiver(receivers)
     url = receiver.url("[::1]")
-    refused = deliver(Callback(url, DATA), SONGHASH, EVENT_ID, callback_settings())
-    assert refused == type(refused)(delivered=False, attempts=1, detail="refused: ::1 is a loopback address")
+    refused = attempt(url, callback_settings())
+    assert refused == Outcome(delivered=False, detail="refused: ::1 is a loopback address", retryable=False)
     assert quiet_period(receiver) == 0
-    allowed = deliver(Callback(url, DATA), SONGHASH, EVENT_ID, callback_settings(callback_allow_hosts="::1"))
+    allowed = attempt(url, callback_settings(callback_allow_hosts="::1"))
     assert (allowed.delivered, receiver.connections) == (True, 1)
 
 
 def test_a_malformed_url_is_refused_not_raised():
-    outcome = deliver(Callback("http://[::1/hook", DATA), SONGHASH, EVENT_ID, callback_settings())
-    assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 1, "refused: malformed url")
+    outcome = attempt("http://[::1/hook", callback_settings())
+    assert (outcome.delivered, outcome.detail, outcome.retryable) == (False, "refused: malformed url", False)
 
 
 # --- signatures ----------------------------------------------------------------------------------------------
@@ -315,8 +325,8 @@ def test_verify_accepts_a_good_signature_and_rejects_tampering_and_stale_timesta
 def test_a_delivery_carries_the_data_as_its_body_and_the_rest_in_signed_headers(receivers):
     receiver = receivers()
     settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_secret="s3cret-for-test")
-    outcome = deliver(Callback(receiver.url(), DATA), SONGHASH, EVENT_ID, settings)
-    assert (outcome.delivered, outcome.attempts, outcome.detail) == (True, 1, "200")
+    outcome = attempt(receiver.url(), settings)
+    assert (outcome.delivered, outcome.detail) == (True, "200")
     [request] = receiver.requests
     assert request.body == json.dumps(DATA).encode()
     assert request.headers["Content-Type"] == "application/json"
@@ -329,52 +339,80 @@ def test_a_delivery_carries_the_data_as_its_body_and_the_rest_in_signed_headers(
 
 def test_without_a_secret_deliveries_are_unsigned(receivers):
     receiver = receivers()
-    deliver(Callback(receiver.url(), DATA), SONGHASH, EVENT_ID, callback_settings(callback_allow_hosts="127.0.0.1"))
+    attempt(receiver.url(), callback_settings(callback_allow_hosts="127.0.0.1"))
     [request] = receiver.requests
     assert "X-Signature" not in request.headers
     assert request.headers["X-Event-Id"] == EVENT_ID
 
 
-def test_a_receiver_that_fails_twice_gets_a_third_attempt_after_doubling_waits(receivers):
+def test_the_default_schedule_is_four_attempts_one_two_and_four_seconds_apart():
+    sender = CallbackSender(callback_settings(), None, None, "w", None)
+    assert [sender.retry.delay(attempt) for attempt in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert [sender.retry.allows(attempt) for attempt in (1, 2, 3, 4)] == [True, True, True, False]
+    jobs = Retry(max_attempts=3, backoff=10, cap=15)  # a job's: capped, and up to a quarter shorter at random
+    assert all(7.5 <= jobs.delay(1) <= 10 and 11.25 <= jobs.delay(2) <= 15 for _ in range(50))
+
+
+def test_a_receiver_that_fails_twice_gets_a_third_attempt_after_doubling_waits(receivers, settings):
+    """Through the worker's delivery threads and the callback queue in a real Redis: failed attempts wait in the
+    queue (no thread sleeps), and the tenant's claim records each outcome."""
     receiver = receivers(statuses=[500, 500])
-    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_backoff=0.25, callback_secret="k")
-    sleeps: list[float] = []
-    outcome = deliver(Callback(receiver.url(), DATA), SONGHASH, EVENT_ID, settings, sleeps.append)
-    assert (outcome.delivered, outcome.attempts, outcome.detail) == (True, 3, "200")
-    assert sleeps == [0.25, 0.5]
-    assert [request.headers["X-Event-Id"] for request in receiver.requests] == [EVENT_ID] * 3
+    settings = replace(settings, callback_allow_hosts="127.0.0.1", callback_backoff=0.25, callback_secret="k",
+                       callback_threads=1)
+    outcome = run_sender(settings, receiver.url(), lambda fields: fields.get("callback_state") == "delivered")
+    assert outcome == {"callback_state": "delivered", "callback_attempts": "3", "callback_outcome": "200",
+                       "callback_delivered": "true", "callback_job": "job", "callback": outcome["callback"]}
+    assert [request.headers["X-Event-Id"] for request in receiver.requests] == ["job"] * 3
     assert all(verify("k", r.headers["X-Timestamp"], r.body, r.headers["X-Signature"]) for r in receiver.requests)
+    gaps = [later - earlier for earlier, later in zip(receiver.times, receiver.times[1:], strict=False)]
+    assert gaps[0] >= 0.25 and gaps[1] >= 0.5, gaps  # at least the backoff, doubling
 
 
-def test_the_default_schedule_is_four_attempts_one_two_and_four_seconds_apart(receivers):
+def test_a_receiver_that_keeps_failing_is_given_up_on_after_the_attempts(receivers, settings):
     receiver = receivers(statuses=[503] * 10)
-    sleeps: list[float] = []
-    outcome = deliver(
-        Callback(receiver.url(), DATA), SONGHASH, EVENT_ID, callback_settings(callback_allow_hosts="127.0.0.1"),
-        sleeps.append,
-    )
-    assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 4, "503")
-    assert sleeps == [1.0, 2.0, 4.0]
-    assert len(receiver.requests) == 4
+    settings = replace(settings, callback_allow_hosts="127.0.0.1", callback_backoff=0.05, callback_attempts=3,
+                       callback_threads=1)
+    outcome = run_sender(settings, receiver.url(), lambda fields: fields.get("callback_state") == "failed")
+    assert (outcome["callback_attempts"], outcome["callback_outcome"]) == ("3", "503")
+    assert len(receiver.requests) == 3
+
+
+def run_sender(settings: Settings, url: str, finished) -> dict[str, str]:
+    """A tenant's callback queued as a finished song queues it, delivered by one worker's delivery threads until
+    `finished(claim fields)`; the claim's fields."""
+    connection = connect_redis(settings)
+    queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
+    callbacks = ReliableQueue(connection, f"{settings.worker_queue}:callbacks")
+    claim = "claim:open:result"
+    connection.hset(claim, mapping={"callback": json.dumps({"url": url, "data": DATA}), "callback_job": "job"})
+    callbacks.push("job-open", json.dumps({"result": "result", "songhash": SONGHASH, "event_id": "job",
+                                           "tenant": "open", "callback": {"url": url, "data": DATA}}), time.time())
+    sender = CallbackSender(settings, callbacks, Claims(connection, queue), "test-worker", WorkerMetrics())
+    sender.start()
+    try:
+        wait_for(lambda: finished(connection.hgetall(claim)), 30, "the callback's last attempt")
+    finally:
+        sender.stop()
+    assert callbacks.counts() == {"lane:default": 0, "delayed": 0, "taken": 0, "dead": 0}
+    return connection.hgetall(claim)
 
 
 def test_redirects_are_not_followed(receivers):
     elsewhere = receivers()
-    redirecting = receivers(statuses=[302, 302], location=elsewhere.url())
-    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_attempts=2)
-    outcome = deliver(Callback(redirecting.url(), DATA), SONGHASH, EVENT_ID, settings, lambda seconds: None)
-    assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 2, "302")
-    assert len(redirecting.requests) == 2
+    redirecting = receivers(statuses=[302], location=elsewhere.url())
+    outcome = attempt(redirecting.url(), callback_settings(callback_allow_hosts="127.0.0.1"))
+    assert (outcome.delivered, outcome.detail) == (False, "302")
+    assert len(redirecting.requests) == 1
     assert quiet_period(elsewhere) == 0
 
 
-def test_a_receiver_slower_than_the_timeout_exhausts_the_attempts(receivers):
+def test_a_receiver_slower_than_the_timeout_is_a_timeout(receivers):
     receiver = receivers(delay=10)
-    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_timeout=0.5, callback_attempts=2)
+    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_timeout=0.5)
     started = time.monotonic()
-    outcome = deliver(Callback(receiver.url(), DATA), SONGHASH, EVENT_ID, settings, lambda seconds: None)
-    assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 2, "timeout after 0.5 s")
-    assert len(receiver.requests) == 2  # each attempt did reach it; none got an answer in time
+    outcome = attempt(receiver.url(), settings)
+    assert (outcome.delivered, outcome.detail, outcome.retryable) == (False, "timeout after 0.5 s", True)
+    assert len(receiver.requests) == 1  # the attempt did reach it; it got no answer in time
     assert time.monotonic() - started < 5
 
 
@@ -382,9 +420,9 @@ def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_attempt_deadline():
     # Each header byte comes well within the timeout, so only a wall-clock deadline ends the attempt.
     receiver = DrippingReceiver(interval=0.2, limit=100)  # 20 s of answer, then a proper end
     try:
-        settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_timeout=1.0, callback_attempts=1)
-        outcome = deliver(Callback(receiver.url, DATA), SONGHASH, EVENT_ID, settings)
-        assert (outcome.delivered, outcome.attempts, outcome.detail) == (False, 1, "timeout after 1 s")
+        settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_timeout=1.0)
+        outcome = attempt(receiver.url, settings)
+        assert (outcome.delivered, outcome.detail) == (False, "timeout after 1 s")
         wait_for(lambda: receiver.cut_off == 1, 10, "the receiver to find its client gone")
         assert receiver.finished == 0
     finally:
@@ -395,21 +433,19 @@ def test_a_closed_port_is_a_connection_failure_and_retried():
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_attempts=3)
-    sleeps: list[float] = []
-    outcome = deliver(Callback(f"http://127.0.0.1:{port}/hook", DATA), SONGHASH, EVENT_ID, settings, sleeps.append)
-    assert (outcome.delivered, outcome.attempts) == (False, 3)
+    outcome = attempt(f"http://127.0.0.1:{port}/hook", callback_settings(callback_allow_hosts="127.0.0.1"))
+    assert (outcome.delivered, outcome.retryable) == (False, True)
     assert outcome.detail.startswith("connection failed: ")
-    assert sleeps == [1.0, 2.0]
 
 
 def test_logs_name_the_song_and_never_the_secret(receivers, caplog):
     receiver = receivers(statuses=[500])
-    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_secret="never-log-me", callback_attempts=2)
+    settings = callback_settings(callback_allow_hosts="127.0.0.1", callback_secret="never-log-me")
     with caplog.at_level(logging.DEBUG):
-        deliver(Callback(receiver.url(), DATA), SONGHASH, EVENT_ID, settings, lambda seconds: None)
-    assert f"song {SONGHASH}: callback attempt 1 of 2 failed: 500" in caplog.text
-    assert f"song {SONGHASH}: callback to 127.0.0.1 delivered (200) on attempt 2" in caplog.text
+        attempt(receiver.url(), settings)
+        attempt(receiver.url(), settings)
+    assert f"song {SONGHASH}: callback attempt failed: 500" in caplog.text
+    assert f"song {SONGHASH}: callback to 127.0.0.1 delivered (200)" in caplog.text
     assert "never-log-me" not in caplog.text
 
 
@@ -454,15 +490,15 @@ def self_signed_tls(folder: Path, name: str) -> tuple[Path, ssl.SSLContext]:
 def test_https_to_the_checked_address_verifies_the_certificate_for_the_url_host(receivers, tmp_path, monkeypatch):
     cert_path, context = self_signed_tls(tmp_path, "localhost")
     receiver = receivers(tls=context)
-    settings = callback_settings(callback_allow_hosts="localhost", callback_attempts=1)
+    settings = callback_settings(callback_allow_hosts="localhost")
     callback = Callback(receiver.url("localhost", scheme="https"), DATA)
 
-    untrusted = deliver(callback, SONGHASH, EVENT_ID, settings)
+    untrusted = attempt(callback.url, settings)
     assert untrusted.delivered is False
     assert "certificate verify failed" in untrusted.detail.lower()
 
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))  # OpenSSL's default trust store, read per context
-    trusted = deliver(callback, SONGHASH, EVENT_ID, settings)
+    trusted = attempt(callback.url, settings)
     assert (trusted.delivered, trusted.detail) == (True, "200")
     assert [request.body for request in receiver.requests] == [json.dumps(DATA).encode()]
 
@@ -471,8 +507,8 @@ def test_https_refuses_a_certificate_for_another_name(receivers, tmp_path, monke
     cert_path, context = self_signed_tls(tmp_path, "other.example")
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     receiver = receivers(tls=context)
-    settings = callback_settings(callback_allow_hosts="localhost", callback_attempts=1)
-    outcome = deliver(Callback(receiver.url("localhost", scheme="https"), DATA), SONGHASH, EVENT_ID, settings)
+    settings = callback_settings(callback_allow_hosts="localhost")
+    outcome = attempt(receiver.url("localhost", scheme="https"), settings)
     assert outcome.delivered is False
     assert "localhost" in outcome.detail and "other.example" in outcome.detail
     assert receiver.requests == []

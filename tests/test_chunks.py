@@ -17,7 +17,7 @@ import sphn
 
 from devstack import random_models
 from msaas.models import FOUR_STEMS
-from msaas.naming import Result, songhash_of
+from msaas.naming import songhash_of
 from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
@@ -180,7 +180,8 @@ def test_worker_separates_a_long_song_in_chunks_into_mp3_tracks(settings, rest, 
         answer = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": base64.b64encode(mp3).decode()})
         assert answer.status_code == 200
         songhash = songhash_of(mp3)
-        wait_for(lambda: len(store.stored_tracks(Result(songhash), FOUR_STEMS, "mp3")) == 4, 120, "four tracks")
+        wait_for(lambda: requests.get(f"http://{rest}/apiv1/status/{songhash}").json()["state"] == "done", 120,
+                 "four tracks")
     finally:
         worker.stop()
     original, _ = sphn.read(str(ROOT / "data" / "short-march.mp3"))

@@ -32,8 +32,10 @@ def status(rest: str, songhash: str, **query) -> dict:
 
 
 def outputs(store, settings, songhash: str) -> list[str]:
-    return sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, songhash,
-                                                                          recursive=True))
+    """The song's outputs, each named by its result's prefix and track (the attempt's own folder left out)."""
+    names = [item.object_name.split("/") for item in store.client.list_objects(settings.output_bucket, songhash,
+                                                                                  recursive=True)]
+    return sorted(f"{songhash}/{name[1]}/{name[3]}" for name in names)
 
 
 def test_a_rest_worker_default_model_skew_neither_loses_a_song_nor_mislabels_it(settings, store, tmp_path):
@@ -47,7 +49,7 @@ def test_a_rest_worker_default_model_skew_neither_loses_a_song_nor_mislabels_it(
         done = wait_for(lambda: (s := status(rest_tiny, hum))["state"] in ("done", "failed") and s, 120, "hum")
         assert done["state"] == "done", done
         assert done["options"]["model"] == "demucs_unittest"
-        assert outputs(store, settings, hum) == sorted(f"{hum}-{track}.mp3" for track in FOUR_STEMS)
+        assert outputs(store, settings, hum) == sorted(f"{hum}/default/{track}.mp3" for track in FOUR_STEMS)
         assert requests.get(done["tracks"]["vocals"]).ok
 
         # The other way round: REST's default is htdemucs, the worker's the tiny model, and the client names the

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +13,7 @@ import pytest
 import requests
 import sphn
 
+from msaas.jobqueue import JobQueue
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
 from rest import create_app
@@ -57,8 +57,10 @@ def test_song_is_separated_downloaded_called_back_and_removed(
             assert abs(audio.shape[1] / rate - 8.0) < 0.2  # the whole song, not a fragment
             assert abs(audio).max() > 0.001  # not silence
 
+        # Written under the names of the attempt that published them (issue 20: a stale attempt's are never served).
+        published = redis_client.hget(f"status:{SONGHASH}", "published")
         names = sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, recursive=True))
-        assert names == sorted(f"{SONGHASH}-{track}.mp3" for track in FOUR_STEMS)
+        assert names == sorted(f"{SONGHASH}/default/{published}/{track}.mp3" for track in FOUR_STEMS)
 
         assert callback_receiver.arrived.wait(10)
         delivery = callback_receiver.received[0]
@@ -66,9 +68,10 @@ def test_song_is_separated_downloaded_called_back_and_removed(
         assert delivery["body"] == {"mp3": "short-hum", "n": 1}
         assert delivery["headers"]["X-Songhash"] == SONGHASH
 
-        # The job is acknowledged: nothing waits, nothing is left in a processing list.
-        assert requests.get(f"http://{rest}/apiv1/queue").json() == {"queue": []}
-        assert [key for key in redis_client.keys("toWorker:processing:*") if redis_client.llen(key)] == []
+        # The job is acknowledged: nothing waits, no worker holds anything.
+        assert requests.get(f"http://{rest}/apiv1/queue").json() == {"queue": [], "songs": [], "next": None}
+        assert JobQueue(redis_client, settings.worker_queue, settings.demucs_model).depths() == {
+            "waiting": 0, "delayed": 0, "taken": 0, "dead": 0}
 
         removed = requests.delete(f"http://{rest}/apiv1/remove/{SONGHASH}/vocals.mp3")
         assert removed.status_code == 200
@@ -77,6 +80,8 @@ def test_song_is_separated_downloaded_called_back_and_removed(
         assert requests.get(f"http://{rest}/apiv1/remove/{SONGHASH}/base.mp3").status_code == 200  # alias, GET
         assert requests.get(track_url(rest, SONGHASH, "bass")).status_code == 404
         assert requests.get(track_url(rest, SONGHASH, "drums")).status_code == 200
+        status = requests.get(f"http://{rest}/apiv1/status/{SONGHASH}").json()
+        assert status["state"] == "done" and set(status["tracks"]) == {"drums", "other"}
 
         # The logs service printed the other services' lines, naming host, service and song.
         printed = wait_for(
@@ -92,7 +97,9 @@ def test_queue_lists_waiting_songs_in_order(settings, rest):
     other = (ROOT / "data" / "short-march.mp3").read_bytes()
     for mp3 in (SONG, other):
         assert submit(rest, mp3).status_code == 200
-    assert requests.get(f"http://{rest}/apiv1/queue").json() == {"queue": [SONGHASH, songhash_of(other)]}
+    listing = requests.get(f"http://{rest}/apiv1/queue").json()
+    assert listing["queue"] == [SONGHASH, songhash_of(other)]
+    assert [(song["songhash"], song["position"]) for song in listing["songs"]] == [(SONGHASH, 1), (songhash_of(other), 2)]
 
 
 def test_job_pushed_by_send_request_script_is_processed(settings, rest, worker, store):
@@ -121,9 +128,8 @@ def test_unreadable_job_is_set_aside_and_the_queue_keeps_flowing(settings, rest,
     redis_client.lpush(settings.worker_queue, "this is not a job")
     assert submit(rest, SONG).status_code == 200
     wait_for(lambda: requests.get(track_url(rest, SONGHASH, "vocals")).ok, 120, "the good job")
-    dead = [json.loads(entry) for entry in redis_client.lrange(f"{settings.worker_queue}:dead", 0, -1)]
-    assert dead == [{"reason": dead[0]["reason"], "job": "this is not a job"}]
-    assert "not JSON" in dead[0]["reason"]
+    [dead] = JobQueue(redis_client, settings.worker_queue, settings.demucs_model).dead_letters()
+    assert dead.job == "this is not a job" and "not JSON" in dead.reason
 
 
 def test_default_model_without_network_fails_saying_the_weights_could_not_be_fetched(

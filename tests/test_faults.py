@@ -23,9 +23,8 @@ from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
-from msaas.status import SongStatus
 from rest import create_app
-from support import SHORT_SAMPLE, job_for, processes, serve, start_service
+from support import SHORT_SAMPLE, Statuses, job_for, processes, serve, start_service
 
 pytestmark = pytest.mark.demucs
 
@@ -56,13 +55,14 @@ def submit_batch(rest: str, count: int, prefix: str) -> list[str]:
 
 def outcome(settings, store, songhash: str) -> str:
     """'done' (all four stems stored), 'failed' (with a reason) or 'pending'."""
-    state = SongStatus(connect_redis(settings)).get(songhash)
+    state = Statuses(settings).get(songhash)
     if state.get("state") == "failed" and state.get("reason"):
         return "failed"
-    names = {item.object_name for item in store.client.list_objects(settings.output_bucket, prefix=songhash)}
-    if names == {f"{songhash}-{track}.mp3" for track in FOUR_STEMS} and state.get("state") == "done":
-        return "done"
-    return "pending"
+    if state.get("state") != "done":
+        return "pending"
+    published = f"{songhash}/default/{state['published']}/"
+    names = {item.object_name for item in store.client.list_objects(settings.output_bucket, prefix=published)}
+    return "done" if names == {f"{published}{track}.mp3" for track in FOUR_STEMS} else "pending"
 
 
 def wait_all(settings, store, hashes: list[str], timeout: float) -> dict[str, str]:
@@ -75,9 +75,9 @@ def wait_all(settings, store, hashes: list[str], timeout: float) -> dict[str, st
     raise AssertionError(f"lost jobs: {[h for h, o in outcomes.items() if o == 'pending']}")
 
 
-def processing_lists(connection, settings) -> dict[str, int]:
-    keys = connection.keys(f"{settings.worker_queue}:processing:*")
-    return {key: connection.llen(key) for key in keys if connection.llen(key)}
+def held(connection, settings) -> int:
+    """Jobs a worker holds (taken, not yet acknowledged or put back)."""
+    return JobQueue(connection, settings.worker_queue, settings.demucs_model).depths()["taken"]
 
 
 def wait_for_processing_by(settings, child: Child, timeout: float = 60) -> str:
@@ -114,13 +114,13 @@ def test_sigkill_mid_separation_loses_nothing(fault_settings, store, tmp_path):
     try:
         hashes = submit_batch(address, SONGS, "kill")
         for kill in range(KILLS):
-            wait_for_processing_by(settings, victim)
-            dead_list = f"{settings.worker_queue}:processing:test-{victim.process.pid}"
+            songhash = wait_for_processing_by(settings, victim)
+            victim_name = connection.hget(f"status:{songhash}", "worker")
             victim.signal(signal.SIGKILL)
             killed_at = time.monotonic()
             victim.process.wait()
             victim = start_worker(settings, tmp_path, f"victim-{kill + 1}")  # as Kubernetes would
-            while connection.llen(dead_list):
+            while connection.hget(f"status:{songhash}", "worker") == victim_name:
                 assert time.monotonic() - killed_at < 60, "abandoned job not requeued within 60 s"
                 time.sleep(0.05)
             delays.append(time.monotonic() - killed_at)
@@ -132,8 +132,8 @@ def test_sigkill_mid_separation_loses_nothing(fault_settings, store, tmp_path):
     print(f"\nsubmitted {len(hashes)}, kills {KILLS}, requeue delays {[round(d, 1) for d in delays]} s")
     assert list(outcomes.values()) == ["done"] * len(hashes)
     assert max(delays) <= LEASE + LEASE / 3 + 1.0  # the stated bound, plus polling slack
-    assert processing_lists(connection, settings) == {}
-    assert connection.llen(f"{settings.worker_queue}:dead") == 0
+    assert JobQueue(connection, settings.worker_queue, settings.demucs_model).depths() == {
+        "waiting": 0, "delayed": 0, "taken": 0, "dead": 0}
 
 
 @pytest.mark.parametrize(("grace", "ends"), [("60", "finished"), ("0.5", "handed back")])
@@ -147,7 +147,7 @@ def test_sigterm_mid_job_finishes_or_hands_back(fault_settings, store, tmp_path,
         songhash = wait_for_processing_by(settings, worker)
         worker.signal(signal.SIGTERM)
         assert worker.process.wait(90) == 0
-        assert processing_lists(connection, settings) == {}  # nothing orphaned by a clean shutdown
+        assert held(connection, settings) == 0  # nothing orphaned by a clean shutdown
         log = (tmp_path / "worker-first.log").read_text()
         if ends == "finished":
             assert outcome(settings, store, songhash) == "done"
@@ -185,7 +185,7 @@ def test_redis_killed_and_restarted_after_enqueueing_loses_nothing(settings, sto
         time.sleep(2)
         redis = redis_server()  # same port, same append-only file
         outcomes = wait_all(settings, store, hashes, 180 + 10 * SONGS)
-        assert processing_lists(connect_redis(settings), settings) == {}
+        assert held(connect_redis(settings), settings) == 0
         time.sleep(1)
     finally:
         for worker in workers:
@@ -245,12 +245,12 @@ def test_poison_jobs_are_dead_lettered_and_the_rest_completes(settings, store, t
             worker.stop()
         server.shutdown()
     assert [outcomes[songhash] for songhash in good] == ["done"] * 3
-    status = SongStatus(connection)
+    status = Statuses(settings)
     assert status.get(songhash_of(undecodable))["attempts"] == str(settings.max_attempts)
     # Measured by the worker (the job, pushed by hand, carries no length): its frames stop where the junk starts.
     assert "what follows is not MPEG audio" in status.get(songhash_of(undecodable))["reason"]
     assert "is missing" in status.get(missing)["reason"]
-    dead = {queue.decode(entry["job"]).songhash: entry["reason"] for entry in queue.dead()}
+    dead = {queue.decode(letter.job).songhash: letter.reason for letter in queue.dead_letters()}
     assert set(dead) == {songhash_of(undecodable), missing}
     assert "what follows is not MPEG audio" in dead[songhash_of(undecodable)]
 
@@ -265,7 +265,7 @@ def test_separation_past_its_time_limit_is_killed_and_fails_with_the_reason(sett
     finally:
         worker.stop()
         server.shutdown()
-    state = SongStatus(connect_redis(settings)).get(songhash)
+    state = Statuses(settings).get(songhash)
     assert state["reason"] == "demucs timed out after 0 s and was killed"
     assert state["attempts"] == "2"
     # Its whole process group went: no Demucs is left running for this song.
@@ -287,8 +287,8 @@ def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
         outcomes = wait_all(settings, store, [job.songhash], 120)
         deadline = time.monotonic() + 30
         # The callback is delivered after "done", by the worker's delivery threads.
-        while (connection.llen(settings.worker_queue) or processing_lists(connection, settings)
-               or SongStatus(connection).get(job.songhash).get("callback_state") != "delivered"):
+        while (any(JobQueue(connection, settings.worker_queue, settings.demucs_model).depths().values())
+               or connection.hget(f"claim:open:{job.songhash}", "callback_state") != "delivered"):
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
@@ -296,6 +296,7 @@ def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
             worker.stop()
     assert outcomes == {job.songhash: "done"}
     names = sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, recursive=True))
-    assert names == sorted(f"{job.songhash}-{track}.mp3" for track in FOUR_STEMS)
+    published = connection.hget(f"status:{job.songhash}", "published")
+    assert names == sorted(f"{job.songhash}/default/{published}/{track}.mp3" for track in FOUR_STEMS)
     assert len(callback_receiver.received) == 1
     assert callback_receiver.received[0]["headers"]["X-Event-Id"] == job.id

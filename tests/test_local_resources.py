@@ -17,10 +17,8 @@ import requests
 from test_chunks import song as long_song
 from test_faults import submit_batch, variant
 
-from msaas.connections import connect_redis
-from msaas.status import SongStatus
 from rest import create_app
-from support import serve, start_service, wait_for
+from support import Statuses, serve, start_service, wait_for
 
 
 @contextmanager
@@ -61,7 +59,7 @@ def test_a_worker_on_a_full_disk_fails_the_job_with_the_reason_and_takes_the_nex
     settings = replace(settings, max_attempts=2)
     address, server = serve(create_app(settings))  # REST's own scratch space is fine
     worker = start_service("worker", settings, tmp_path / "worker.log", WORK_DIR=str(full_disk))
-    status = SongStatus(connect_redis(settings))
+    status = Statuses(settings)
     try:
         [songhash] = submit_batch(address, 1, "full")
         wait_for(lambda: status.get(songhash).get("state") == "failed", 60, "the job to fail")
@@ -91,7 +89,7 @@ def test_a_disk_that_fills_up_during_the_separation_is_named(settings, tmp_path,
     song = long_song(seconds, tmp_path / "song.mp3")
     settings = replace(settings, max_attempts=1)
     address, server = serve(create_app(settings))
-    status = SongStatus(connect_redis(settings))
+    status = Statuses(settings)
     with tmpfs(tmp_path / "small", size) as small_disk:
         worker = start_service("worker", settings, tmp_path / "worker.log", WORK_DIR=str(small_disk),
                                CHUNK_SECONDS="60")

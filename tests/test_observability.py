@@ -20,8 +20,7 @@ from msaas.connections import connect_redis
 from msaas.jobqueue import JobQueue
 from msaas.logbus import JsonFormatter, _Identity, readable
 from msaas.naming import songhash_of
-from msaas.status import SongStatus
-from support import ROOT, SHORT_SAMPLE, child_env, job_for, start_service, wait_for
+from support import ROOT, SHORT_SAMPLE, Statuses, child_env, job_for, start_service, wait_for
 
 pytestmark = pytest.mark.demucs
 
@@ -109,6 +108,7 @@ def test_metrics_move_by_exactly_one_per_job(settings, gunicorn, callback_receiv
                 ("msaas_jobs_enqueued_total", ()): 1.0,
                 ("msaas_upload_bytes_count", ()): 1.0,
                 ("msaas_upload_bytes_sum", ()): float(len(SONG)),
+                ("msaas_tenant_songs_total", (("tenant", "open"),)): 1.0,
             }
             separate = ("msaas_http_requests_total", (("method", "POST"), ("route", "/apiv1/separate"),
                                                       ("status", "200")))
@@ -135,7 +135,7 @@ def test_metrics_move_by_exactly_one_per_job(settings, gunicorn, callback_receiv
 
         # A job that fails every attempt: one retry, then the dead-letter list.
         JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model).push(job_for(LOST, settings))
-        wait_for(lambda: SongStatus(connect_redis(settings)).get(LOST).get("state") == "failed", 60, "the dead job")
+        wait_for(lambda: Statuses(settings).get(LOST).get("state") == "failed", 60, "the dead job")
         assert moved(worker_after, scrape(worker_metrics)) == {
             ("msaas_jobs_failed_total", ()): 2.0,
             ("msaas_jobs_retried_total", (("cause", "failed"),)): 1.0,
@@ -144,7 +144,6 @@ def test_metrics_move_by_exactly_one_per_job(settings, gunicorn, callback_receiv
         depths = scrape(gunicorn_rest)
         assert [depths[(name, ())] for name in ("msaas_queue_depth", "msaas_processing_depth",
                                                 "msaas_dead_letter_depth")] == [0.0, 0.0, 1.0]
-        assert scrape(worker_metrics)[("msaas_worker_processing_depth", ())] == 0.0
 
         # The logs service printed the failures and nothing below WARNING.
         printed = wait_for(lambda: "after 2 attempts" in (text := (tmp_path / "logs.out").read_text()) and text,

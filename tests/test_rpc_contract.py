@@ -12,6 +12,9 @@ from msaas.v1 import separation_pb2 as pb
 from rest import create_app
 from support import ROOT
 
+sys.path.insert(0, str(ROOT / "proto"))
+import generate  # noqa: E402 - proto/generate.py, the Options message's writer
+
 PROTO = "proto/msaas/v1/separation.proto"
 GENERATED = ("separation_pb2.py", "separation_pb2.pyi", "separation_pb2_grpc.py")
 # Every REST route (but the page, the health checks and metrics, which gRPC has its own standards for) and the
@@ -26,6 +29,13 @@ RPC_OF_ROUTE = {
     ("DELETE", "/apiv1/remove/<songhash>/<track>"): "RemoveTrack",
     ("DELETE", "/apiv1/remove/<songhash>"): "RemoveSong",
     ("POST", "/apiv1/cancel/<songhash>"): "CancelSong",
+    ("GET", "/apiv1/usage"): "GetUsage",
+    ("GET", "/apiv1/admin/dead"): "ListDeadLetters",
+    ("DELETE", "/apiv1/admin/dead"): "PurgeDeadLetters",
+    ("GET", "/apiv1/admin/dead/<entry_id>"): "GetDeadLetter",
+    ("DELETE", "/apiv1/admin/dead/<entry_id>"): "PurgeDeadLetters",
+    ("POST", "/apiv1/admin/dead/<entry_id>/retry"): "RetryDeadLetter",
+    ("GET", "/apiv1/admin/usage"): "ListUsage",
 }
 NOT_RPCS = {"/", "/healthz", "/readyz", "/metrics", "/apiv1/openapi.json", "/static/<path:filename>"}
 
@@ -40,6 +50,11 @@ def test_committed_code_is_what_the_proto_generates(tmp_path):
     for name in GENERATED:
         fresh = (tmp_path / "msaas/v1" / name).read_text()
         assert fresh == (ROOT / "msaas/v1" / name).read_text(), f"msaas/v1/{name} is stale: run `make proto`"
+
+
+def test_the_options_message_is_written_from_the_options_table():
+    proto = (ROOT / PROTO).read_text()
+    assert generate.generated(proto) == proto, "the proto's Options message is stale: run `make proto`"
 
 
 def test_the_options_message_is_the_options_table():
@@ -62,7 +77,8 @@ def test_every_rest_route_has_its_rpc(settings):
     routes = {(method, rule.rule) for rule in app.url_map.iter_rules() if rule.rule not in NOT_RPCS
               for method in rule.methods - {"HEAD", "OPTIONS"}}
     assert routes == set(RPC_OF_ROUTE)
-    methods = set(pb.DESCRIPTOR.services_by_name["SeparationService"].methods_by_name)
+    methods = {name for service in ("SeparationService", "AdminService")
+               for name in pb.DESCRIPTOR.services_by_name[service].methods_by_name}
     assert set(RPC_OF_ROUTE.values()) | {"WatchStatus", "GetTrackLink"} == methods
 
 

@@ -16,7 +16,7 @@ import pytest
 from msaas.errors import BadRequest
 from msaas.mp3 import FRAMES, check_mp3, first_frame
 from msaas.naming import songhash_of
-from support import ROOT
+from support import ROOT, queued
 
 RATE = 44100
 
@@ -109,7 +109,7 @@ def test_rest_refuses_a_lying_mp3_and_keeps_nothing(client, store, redis_client,
     assert answer.status_code == 400, answer.get_data(as_text=True)
     assert answer.get_json()["error"] == "invalid_mp3"
     assert not store.has_input(songhash_of(mp3))
-    assert redis_client.llen(settings.worker_queue) == 0
+    assert queued(settings) == 0
 
 
 @pytest.mark.parametrize("encoding", [["-q:a", "4"], ["-b:a", "192k"]], ids=["vbr-xing", "cbr-info"])

@@ -6,9 +6,7 @@ from __future__ import annotations
 import requests
 from test_faults import submit_batch
 
-from msaas.connections import connect_redis
-from msaas.status import SongStatus
-from support import wait_for
+from support import Statuses, wait_for
 
 
 def remove_buckets(store, *buckets: str) -> None:
@@ -23,7 +21,7 @@ def remove_buckets(store, *buckets: str) -> None:
 def test_lost_buckets_are_made_again_by_rest_and_the_worker_and_readiness_checks_them(
     settings, rest, worker, store
 ):
-    status = SongStatus(connect_redis(settings))
+    status = Statuses(settings)
     buckets = (settings.queue_bucket, settings.output_bucket)
     [first] = submit_batch(rest, 1, "before")  # both services have made and seen the buckets
     wait_for(lambda: status.get(first).get("state") == "done", 90, "the first song")
@@ -37,7 +35,7 @@ def test_lost_buckets_are_made_again_by_rest_and_the_worker_and_readiness_checks
     remove_buckets(store, settings.output_bucket)
     [third] = submit_batch(rest, 1, "output-lost")
     wait_for(lambda: status.get(third).get("state") == "done", 90, "the third song, its tracks stored")
-    assert len(list(store.client.list_objects(settings.output_bucket, prefix=third))) == 4
+    assert len(list(store.client.list_objects(settings.output_bucket, prefix=third, recursive=True))) == 4
 
     remove_buckets(store, *buckets)
     ready = requests.get(f"http://{rest}/readyz")

@@ -116,7 +116,7 @@ def test_job_round_trips_and_accepts_the_reference_key_hash():
 
 @pytest.mark.parametrize(
     "raw", ["nope", "[]", "{}", '{"songhash": "xyz"}', '{"hash": "' + "a" * 56 + '", "model": "x"}',
-            '{"hash": "' + "a" * 56 + '", "mp3_bitrate": 1e999}', '{"hash": "' + "a" * 56 + '", "attempts": -1}',
+            '{"hash": "' + "a" * 56 + '", "mp3_bitrate": 1e999}',
             '{"hash": "' + "a" * 56 + '", "seconds": 1' + "0" * 400 + '}',
             '{"hash": "' + "a" * 56 + '", "overlap": 1' + "0" * 400 + '}',
             '{"hash": "' + "a" * 56 + '", "result": "' + "b" * 56 + '"}',

@@ -7,7 +7,6 @@ from msaas.jobqueue import JobQueue
 from msaas.logbus import LogBus, setup_logging
 from msaas.scratch import claim
 from msaas.settings import Settings
-from msaas.status import SongStatus
 from msaas.storage import ObjectStore
 from worker.loop import Worker
 from worker.metrics import WorkerMetrics
@@ -27,10 +26,8 @@ def main() -> None:
             connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days,
             timeout=settings.store_timeout,
         ),
-        SongStatus(connection),
         metrics,
     )
-    metrics.watch(queue, worker.name)
     metrics.serve(settings.worker_metrics_port, settings.bind_host)
     worker.run()
 

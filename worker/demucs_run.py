@@ -89,7 +89,7 @@ class DemucsRun:
 
     def command(self, config: DemucsConfig) -> list[str]:
         command = [sys.executable, "-m", "demucs.separate", *self.format_flags(), "-n", self.model]
-        command += ["-o", str(self.out_dir), "-d", config.device, "--shifts", str(config.shifts)]
+        command += ["-o", str(self.out_dir), "-d", config.device, "--shifts", str(self.options.shifts)]
         if self.options.two_stems:
             command += ["--two-stems", self.options.two_stems]
         command += ["--overlap", f"{self.options.overlap:g}"]

@@ -1,16 +1,17 @@
-"""The worker loop: take a job reliably, separate the song, store the tracks, record `done` (queueing its
-callback for the delivery threads, worker/deliveries.py), acknowledge.
+"""The worker loop, like rq's: take a job reliably, separate the song, store the tracks under the attempt's own names,
+publish them (the status says done and the callbacks are queued, in one fenced step), and go on.
 
-Every failure of a job is counted: it is retried behind the other jobs until it has failed
-`max_attempts` times, then it goes to the dead-letter list with its last error. A job interrupted by a
-shutdown or an outage is handed back uncounted. A heartbeat thread keeps this worker's lease alive and
-requeues the jobs of workers whose lease expired.
+Every write of an attempt carries its delivery's fencing token (msaas/status.py), so a worker that wakes after its
+lease ran out (a paused VM or container, a partition) changes nothing and removes only its own files. What happens
+when an attempt does not end in its tracks is decided by the policies of worker/policies.py. A heartbeat thread
+renews the lease of the job in hand, and puts back the jobs and callbacks of workers whose leases ran out.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import secrets
 import signal
 import tempfile
@@ -21,57 +22,55 @@ from pathlib import Path
 import redis
 
 from msaas.backoff import Backoff
-from msaas.callbackqueue import CallbackQueue, DueCallback
-from msaas.errors import BackendUnavailable, BadRequest, LocalResourceError, NotFound, local_resources
+from msaas.claims import Claims
+from msaas.errors import BackendUnavailable, BadRequest, NotFound, local_resources
+from msaas.eta import Estimates
 from msaas.jobqueue import Delivery, JobQueue
-from msaas.jobs import Job
 from msaas.mp3 import check_mp3
+from msaas.records import CANCELLED
+from msaas.reliable import ReliableQueue
 from msaas.scratch import claim
 from msaas.settings import Settings
-from msaas.status import DONE, FAILED, QUEUED, SongStatus
+from msaas.status import SongStatus
 from msaas.storage import ObjectStore
-from worker.deliveries import CallbackSender, pending_fields
+from worker.callbacks import CallbackSender
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
 from worker.metrics import WorkerMetrics
+from worker.policies import Cancellation, Cancelled, Lost, Retry, Stopped
 from worker.separation import SeparationConfig, separate
 
 log = logging.getLogger(__name__)
-TAKE_TIMEOUT = 5.0  # seconds a BLMOVE waits, so a stop request is noticed that quickly
-BUSY_SONG_PAUSE = 1.0  # after putting back a song another worker is writing
+TAKE_WAIT = 5.0  # seconds a worker waits for a job before asking again, so a stop request is noticed that quickly
 ALIVE_FILE = Path(tempfile.gettempdir()) / "msaas-worker-alive"
 DONE_MARGIN = 3600  # seconds by which a "done" status expires before its tracks (clocks differ; stores round)
-CANCEL_CHECK_SECONDS = 1.0  # how often a running job asks whether it was cancelled
-
-
-class Cancelled(Exception):
-    """A client cancelled the job while it ran; nothing more is written for it."""
 
 
 class Worker:
     def __init__(
-        self, settings: Settings, queue: JobQueue, store: ObjectStore, status: SongStatus,
-        metrics: WorkerMetrics | None = None,
+        self, settings: Settings, queue: JobQueue, store: ObjectStore, metrics: WorkerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.separation = SeparationConfig.of(settings)
+        self.retry = Retry.of(settings)
         self.metrics = metrics or WorkerMetrics()
         self.queue = queue
         self.store = store
-        self.status = status
-        # Unique even with several workers on a host, and per start: a restarted container keeps its pod's
-        # hostname and runs the worker as pid 1 again, and a name reused would renew the dead process's lease
-        # and strand the job it held (tests/test_containers.py kills a worker container mid-job).
+        self.callbacks = ReliableQueue(queue.redis, f"{queue.name}:callbacks")
+        self.status = SongStatus(queue.redis, queue, self.callbacks.name)
+        self.claims = Claims(queue.redis, queue)
+        self.estimates = Estimates(queue.redis, queue, settings.lease_seconds, settings.demucs_model)
+        # Unique even with several workers on a host, and per start: a restarted container keeps its pod's hostname
+        # and runs the worker as pid 1 again.
         self.name = f"{settings.hostname}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stop_requested_at: float | None = None
-        self.current: str | None = None  # the result being written, whose lock the heartbeat renews
-        self.callbacks = CallbackQueue(queue.redis, f"{queue.name}:callbacks")
-        self.sender = CallbackSender(settings, self.callbacks, status, self.name, self.metrics)
+        self.current: Delivery | None = None  # the delivery in hand, whose lease the heartbeat renews
+        self.sender = CallbackSender(settings, self.callbacks, self.claims, self.name, self.metrics)
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if self.stop_requested_at is None:
             log.info("worker %s: got signal %s, taking no more jobs", self.name, signum)
             self.stop_requested_at = time.monotonic()
-            self.sender.request_stop()  # undelivered callbacks go back for other workers now
+            self.sender.request_stop()
 
     def should_abandon(self) -> bool:
         """True once a stop was requested and the current job has outlasted the grace period."""
@@ -82,9 +81,9 @@ class Worker:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         log.info(
-            "worker %s: taking jobs from %s (model %s on %s; %d CPUs, memory budget %.0f MiB, Demucs with %s)",
-            self.name, self.queue.name, self.settings.demucs_model, self.settings.demucs_device,
-            self.separation.cpus, self.separation.memory_budget_mib, self.separation.demucs.malloc,
+            "worker %s: taking jobs from %s (%s; %d CPUs, memory budget %.0f MiB, Demucs with %s)",
+            self.name, self.queue.name, self.settings.demucs_device, self.separation.cpus,
+            self.separation.memory_budget_mib, self.separation.demucs.malloc,
         )
         stopped = threading.Event()
         heartbeat = threading.Thread(target=self.heartbeat, args=(stopped,), name="heartbeat", daemon=True)
@@ -96,11 +95,11 @@ class Worker:
             self.sender.start()
             while self.stop_requested_at is None:
                 try:
-                    if backoff.failures:
-                        self.recover_own_jobs()
-                    delivery = self.queue.take(self.name, TAKE_TIMEOUT)
+                    delivery = self.queue.take(self.name, self.settings.lease_seconds)
                     backoff.reset()
-                    if delivery is not None:
+                    if delivery is None:
+                        self.queue.wait(TAKE_WAIT)
+                    else:
                         self.handle(delivery)
                 except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as error:
                     delay = backoff.next_delay()
@@ -110,9 +109,9 @@ class Worker:
             self.sender.stop()
             stopped.set()
             try:
-                self.queue.drop_lease(self.name)
+                self.estimates.gone(self.name)
             except redis.RedisError:
-                pass  # the lease expires by itself
+                pass  # it drops out of the estimates' count by itself, two leases on
             log.info("worker %s: stopped", self.name)
 
     def check_store(self) -> None:
@@ -122,32 +121,26 @@ class Worker:
         except BackendUnavailable as error:
             log.error("worker %s: %s", self.name, error.message)
 
-    def recover_own_jobs(self) -> None:
-        """After an outage cut a job short, hand back whatever is left in this worker's processing list."""
-        for job in self.queue.hand_back_all(self.name):
-            log.warning("worker %s: handed back job %s interrupted by an outage", self.name, job)
-
     def heartbeat(self, stopped: threading.Event) -> None:
         while not stopped.wait(self.settings.lease_seconds / 3):
             self.beat()
 
     def beat(self) -> None:
-        """Renew this worker's lease (and its song lock), and requeue the jobs of workers that died."""
+        """Renew the lease of the job in hand, and put back the jobs and callbacks whose holders stopped answering."""
         ALIVE_FILE.touch()  # for the liveness probe: the heartbeat runs, whatever Redis is doing
         try:
-            self.queue.renew_lease(self.name, self.settings.lease_seconds)
+            self.estimates.alive(self.name)
             current = self.current
-            if current is not None:
-                self.queue.renew_result_lock(current, self.name, self.settings.lease_seconds)
-            for dead_worker, job in self.queue.reap():
+            if current is not None and not self.queue.renew(current, self.settings.lease_seconds):
+                log.warning("worker %s: job %s is no longer this worker's; stopping it", self.name,
+                            current.job.songhash if current.job else current.taken.id)
+            for reaped in self.status.reap(self.retry.max_attempts):
                 self.metrics.jobs_retried.labels("worker_lost").inc()
-                log.warning(
-                    "worker %s: requeued job %s of %s, whose lease expired",
-                    self.name, job.songhash if job else "(unreadable)", dead_worker,
-                )
-            for dead_worker in set(self.callbacks.reap(self.queue.lease_key)):
-                log.warning("worker %s: requeued the undelivered callbacks of %s, whose lease expired",
-                            self.name, dead_worker)
+                log.warning("worker %s: job %s of %s, whose lease ran out, %s", self.name, reaped.id, reaped.holder,
+                            reaped.outcome)
+            for reaped in self.callbacks.reap(max(1, self.settings.callback_attempts)):
+                log.warning("worker %s: callback %s of %s, whose lease ran out, %s", self.name, reaped.id,
+                            reaped.holder, reaped.outcome)
         except redis.RedisError as error:
             log.warning("worker %s: heartbeat failed: %s", self.name, error)
 
@@ -155,110 +148,92 @@ class Worker:
         job = delivery.job
         if job is None:
             log.error("worker %s: unreadable job set aside: %s", self.name, delivery.error)
-            self.queue.bury(self.name, delivery, delivery.error or "unreadable job")
+            self.queue.bury(delivery, delivery.error or "unreadable job")
             self.metrics.jobs_dead_lettered.inc()
             return
-        result = job.result.id
-        if not self.queue.lock_result(result, self.name, self.settings.lease_seconds):
-            log.info("worker %s: song %s is being written by another worker; later", self.name, job.songhash)
-            self.queue.postpone(self.name, delivery)
-            time.sleep(BUSY_SONG_PAUSE)
+        started = self.status.start(delivery, self.name)
+        if not started.started:
+            log.info("worker %s: job %s not run: %s", self.name, job.songhash, started.outcome)
             return
-        self.current = result
+        self.current = delivery
         try:
-            self.attempt(delivery, job)
+            self.attempt(delivery)
         finally:
             self.current = None
-            self.queue.unlock_result(result, self.name)
 
-    def attempt(self, delivery: Delivery, job: Job) -> None:
-        status = self.status.get(job.result.id)
-        if status.get("state") == DONE and status.get("job_id") == job.id:
-            log.info("worker %s: job %s was already done (a repeated delivery); dropped", self.name, job.songhash)
-            self.queue.ack(self.name, delivery)
-            return
-        attempt = job.attempts + 1
-        if not self.status.start(job, self.name, attempt):
-            log.info("worker %s: job %s was cancelled before it started; dropped", self.name, job.songhash)
-            self.queue.ack(self.name, delivery)
-            return
+    def attempt(self, delivery: Delivery) -> None:
+        job = delivery.job
         try:
-            self.process(job)
-        except Cancelled:
-            log.info("worker %s: job %s cancelled; stopped, and nothing kept", self.name, job.songhash)
-            self.queue.ack(self.name, delivery)
-            return
+            self.process(delivery)
+        except Stopped as stop:
+            why = "cancelled" if isinstance(stop, Cancelled) else "no longer this worker's (its lease ran out)"
+            log.info("worker %s: job %s %s: stopped, and its own files removed", self.name, job.songhash, why)
         except Abandoned:
             log.warning("worker %s: job %s handed back unfinished (shutting down)", self.name, job.songhash)
-            self.queue.hand_back(self.name, delivery)
-            self.status.finish(job, QUEUED, "handed back by a worker that shut down")
-            return
-        except BackendUnavailable as error:
-            self.queue.hand_back(self.name, delivery)
-            self.status.finish(job, QUEUED, f"handed back: {error.message}")
+            self.status.retry(delivery, "handed back by a worker that shut down", 0.0, counted=False)
+        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as error:
+            self._hand_back_after_outage(delivery, error)
             raise
-        except (redis.ConnectionError, redis.TimeoutError):
-            raise  # Redis itself is away: the run loop hands the job back once it returns
         except SeparationFailed as failure:
-            self.fail(delivery, job, str(failure))
-            return
-        except LocalResourceError as error:
-            # Counted like a failure: handed back uncounted, it would come straight back to this same full
-            # disk, for ever, and the jobs behind it with it.
-            log.error("worker %s: job %s: %s", self.name, job.songhash, error.message)
-            self.fail(delivery, job, error.message)
-            return
+            self.fail(delivery, str(failure))
         except Exception as error:  # a bug must not crash-loop the worker on the same job forever
             log.exception("worker %s: job %s raised", self.name, job.songhash)
-            self.fail(delivery, job, f"internal error: {error!r}")
-            return
-        self.queue.ack(self.name, delivery)
-        self.metrics.jobs_completed.inc()
+            self.fail(delivery, getattr(error, "message", None) or f"internal error: {error!r}")
+        else:
+            self.metrics.jobs_completed.inc()
 
-    def report_progress(self, result: str, percent: float) -> None:
+    def _hand_back_after_outage(self, delivery: Delivery, error: Exception) -> None:
+        reason = getattr(error, "message", None) or str(error)
         try:
-            self.status.progress(result, percent)
+            self.status.retry(delivery, f"handed back: {reason}", 0.0, counted=False)
         except redis.RedisError:
-            pass  # progress is a courtesy; the separation goes on
+            pass  # Redis itself is away: the lease runs out and the job is reaped, counted
 
-    def fail(self, delivery: Delivery, job: Job, reason: str) -> None:
-        attempt = job.attempts + 1
+    def fail(self, delivery: Delivery, reason: str) -> None:
+        """The retry policy: again after a backoff, or to the dead letters once its attempts are spent."""
+        job, attempt = delivery.job, delivery.attempts + 1
         self.metrics.jobs_failed.inc()
-        if attempt < self.settings.max_attempts:
-            log.warning("worker %s: job %s attempt %d failed, will retry: %s", self.name, job.songhash, attempt, reason)
-            self.queue.retry(self.name, delivery, job.next_attempt())
-            self.status.finish(job, QUEUED, f"attempt {attempt} failed: {reason}", attempts=attempt)
+        if self.retry.allows(attempt):
+            delay = self.retry.delay(attempt)
+            log.warning("worker %s: job %s attempt %d failed, retrying in %.0f s: %s", self.name, job.songhash,
+                        attempt, delay, reason)
+            self.status.retry(delivery, f"attempt {attempt} failed: {reason}", delay)
             self.metrics.jobs_retried.labels("failed").inc()
             return
         log.error("worker %s: job %s failed after %d attempts: %s", self.name, job.songhash, attempt, reason)
-        self.queue.bury(self.name, delivery, reason)
-        self.status.finish(job, FAILED, reason, attempts=attempt)
+        self.status.fail(delivery, reason)
         self.metrics.jobs_dead_lettered.inc()
 
-    def checker(self, job: Job):
-        """What a running separation asks about once in a while: True to hand the job back (shutting down);
-        it raises Cancelled once the job was cancelled (asked of Redis once a second at most)."""
-        checked = [time.monotonic()]
+    def cancellation(self, delivery: Delivery) -> Cancellation:
+        """Whether this attempt still holds its job, asked about once a second while it runs."""
+        def still_held() -> bool | None:
+            try:
+                return self.queue.holds(delivery)
+            except redis.RedisError:
+                return None  # noticed once Redis is back; the outage itself is handled by the loop
+
+        def cancelled() -> bool:
+            fields = self.status.get(delivery.job.result.id)
+            return fields.get("state") == CANCELLED and fields.get("job_id") == delivery.taken.id
+
+        return Cancellation(still_held, cancelled)
+
+    def process(self, delivery: Delivery) -> None:
+        job, token = delivery.job, delivery.taken.token
+        options, result = job.options, job.result
+        started, cpu_before = time.monotonic(), _children_cpu()
+        cancellation = self.cancellation(delivery)
 
         def check() -> bool:
-            if time.monotonic() - checked[0] >= CANCEL_CHECK_SECONDS:
-                checked[0] = time.monotonic()
-                self.raise_if_cancelled(job)
+            cancellation.check()
             return self.should_abandon()
 
-        return check
+        def report(percent: float) -> None:
+            try:
+                self.status.progress(delivery, percent)
+            except redis.RedisError:
+                pass  # progress is a courtesy; the separation goes on
 
-    def raise_if_cancelled(self, job: Job) -> None:
-        try:
-            cancelled = self.status.is_cancelled(job)
-        except redis.RedisError:
-            return  # a cancel is noticed once Redis is back; the outage itself is handled by the loop
-        if cancelled:
-            raise Cancelled()
-
-    def process(self, job: Job) -> None:
-        options, result = job.options, job.result
-        started = time.monotonic()
         work_dir = str(self.settings.work_dir) if self.settings.work_dir else None
         with (
             local_resources(f"WORK_DIR {work_dir or tempfile.gettempdir()}"),
@@ -272,36 +247,45 @@ class Worker:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
             seconds = job.seconds or self.measure(run.input_path)
             log.info("worker %s: job %s: separating %.0f s with %s (attempt %d)", self.name, job.songhash, seconds,
-                     options.model, job.attempts + 1)
-            tracks = separate(
-                run, options.tracks(), self.separation, Path(scratch) / "demucs.log", seconds,
-                self.checker(job), lambda percent: self.report_progress(result.id, percent),
-            )
+                     options.model, delivery.attempts + 1)
+            tracks = separate(run, options.tracks(), self.separation, Path(scratch) / "demucs.log", seconds, check,
+                              report)
             separated = time.monotonic()
+            cpu_seconds = _children_cpu() - cpu_before
             self.metrics.separated(options.model, separated - started, seconds)
-            self.raise_if_cancelled(job)
-            for track, path in tracks.items():
-                self.store.put_output(result, track, str(path), options.format)
+            written: list[str] = []
+            try:
+                for track, path in tracks.items():
+                    cancellation.raise_if_gone()  # asked before each upload
+                    written.append(result.attempt_key(token, track, options.format))
+                    self.store.put_output(written[-1], str(path), options.format)
+                if not self.status.publish(delivery, self.name, self.done_expiry(separated), seconds, cpu_seconds):
+                    cancellation.raise_if_gone()
+                    raise Lost()
+            except BaseException:
+                self._remove_own(written)
+                raise
+            self.estimates.record(options.model, time.monotonic() - started, seconds)
         log.info(
-            "worker %s: job %s separated in %.1f s, %d tracks stored in %.1f s",
+            "worker %s: job %s separated in %.1f s, %d tracks published in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
         )
-        # REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires.
-        retention = self.settings.retention_days * 86400 - (time.monotonic() - separated) - DONE_MARGIN
-        expire_in = int(retention) if self.settings.retention_days > 0 else None
-        callback_fields = pending_fields() if job.callback is not None else {}
 
-        def queue_callback(pipe: redis.client.Pipeline) -> None:
-            if job.callback is not None:
-                self.callbacks.push(DueCallback(result.id, job.songhash, job.id, job.callback), pipe)
+    def done_expiry(self, separated: float) -> int | None:
+        """REST answers a repeat from "done" alone, so it must not outlive the tracks the store expires."""
+        if self.settings.retention_days <= 0:
+            return None
+        return int(self.settings.retention_days * 86400 - (time.monotonic() - separated) - DONE_MARGIN)
 
-        # "done" and the callback's delivery entry in one transaction, which a cancel wins: a crash cannot lose the
-        # callback, and the delivery threads, not this loop, wait on the receiver.
-        if not self.status.finish(job, DONE, worker=self.name, progress=100, expire_in=expire_in,
-                                  then=queue_callback, **callback_fields):
-            # Cancelled while the tracks were being written: take back what this job wrote.
-            self.store.remove_result(result, options.tracks(), options.format)
-            raise Cancelled()
+    def _remove_own(self, keys: list[str]) -> None:
+        """An attempt that does not publish takes back what it wrote (its own names only)."""
+        if not keys:
+            return
+        try:
+            self.store.remove_outputs(keys)
+        except BackendUnavailable as error:
+            log.warning("worker %s: could not remove %d files of an unpublished attempt: %s", self.name, len(keys),
+                        error.message)
 
     def measure(self, song: Path) -> float:
         """The length of a song whose job does not say (pushed by a script), as REST measures it."""
@@ -309,3 +293,9 @@ class Worker:
             return check_mp3(str(song), self.settings.max_song_seconds)
         except BadRequest as refusal:
             raise SeparationFailed(refusal.message) from None
+
+
+def _children_cpu() -> float:
+    """CPU seconds this process' finished children (Demucs, ffmpeg) have used, in all."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime

@@ -57,7 +57,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--interval", type=float, default=1.0, help="seconds between status checks (default 1)")
     status = sub.add_parser("status", parents=[common, selection], help="where a song stands")
     status.add_argument("songhash")
-    sub.add_parser("queue", parents=[common], help="songs waiting for a worker, next first")
+    listing = sub.add_parser("queue", parents=[common], help="your songs queued or processing, with their places")
+    listing.add_argument("--cursor", help="one page, from where an earlier listing's `next` left off")
+    sub.add_parser("usage", parents=[common], help="what your key's tenant has used")
+    admin = sub.add_parser("admin", parents=[common], help="with an admin key: dead letters, every tenant's usage")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="WHAT")
+    admin_sub.add_parser("usage", parents=[common], help="every tenant's usage")
+    dead = admin_sub.add_parser("dead", parents=[common], help="jobs that will not be retried")
+    dead.add_argument("dead_action", choices=("ls", "show", "retry", "purge"))
+    dead.add_argument("entry", nargs="?", help="a dead letter's id (from `ls`)")
+    dead.add_argument("--all", action="store_true", help="purge: every dead letter")
     get = sub.add_parser("get", parents=[common, selection], help="download one track")
     get.add_argument("songhash")
     get.add_argument("track", help="vocals, drums, bass, other, ... or no_<stem>; an extension picks the format")
@@ -75,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     command = {
         "separate": commands.separate, "status": commands.status, "queue": commands.queue,
-        "get": commands.get, "rm": commands.remove, "cancel": commands.cancel,
+        "get": commands.get, "rm": commands.remove, "cancel": commands.cancel, "usage": commands.usage,
+        "admin": commands.admin,
     }[args.command]
     try:
         client = client_for(server_url(args.server or os.environ.get("MSAAS_URL") or DEFAULT_SERVER),

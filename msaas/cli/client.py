@@ -79,11 +79,30 @@ class Client:
     def status(self, songhash: str, options: dict[str, str]) -> dict:
         return self.json("GET", f"/apiv1/status/{songhash}", options)
 
-    def queue(self) -> list[str]:
-        waiting = self.json("GET", "/apiv1/queue").get("queue")
-        if not isinstance(waiting, list):
+    def queue(self, cursor: str | None = None) -> dict:
+        """One page of the tenant's listing: `queue` (waiting, next first), `songs` (with positions), `next`."""
+        page = self.json("GET", "/apiv1/queue", {"cursor": cursor} if cursor else None)
+        if not isinstance(page.get("queue"), list):
             raise ApiError(-1, "bad_answer", f"{self.server} answered the queue without a list")
-        return waiting
+        return page
+
+    def usage(self) -> dict:
+        return self.json("GET", "/apiv1/usage")
+
+    def admin_usage(self) -> dict:
+        return self.json("GET", "/apiv1/admin/usage")
+
+    def dead_letters(self, cursor: str | None = None) -> dict:
+        return self.json("GET", "/apiv1/admin/dead", {"cursor": cursor} if cursor else None)
+
+    def dead_letter(self, entry_id: str) -> dict:
+        return self.json("GET", f"/apiv1/admin/dead/{entry_id}")
+
+    def retry_dead(self, entry_id: str) -> dict:
+        return self.json("POST", f"/apiv1/admin/dead/{entry_id}/retry")
+
+    def purge_dead(self, entry_id: str | None) -> dict:
+        return self.json("DELETE", "/apiv1/admin/dead" + (f"/{entry_id}" if entry_id else ""))
 
     def download(self, path: str, destination: BinaryIO, query: dict[str, str] | None = None) -> int:
         """Stream a track into `destination`; the number of bytes."""

@@ -90,9 +90,60 @@ def status(args: argparse.Namespace, client: Client) -> int:
 
 
 def queue(args: argparse.Namespace, client: Client) -> int:
-    waiting = client.queue()
-    emit(args, {"queue": waiting}, "\n".join(waiting))
+    """The tenant's songs waiting for a worker, next first (with --json: also those processing, and their places);
+    every page unless --cursor picks one."""
+    pages = [client.queue(args.cursor)]
+    while not args.cursor and pages[-1].get("next"):
+        pages.append(client.queue(pages[-1]["next"]))
+    songs = [song for page in pages for song in page.get("songs", [])]
+    waiting = [songhash for page in pages for songhash in page["queue"]]
+    emit(args, {"queue": waiting, "songs": songs, "next": pages[-1].get("next")}, "\n".join(waiting))
     return OK
+
+
+def usage(args: argparse.Namespace, client: Client) -> int:
+    """What this key's tenant has used: songs, audio seconds separated, separation CPU-seconds."""
+    answer = client.usage()
+    emit(args, answer, f"tenant {answer['tenant']}: {answer['songs']:.0f} songs, "
+                       f"{answer['audio_seconds'] / 60:.1f} audio minutes separated, "
+                       f"{answer['cpu_seconds'] / 3600:.2f} CPU-hours")
+    return OK
+
+
+def admin(args: argparse.Namespace, client: Client) -> int:
+    """`msaas admin usage`, `msaas admin dead ls|show|retry|purge`: needs an admin key ($MSAAS_API_KEY)."""
+    if args.admin_command == "usage":
+        answer = client.admin_usage()
+        emit(args, answer, "\n".join(f"{name}\t{used['songs']:.0f} songs\t{used['audio_seconds']:.0f} audio s\t"
+                                     f"{used['cpu_seconds']:.0f} CPU s" for name, used in answer["tenants"].items()))
+        return OK
+    action, entry = args.dead_action, args.entry
+    if action == "ls":
+        pages = [client.dead_letters()]
+        while pages[-1].get("next"):
+            pages.append(client.dead_letters(pages[-1]["next"]))
+        letters = [letter for page in pages for letter in page["dead"]]
+        emit(args, {"dead": letters}, "\n".join(
+            f"{letter['id']}\t{letter['songhash']}\t{letter['tenant']}\t{letter['attempts']} attempts\t"
+            f"{letter['buried_at']}\t{letter['reason']}" for letter in letters))
+    elif action == "show":
+        letter = client.dead_letter(_needs(entry, action))
+        emit(args, letter, "\n".join(f"{name}: {value}" for name, value in letter.items()))
+    elif action == "retry":
+        answer = client.retry_dead(_needs(entry, action))
+        emit(args, answer, answer.get("reason", "queued again"))
+    else:
+        if entry is None and not args.all:
+            raise Failure("usage", "purge needs a dead letter's id, or --all", USAGE)
+        answer = client.purge_dead(entry)
+        emit(args, answer, f"{answer['purged']} purged")
+    return OK
+
+
+def _needs(entry: str | None, action: str) -> str:
+    if entry is None:
+        raise Failure("usage", f"{action} needs a dead letter's id (`msaas admin dead ls` lists them)", USAGE)
+    return entry
 
 
 def get(args: argparse.Namespace, client: Client) -> int:

@@ -12,18 +12,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Options(_message.Message):
-    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap")
+    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap", "shifts")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TWO_STEMS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     MP3_BITRATE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    SHIFTS_FIELD_NUMBER: _ClassVar[int]
     model: str
     two_stems: str
     format: str
     mp3_bitrate: int
     overlap: float
-    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ...) -> None: ...
+    shifts: int
+    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ..., shifts: _Optional[int] = ...) -> None: ...
 
 class Callback(_message.Message):
     __slots__ = ("url", "data")
@@ -68,7 +70,7 @@ class StatusRequest(_message.Message):
     def __init__(self, songhash: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
 
 class SongStatus(_message.Message):
-    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback")
+    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback", "eta_seconds")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[SongStatus.State]
@@ -101,6 +103,7 @@ class SongStatus(_message.Message):
     WORKER_FIELD_NUMBER: _ClassVar[int]
     TRACKS_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
+    ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     songhash: str
     state: SongStatus.State
     options: Options
@@ -112,27 +115,135 @@ class SongStatus(_message.Message):
     worker: str
     tracks: _containers.RepeatedScalarFieldContainer[str]
     callback: CallbackOutcome
-    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ...) -> None: ...
+    eta_seconds: float
+    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
 
 class CallbackOutcome(_message.Message):
-    __slots__ = ("delivered", "attempts", "outcome")
+    __slots__ = ("state", "delivered", "attempts", "outcome")
+    STATE_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    state: str
     delivered: bool
     attempts: int
     outcome: str
-    def __init__(self, delivered: _Optional[bool] = ..., attempts: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
+    def __init__(self, state: _Optional[str] = ..., delivered: _Optional[bool] = ..., attempts: _Optional[int] = ..., outcome: _Optional[str] = ...) -> None: ...
 
 class ListQueueRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class QueuedSong(_message.Message):
+    __slots__ = ("songhash", "state", "position", "options")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    state: str
+    position: int
+    options: Options
+    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[str] = ..., position: _Optional[int] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
+
+class ListQueueResponse(_message.Message):
+    __slots__ = ("songhashes", "songs", "next_cursor")
+    SONGHASHES_FIELD_NUMBER: _ClassVar[int]
+    SONGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    songhashes: _containers.RepeatedScalarFieldContainer[str]
+    songs: _containers.RepeatedCompositeFieldContainer[QueuedSong]
+    next_cursor: str
+    def __init__(self, songhashes: _Optional[_Iterable[str]] = ..., songs: _Optional[_Iterable[_Union[QueuedSong, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class UsageRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
-class ListQueueResponse(_message.Message):
-    __slots__ = ("songhashes",)
-    SONGHASHES_FIELD_NUMBER: _ClassVar[int]
-    songhashes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, songhashes: _Optional[_Iterable[str]] = ...) -> None: ...
+class Usage(_message.Message):
+    __slots__ = ("tenant", "songs", "audio_seconds", "cpu_seconds")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    SONGS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    songs: float
+    audio_seconds: float
+    cpu_seconds: float
+    def __init__(self, tenant: _Optional[str] = ..., songs: _Optional[float] = ..., audio_seconds: _Optional[float] = ..., cpu_seconds: _Optional[float] = ...) -> None: ...
+
+class ListDeadLettersRequest(_message.Message):
+    __slots__ = ("cursor", "limit")
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    cursor: str
+    limit: int
+    def __init__(self, cursor: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class DeadLetter(_message.Message):
+    __slots__ = ("id", "songhash", "reason", "attempts", "last_worker", "tenant", "buried_at", "job")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_WORKER_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    BURIED_AT_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    songhash: str
+    reason: str
+    attempts: int
+    last_worker: str
+    tenant: str
+    buried_at: _timestamp_pb2.Timestamp
+    job: str
+    def __init__(self, id: _Optional[str] = ..., songhash: _Optional[str] = ..., reason: _Optional[str] = ..., attempts: _Optional[int] = ..., last_worker: _Optional[str] = ..., tenant: _Optional[str] = ..., buried_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job: _Optional[str] = ...) -> None: ...
+
+class ListDeadLettersResponse(_message.Message):
+    __slots__ = ("dead", "next_cursor")
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    dead: _containers.RepeatedCompositeFieldContainer[DeadLetter]
+    next_cursor: str
+    def __init__(self, dead: _Optional[_Iterable[_Union[DeadLetter, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class DeadLetterRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RetryDeadLetterResponse(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PurgeDeadLettersResponse(_message.Message):
+    __slots__ = ("purged",)
+    PURGED_FIELD_NUMBER: _ClassVar[int]
+    purged: int
+    def __init__(self, purged: _Optional[int] = ...) -> None: ...
+
+class ListUsageResponse(_message.Message):
+    __slots__ = ("tenants",)
+    class TenantsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Usage
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.MessageMap[str, Usage]
+    def __init__(self, tenants: _Optional[_Mapping[str, Usage]] = ...) -> None: ...
 
 class TrackRequest(_message.Message):
     __slots__ = ("songhash", "track", "options")

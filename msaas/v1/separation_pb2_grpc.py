@@ -56,6 +56,11 @@ class SeparationServiceStub:
                 request_serializer=msaas_dot_v1_dot_separation__pb2.ListQueueRequest.SerializeToString,
                 response_deserializer=msaas_dot_v1_dot_separation__pb2.ListQueueResponse.FromString,
                 _registered_method=True)
+        self.GetUsage = channel.unary_unary(
+                '/msaas.v1.SeparationService/GetUsage',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.UsageRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.Usage.FromString,
+                _registered_method=True)
         self.DownloadTrack = channel.unary_stream(
                 '/msaas.v1.SeparationService/DownloadTrack',
                 request_serializer=msaas_dot_v1_dot_separation__pb2.TrackRequest.SerializeToString,
@@ -115,7 +120,15 @@ class SeparationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListQueue(self, request, context):
-        """Songs waiting for a worker, next first (REST: GET /apiv1/queue).
+        """The calling tenant's songs queued or processing, with their places, a page at a time
+        (REST: GET /apiv1/queue).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUsage(self, request, context):
+        """What the calling tenant has used (REST: GET /apiv1/usage).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -182,6 +195,11 @@ def add_SeparationServiceServicer_to_server(servicer, server):
                     servicer.ListQueue,
                     request_deserializer=msaas_dot_v1_dot_separation__pb2.ListQueueRequest.FromString,
                     response_serializer=msaas_dot_v1_dot_separation__pb2.ListQueueResponse.SerializeToString,
+            ),
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.UsageRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.Usage.SerializeToString,
             ),
             'DownloadTrack': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadTrack,
@@ -330,6 +348,33 @@ class SeparationService:
             _registered_method=True)
 
     @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.SeparationService/GetUsage',
+            msaas_dot_v1_dot_separation__pb2.UsageRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.Usage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DownloadTrack(request,
             target,
             options=(),
@@ -454,6 +499,258 @@ class SeparationService:
             '/msaas.v1.SeparationService/CancelSong',
             msaas_dot_v1_dot_separation__pb2.SongRequest.SerializeToString,
             msaas_dot_v1_dot_separation__pb2.CancelSongResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class AdminServiceStub:
+    """With an admin key (ADMIN_KEYS, or the tenants file's admin_keys): what no tenant key may see or do.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListDeadLetters = channel.unary_unary(
+                '/msaas.v1.AdminService/ListDeadLetters',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.GetDeadLetter = channel.unary_unary(
+                '/msaas.v1.AdminService/GetDeadLetter',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.DeadLetter.FromString,
+                _registered_method=True)
+        self.RetryDeadLetter = channel.unary_unary(
+                '/msaas.v1.AdminService/RetryDeadLetter',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.RetryDeadLetterResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeadLetters = channel.unary_unary(
+                '/msaas.v1.AdminService/PurgeDeadLetters',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.PurgeDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ListUsage = channel.unary_unary(
+                '/msaas.v1.AdminService/ListUsage',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.UsageRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.ListUsageResponse.FromString,
+                _registered_method=True)
+
+
+class AdminServiceServicer:
+    """With an admin key (ADMIN_KEYS, or the tenants file's admin_keys): what no tenant key may see or do.
+    """
+
+    def ListDeadLetters(self, request, context):
+        """Dead letters (jobs that will not be retried), oldest first, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeadLetter(self, request, context):
+        """One dead letter, the job whole.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryDeadLetter(self, request, context):
+        """Queue a dead job again, its attempts forgotten; FAILED_PRECONDITION if its song was queued again since.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeadLetters(self, request, context):
+        """Forget one dead letter (`id`), or every one (`id` empty).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsage(self, request, context):
+        """Every tenant's usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeadLetter,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.DeadLetter.SerializeToString,
+            ),
+            'RetryDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryDeadLetter,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.RetryDeadLetterResponse.SerializeToString,
+            ),
+            'PurgeDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeadLetters,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.PurgeDeadLettersResponse.SerializeToString,
+            ),
+            'ListUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsage,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.UsageRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.ListUsageResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'msaas.v1.AdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('msaas.v1.AdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class AdminService:
+    """With an admin key (ADMIN_KEYS, or the tenants file's admin_keys): what no tenant key may see or do.
+    """
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.AdminService/ListDeadLetters',
+            msaas_dot_v1_dot_separation__pb2.ListDeadLettersRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.AdminService/GetDeadLetter',
+            msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.DeadLetter.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.AdminService/RetryDeadLetter',
+            msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.RetryDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.AdminService/PurgeDeadLetters',
+            msaas_dot_v1_dot_separation__pb2.DeadLetterRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.PurgeDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.AdminService/ListUsage',
+            msaas_dot_v1_dot_separation__pb2.UsageRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.ListUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,
