@@ -6,7 +6,8 @@ from dataclasses import replace
 
 from flask import Flask
 
-from msaas.connections import connect_redis, connect_store
+from msaas.connections import connect_api_redis, connect_store
+from msaas.deadline import with_redis_budget
 from msaas.jobqueue import JobQueue
 from msaas.logbus import LogBus, setup_logging
 from msaas.scratch import claim
@@ -22,7 +23,7 @@ from rest.metrics import RestMetrics
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app; without `settings`, read them from the environment (gunicorn: `rest:create_app()`)."""
     settings = (settings or Settings.from_env()).require_store_credentials()
-    connection = connect_redis(settings)
+    connection = connect_api_redis(settings)
     setup_logging("rest", settings.hostname, settings.log_level, LogBus(connection, settings.log_list))
 
     public_store = None
@@ -34,6 +35,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = limits.MAX_FIELD_BYTES  # a multipart field but the file, refused as it streams
     app.config["MAX_FORM_PARTS"] = limits.MAX_FORM_PARTS
     app.wsgi_app = limits.BodyDeadline(app.wsgi_app, settings.body_grace_seconds, settings.body_min_rate)
+    # All of a request's Redis commands share REDIS_TIMEOUT; then 503 with Retry-After (rest/errors.py).
+    app.wsgi_app = with_redis_budget(app.wsgi_app, settings.redis_timeout)
     claim(settings.work_dir, "rest")  # now, so the spool files of a killed REST process are swept at start-up
     instruments = RestMetrics(queue, settings.prometheus_multiproc_dir)
     store = ObjectStore(
