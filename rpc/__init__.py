@@ -29,9 +29,8 @@ from msaas.status import SongStatus
 from msaas.storage import ObjectStore
 from msaas.uploads import CHUNK
 from msaas.v1 import separation_pb2 as pb
-from msaas.v1 import separation_pb2_grpc as pb_grpc
 from rpc.blocking import Blocking, LogThread
-from rpc.guards import HOW_TO_SEND_A_KEY, Guard
+from rpc.guards import HOW_TO_SEND_A_KEY, Guard, add_service
 from rpc.health import Readiness
 from rpc.messages import status_message
 from rpc.metrics import RpcMetrics
@@ -96,7 +95,7 @@ class RpcServer:
         # No maximum_concurrent_rpcs: it would refuse health checks too. The SeparationService's bounds are
         # its own (calls per client, watches); a waiting call costs a coroutine.
         server = grpc.aio.server(options=OPTIONS)
-        pb_grpc.add_SeparationServiceServicer_to_server(self.servicer, server)
+        add_service(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, server)
         reflection.enable_server_reflection(SERVICES, server)
         return server, server.add_insecure_port(address)

@@ -14,10 +14,12 @@ from contextlib import asynccontextmanager, contextmanager
 
 import grpc
 import redis
+from google.protobuf.message import DecodeError
 
 from msaas.access import Access, Refused
 from msaas.deadline import spending_redis_budget
 from msaas.errors import BackendUnavailable, BadRequest, LocalResourceError, NotFound, ServiceError, TooLarge
+from msaas.v1 import separation_pb2 as pb
 from rpc.blocking import Blocking
 from rpc.metrics import RpcMetrics
 
@@ -54,6 +56,46 @@ REFUSALS = {"unauthorized": Code.UNAUTHENTICATED, "too_many_requests": Code.RESO
 HOW_TO_SEND_A_KEY = "'authorization: Bearer <key>' metadata"
 ERROR_KEY = "msaas-error"  # trailing metadata: REST's error code ("invalid_option"), for clients that show it
 DEADLINE_SLACK = 0.1  # seconds: grpc.aio cancels a call a few milliseconds before its deadline by its own clock
+
+
+class Malformed:
+    """A request message that does not parse (bad UTF-8, nested too deep, a corrupt wire format); the guard answers
+    it INVALID_ARGUMENT, as REST answers a body that is not JSON, where gRPC itself would answer UNKNOWN and log a
+    traceback."""
+
+    def __init__(self, message_type: str, error: DecodeError) -> None:
+        self.message_type, self.error = message_type, error
+
+    def refusal(self) -> BadRequest:
+        return BadRequest(f"a {self.message_type} message does not parse as the contract's "
+                          f"(proto/msaas/v1/separation.proto): {self.error}", "invalid_message")
+
+
+def add_service(servicer: object, server: grpc.aio.Server) -> None:
+    """The generated `add_SeparationServiceServicer_to_server`, but a request that does not parse reaches the
+    servicer's guard as `Malformed`."""
+    service = pb.DESCRIPTOR.services_by_name["SeparationService"]
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (True, False): grpc.stream_unary_rpc_method_handler,
+             (False, True): grpc.unary_stream_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    handlers = {
+        method.name: kinds[method.client_streaming, method.server_streaming](
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _lenient(message_class: type) -> Callable[[bytes], object]:
+    def parse(raw: bytes) -> object:
+        try:
+            return message_class.FromString(raw)
+        except DecodeError as error:
+            return Malformed(message_class.__name__, error)
+
+    return parse
 
 
 class ClientCalls:
@@ -129,6 +171,8 @@ def guarded(handler: Callable) -> Callable:
     @functools.wraps(handler)
     async def call(self, request, context):
         async with self.guard.call(method, context):
+            if isinstance(request, Malformed):
+                raise request.refusal()
             return await handler(self, request, context)
 
     return call

@@ -19,7 +19,7 @@ from msaas.errors import BadRequest, FieldTooLarge
 from msaas.uploads import CHUNK, SongFile, Upload, spool, too_large
 from msaas.v1 import separation_pb2 as pb
 from rpc.blocking import Blocking
-from rpc.guards import TooSlow
+from rpc.guards import Malformed, TooSlow
 
 # The header (options, callback and its data) may take what REST allows a request's fields together
 # (rest/limits.py MAX_FIELD_BYTES); tests/test_rpc_limits.py holds the two equal.
@@ -49,6 +49,8 @@ class PacedStream:
             ) from None
         if message is grpc.aio.EOF:
             return None
+        if isinstance(message, Malformed):
+            raise message.refusal()
         self.received += message.ByteSize()
         return message
 

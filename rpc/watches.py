@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from msaas.deadline import spending_redis_budget
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 # How often a reader reads its song's status hash in Redis (and the queue, while queued); a watch sends only
 # what changed. Once per result, however many watch it.
 WATCH_INTERVAL = 0.3
+# ...and at least this many times as long as its last read took: when many songs are watched and reads slow down
+# (the CPU, Redis, the pool of threads are busy), every reader reads less often, so watches cannot take the
+# process over (a queued song's read walks the whole queue, msaas/songs.py `_position`).
+READ_SPACING = 4.0
+READS_AT_ONCE = 4  # reads under way at once, all songs together: the event loop keeps its share of the CPU
 SHUTTING_DOWN = "the server is shutting down; call WatchStatus again to go on watching"
 
 
@@ -70,13 +76,15 @@ class _Reader:
     async def run(self) -> None:
         try:
             while True:
+                started = time.monotonic()
                 message, ended = await self.read()
+                took = time.monotonic() - started
                 if self.latest is None or message != self.latest[0]:
                     self.latest = (message, ended)
                     self.tell(self.latest)
                 if ended:
                     return
-                await asyncio.sleep(self.interval)
+                await asyncio.sleep(max(self.interval, READ_SPACING * took))
         except asyncio.CancelledError:
             raise
         except Exception as error:  # told to every watcher, whose guard answers it (NOT_FOUND, UNAVAILABLE, ...)
@@ -95,6 +103,7 @@ class Watches:
         self.limit = limit
         self.interval = interval
         self.readers: dict[tuple[str, Options], _Reader] = {}
+        self.reading = asyncio.Semaphore(READS_AT_ONCE)
         self.open = 0
         self.stopping = False
 
@@ -140,6 +149,7 @@ class Watches:
             del self.readers[key]
 
     async def _read(self, songhash: str, options: Options) -> tuple[pb.SongStatus, bool]:
-        with spending_redis_budget(self.redis_timeout):  # each read its own: a reader is no one call
-            song = await self.blocking(self.describe, songhash, options)
+        async with self.reading:
+            with spending_redis_budget(self.redis_timeout):  # each read its own: a reader is no one call
+                song = await self.blocking(self.describe, songhash, options)
         return self.status_message(song), song.ended

@@ -216,3 +216,34 @@ def test_the_header_is_held_to_rests_size_for_fields(serve_rpc, client):
     assert rest.status_code == 413
     assert (error.code(), error_code(error)) == (Code.RESOURCE_EXHAUSTED, rest.get_json()["error"])
     assert "64 KiB" in error.details()
+
+
+# --- messages that do not parse, and the log bus ---------------------------------------------------------
+
+
+def test_a_message_that_does_not_parse_is_invalid_argument_not_an_internal_error(serve_rpc, nothing_left):
+    channel = grpc.insecure_channel(serve_rpc())
+    submit = channel.stream_unary("/msaas.v1.SeparationService/Submit", request_serializer=bytes,
+                                  response_deserializer=pb.SubmitResponse.FromString)
+    header = pb.SubmitRequest(header=pb.SubmitHeader(callback=pb.Callback(url="http://e.com/AAAA")))
+    bad_utf8 = header.SerializeToString().replace(b"AAAA", b"\xff\xfe\xfd\xfc")  # a string field must be UTF-8
+    get_status = channel.unary_unary("/msaas.v1.SeparationService/GetStatus", request_serializer=bytes,
+                                     response_deserializer=pb.SongStatus.FromString)
+    for call, request in ((submit, iter([bad_utf8, pb.SubmitRequest(chunk=MP3).SerializeToString()])),
+                          (get_status, b"\xff\xff\xff\xff")):  # a corrupt wire format
+        with pytest.raises(grpc.RpcError) as caught:
+            call(request, timeout=10)
+        assert (caught.value.code(), error_code(caught.value)) == (Code.INVALID_ARGUMENT, "invalid_message")
+        assert "does not parse" in caught.value.details()
+
+
+@pytest.fixture
+def nothing_left(redis_client, settings):
+    yield
+    assert redis_client.llen(settings.worker_queue) == 0
+
+
+def test_log_lines_still_reach_the_log_bus_written_off_the_event_loop(serve_rpc, redis_client, settings):
+    stub(serve_rpc()).Submit(requests(MP3))
+    wait_for(lambda: any('"service": "rpc"' in line and f"song {SONGHASH} enqueued" in line
+                         for line in redis_client.lrange(settings.log_list, 0, -1)), 10, "the log line on the bus")
