@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import grpc
 
@@ -30,14 +29,13 @@ class PacedStream:
     """The messages of a client stream, each awaited until the stream would fall behind `rate` bytes per second
     on average after `grace` seconds; past that, TooSlow."""
 
-    def __init__(self, context: grpc.aio.ServicerContext, grace: float, rate: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.context, self.grace, self.rate, self.clock = context, grace, rate, clock
-        self.started, self.received = clock(), 0
+    def __init__(self, context: grpc.aio.ServicerContext, grace: float, rate: int) -> None:
+        self.context, self.grace, self.rate = context, grace, rate
+        self.started, self.received = time.monotonic(), 0
 
     async def read(self) -> pb.SubmitRequest | None:
         """The next message, or None at the end of the stream."""
-        budget = self.started + self.grace + (self.received + CHUNK) / self.rate - self.clock()
+        budget = self.started + self.grace + (self.received + CHUNK) / self.rate - time.monotonic()
         try:
             if budget <= 0:
                 raise TimeoutError

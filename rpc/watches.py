@@ -135,6 +135,7 @@ class Watches:
             reader.watchers.discard(watcher)
             if not reader.watchers and reader.task is not None:
                 reader.task.cancel()
+                self._forget(key, reader)  # now: a watch of the song from here on gets a reader of its own
 
     def stop(self) -> None:
         """End every watch with UNAVAILABLE, so its client calls again (another replica), and take no more."""
