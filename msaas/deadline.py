@@ -6,10 +6,18 @@ it. So a deadline, while `enforced`, shuts down every socket opened or reused un
 (a blocked read then returns at once), and turns the error that follows into `DeadlineExceeded`. Loops that
 poll (the Demucs run) ask `expired` instead, and a call that cannot be cut short (a name lookup) is waited for
 only until the time is up (`wait_for`).
+
+Redis is bounded differently: an API request gets a `RedisBudget`, the seconds all its Redis commands may wait
+together, and each command's socket timeout is what is left of it (msaas.connections.BudgetedConnection). Only
+time spent waiting on Redis is counted, so a song that takes minutes to upload does not spend what queueing it
+needs. The budget lives in a context variable: per thread, per gevent greenlet (REST), per asyncio task (gRPC),
+and it goes with the work an asyncio task hands to a thread (`contextvars.copy_context`).
 """
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import socket
 import threading
 import time
@@ -22,6 +30,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 
 T = TypeVar("T")
 _current = threading.local()  # the deadline enforced on this thread, if any
+_redis_budget: contextvars.ContextVar[RedisBudget | None] = contextvars.ContextVar("redis_budget", default=None)
 
 
 class DeadlineExceeded(TimeoutError):
@@ -124,6 +133,70 @@ class Deadline:
 def current() -> Deadline | None:
     """The deadline enforced on this thread, if any."""
     return getattr(_current, "deadline", None)
+
+
+class RedisBudget:
+    """`seconds` of waiting on Redis for one request, all its commands together; the clock runs only while one of
+    them waits (between `begin` and `end`, which nest: a command that connects first is one wait)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._spent = 0.0
+        self._waiting_since: float | None = None
+        self._waits = 0
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        with self._lock:
+            spent = self._spent
+            if self._waiting_since is not None:
+                spent += time.monotonic() - self._waiting_since
+        return max(0.0, self.seconds - spent)
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._waits == 0:
+                self._waiting_since = time.monotonic()
+            self._waits += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._waits -= 1
+            if self._waits == 0 and self._waiting_since is not None:
+                self._spent += time.monotonic() - self._waiting_since
+                self._waiting_since = None
+
+    def spent_message(self) -> str:
+        return f"Redis did not answer within this request's {self.seconds:g} s (REDIS_TIMEOUT)"
+
+
+def redis_budget() -> RedisBudget | None:
+    """The Redis budget of the request in force in this context, if any."""
+    return _redis_budget.get()
+
+
+@contextmanager
+def spending_redis_budget(seconds: float) -> Iterator[RedisBudget]:
+    """Within the block, Redis commands share a fresh budget of `seconds`."""
+    token = _redis_budget.set(RedisBudget(seconds))
+    try:
+        yield _redis_budget.get()
+    finally:
+        try:
+            _redis_budget.reset(token)
+        except ValueError:  # a coroutine closed by the garbage collector ends in another context: nothing to undo
+            pass
+
+
+def with_redis_budget(function: Callable[..., T], seconds: float) -> Callable[..., T]:
+    """`function`, each call of it with a Redis budget of its own (REST wraps its WSGI app in it)."""
+
+    @functools.wraps(function)
+    def budgeted(*args: Any, **kwargs: Any) -> T:
+        with spending_redis_budget(seconds):
+            return function(*args, **kwargs)
+
+    return budgeted
 
 
 def _shut(sock: socket.socket) -> None:

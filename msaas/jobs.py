@@ -9,6 +9,7 @@ was attempted is the queue's to count (msaas/reliable.py), not the job's.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import re
@@ -55,7 +56,36 @@ class Callback:
             parts.port  # noqa: B018 - raises ValueError on a malformed port
         except ValueError:
             raise BadRequest(f"callback url {shown} has a malformed port", "invalid_callback") from None
-        return cls(url=url, data=value.get("data", {}))
+        if any(character.isspace() or not character.isprintable() for character in url):
+            # urlsplit drops tabs and newlines ("http://a\tb/" reads as host "ab"); nothing can send them
+            raise BadRequest(f"callback url {shown} holds whitespace or a control character", "invalid_callback")
+        if not _valid_host(parts.hostname):
+            raise BadRequest(f"callback url {shown} has a host that is neither a hostname nor an IP address",
+                             "invalid_callback")
+        data = value.get("data", {})
+        try:  # it is sent as JSON, which has no NaN or infinities (Python would write them, receivers choke)
+            json.dumps(data, allow_nan=False)
+        except (ValueError, RecursionError):
+            raise BadRequest("callback data must be JSON, with finite numbers (no NaN or Infinity)",
+                             "invalid_callback") from None
+        return cls(url=url, data=data)
+
+
+HOST_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+
+
+def _valid_host(hostname: str) -> bool:
+    """An IP literal, or a name of dot-separated labels (letters, digits, '-', '_'; IDN spelled as punycode)."""
+    try:
+        ipaddress.ip_address(hostname)
+        return True
+    except ValueError:
+        pass
+    try:
+        name = hostname.removesuffix(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return len(name) <= 253 and all(HOST_LABEL.fullmatch(label) for label in name.split("."))
 
 
 @dataclass(frozen=True)

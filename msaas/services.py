@@ -8,7 +8,7 @@ import redis
 
 from msaas.access import Access
 from msaas.claims import Claims
-from msaas.connections import connect_redis, connect_store
+from msaas.connections import connect_api_redis, connect_store
 from msaas.errors import Conflict, NotFound
 from msaas.eta import Estimates
 from msaas.jobqueue import DeadLetter, JobQueue
@@ -34,7 +34,7 @@ class Services:
 
 def build(settings: Settings, how_to_send_a_key: str) -> Services:
     """Everything an API needs; `how_to_send_a_key` words the refusal of a request without a key."""
-    connection = connect_redis(settings)
+    connection = connect_api_redis(settings)
     public_store = None
     if settings.s3_public_endpoint:  # presigned links must name the host clients reach, not the in-cluster one
         public_store = connect_store(replace(settings, s3_endpoint=settings.s3_public_endpoint))

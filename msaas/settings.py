@@ -38,7 +38,11 @@ class Settings:
     bind_host: str = "0.0.0.0"
     max_request_bytes: int = 64 * 1024 * 1024
     body_grace_seconds: float = 10.0  # a request body may lag behind BODY_MIN_RATE by this much...
-    body_min_rate: int = 16 * 1024  # ...bytes per second, on average, before REST answers 408
+    body_min_rate: int = 16 * 1024  # ...bytes per second, on average, before REST answers 408 (gRPC: DEADLINE_EXCEEDED)
+    # seconds all the Redis commands of one API request may wait, together; then REST answers 503, gRPC UNAVAILABLE
+    redis_timeout: float = 3.0
+    grpc_max_watches: int = 1000  # WatchStatus calls one gRPC process holds open; more are RESOURCE_EXHAUSTED
+    grpc_max_calls_per_client: int = 256  # gRPC calls open at once from one client address; 0: no bound
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"
     demucs_segment: int | None = None

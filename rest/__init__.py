@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from msaas.deadline import with_redis_budget
 from msaas.logbus import LogBus, setup_logging
 from msaas.scratch import claim
 from msaas.services import build
@@ -24,6 +25,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = limits.MAX_FIELD_BYTES  # a multipart field but the file, refused as it streams
     app.config["MAX_FORM_PARTS"] = limits.MAX_FORM_PARTS
     app.wsgi_app = limits.BodyDeadline(app.wsgi_app, settings.body_grace_seconds, settings.body_min_rate)
+    # All of a request's Redis commands share REDIS_TIMEOUT; then 503 with Retry-After (rest/errors.py).
+    app.wsgi_app = with_redis_budget(app.wsgi_app, settings.redis_timeout)
     claim(settings.work_dir, "rest")  # now, so the spool files of a killed REST process are swept at start-up
     instruments = RestMetrics(services.queue, services.tenants, settings.prometheus_multiproc_dir)
     app.extensions["msaas"] = Backends(services, instruments)

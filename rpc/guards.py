@@ -1,107 +1,192 @@
-"""What every call of the SeparationService passes, in one place: the API key and the rate limit before it,
-and after it the one table from the service's named errors to gRPC status codes, and the count of calls by
-method and code. The health and reflection services are not guarded: probes and tools need no key."""
+"""What every call of the SeparationService passes, in one place: this server's bound on calls per client, the
+API key and the rate limit before it, a Redis budget for all of it, and after it the one table from the
+service's named errors to gRPC status codes, and the count of calls by method and code. The health and
+reflection services are not guarded: probes and tools need no key, and no bound ever refuses them."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import inspect
 import logging
 import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import grpc
 import redis
+from google.protobuf.message import DecodeError
 
 from msaas.access import Access, Refused
-from msaas.errors import BackendUnavailable, BadRequest, NotFound, ServiceError, TooLarge
+from msaas.deadline import spending_redis_budget
+from msaas.errors import BackendUnavailable, BadRequest, LocalResourceError, NotFound, ServiceError, TooLarge
+from msaas.v1 import separation_pb2 as pb
+from rpc.blocking import Blocking
 from rpc.metrics import RpcMetrics
 
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode
+
+
+class Overloaded(ServiceError):
+    """A bound of this server was reached (calls from one client, watches open): call again later."""
+
+    code = "too_many_calls"
+
+
+class TooSlow(ServiceError):
+    """A client stream fell behind the minimum rate (BODY_MIN_RATE); REST answers 408."""
+
+    code = "request_timeout"
+
+
 # The service's errors as gRPC codes; REST's table (rest/errors.py) maps the same classes to 400, 413, 404, 503.
 CODES = {
     BadRequest: Code.INVALID_ARGUMENT,
     TooLarge: Code.RESOURCE_EXHAUSTED,
+    Overloaded: Code.RESOURCE_EXHAUSTED,
     NotFound: Code.NOT_FOUND,
     BackendUnavailable: Code.UNAVAILABLE,
+    LocalResourceError: Code.UNAVAILABLE,
+    # Time ran out, as for the client's own deadline; unlike INVALID_ARGUMENT, the same song sent at a steady
+    # pace succeeds, and clients retry DEADLINE_EXCEEDED.
+    TooSlow: Code.DEADLINE_EXCEEDED,
 }
 # msaas.access' refusals, by their code; REST answers them 401 and 429.
 REFUSALS = {"unauthorized": Code.UNAUTHENTICATED, "too_many_requests": Code.RESOURCE_EXHAUSTED}
 HOW_TO_SEND_A_KEY = "'authorization: Bearer <key>' metadata"
 ERROR_KEY = "msaas-error"  # trailing metadata: REST's error code ("invalid_option"), for clients that show it
+DEADLINE_SLACK = 0.1  # seconds: grpc.aio cancels a call a few milliseconds before its deadline by its own clock
+
+
+class Malformed:
+    """A request message that does not parse (bad UTF-8, nested too deep, a corrupt wire format); the guard answers
+    it INVALID_ARGUMENT, as REST answers a body that is not JSON, where gRPC itself would answer UNKNOWN and log a
+    traceback."""
+
+    def __init__(self, message_type: str, error: DecodeError) -> None:
+        self.message_type, self.error = message_type, error
+
+    def refusal(self) -> BadRequest:
+        return BadRequest(f"a {self.message_type} message does not parse as the contract's "
+                          f"(proto/msaas/v1/separation.proto): {self.error}", "invalid_message")
+
+
+def add_service(servicer: object, server: grpc.aio.Server) -> None:
+    """The generated `add_SeparationServiceServicer_to_server`, but a request that does not parse reaches the
+    servicer's guard as `Malformed`."""
+    service = pb.DESCRIPTOR.services_by_name["SeparationService"]
+    kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (True, False): grpc.stream_unary_rpc_method_handler,
+             (False, True): grpc.unary_stream_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+    handlers = {
+        method.name: kinds[method.client_streaming, method.server_streaming](
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+        for method in service.methods
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+
+
+def _lenient(message_class: type) -> Callable[[bytes], object]:
+    def parse(raw: bytes) -> object:
+        try:
+            return message_class.FromString(raw)
+        except DecodeError as error:
+            return Malformed(message_class.__name__, error)
+
+    return parse
+
+
+class ClientCalls:
+    """The calls open from each client address, held to `limit` at once (0: no bound). Used on the loop only."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open: dict[str, int] = {}
+
+    @contextmanager
+    def holding(self, address: str) -> Iterator[None]:
+        calls = self.open.get(address, 0)
+        if self.limit and calls >= self.limit:
+            raise Overloaded(f"this client has {self.limit} calls open already (GRPC_MAX_CALLS_PER_CLIENT); "
+                             "call again when one has ended")
+        self.open[address] = calls + 1
+        try:
+            yield
+        finally:
+            self.open[address] -= 1
+            if not self.open[address]:
+                del self.open[address]
 
 
 class Guard:
-    def __init__(self, access: Access, metrics: RpcMetrics) -> None:
+    def __init__(self, access: Access, metrics: RpcMetrics, blocking: Blocking, redis_timeout: float,
+                 calls_per_client: int) -> None:
         self.access = access
         self.metrics = metrics
+        self.blocking = blocking
+        self.redis_timeout = redis_timeout
+        self.clients = ClientCalls(calls_per_client)
 
-    @contextmanager
-    def call(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
+    @asynccontextmanager
+    async def call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         """Admit the call, run it, and answer its failure with the code that means it."""
         code = Code.OK
+        address = _peer_address(context.peer())
         try:
-            metadata = dict(context.invocation_metadata())
-            self.access.admit(_peer_address(context.peer()), metadata.get("authorization", ""))
-            yield
-            if not context.is_active():  # a watch or download that stopped because its client gave up
-                code = _gone(context)
+            with spending_redis_budget(self.redis_timeout), self.clients.holding(address):
+                authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
+                await self.blocking(self.access.admit, address, authorization)
+                yield
         except Refused as refused:
             code = REFUSALS[refused.code]
             retry = {"retry-after": str(refused.retry_after)} if refused.retry_after is not None else {}
-            _abort(context, code, refused.code, refused.message, retry)
+            await _abort(context, code, refused.code, refused.message, retry)
         except ServiceError as error:
             code = next(status for kind, status in CODES.items() if isinstance(error, kind))
             if code is Code.UNAVAILABLE:
                 log.warning("%s", error.message)
-            _abort(context, code, error.code, error.message)
+            await _abort(context, code, error.code, error.message)
         except redis.RedisError as error:
             code = Code.UNAVAILABLE
             log.warning("redis unreachable: %s", error)
-            _abort(context, code, "backend_unavailable", f"the job queue (Redis) is unreachable: {error}")
-        except GeneratorExit:  # a stream closed under way: its client cancelled, or its deadline passed
+            await _abort(context, code, "backend_unavailable", f"the job queue (Redis) is unreachable: {error}")
+        except (asyncio.CancelledError, GeneratorExit):  # the client cancelled, or its deadline passed
             code = _gone(context)
             raise
         except Exception:
-            if not context.is_active():  # the client went away mid-call (an upload cut off): nothing to answer
-                code = _gone(context)
-                raise
             code = Code.INTERNAL
             log.exception("unhandled error in %s", method)
-            _abort(context, code, "internal_error", "the server failed to handle this request")
+            await _abort(context, code, "internal_error", "the server failed to handle this request")
         finally:
             self.metrics.requests.labels(method, code.name).inc()
 
 
 def guarded(handler: Callable) -> Callable:
-    """Run a servicer method (unary or server-streaming) inside `self.guard.call`."""
+    """Run a servicer method inside `self.guard.call`; every method is a coroutine (a stream's writes are
+    `context.write`), so a call that ends, however it ends, ends inside the guard."""
     method = handler.__name__
-    if inspect.isgeneratorfunction(handler):
-        @functools.wraps(handler)
-        def streaming(self, request, context):
-            with self.guard.call(method, context):
-                yield from handler(self, request, context)
-        return streaming
 
     @functools.wraps(handler)
-    def unary(self, request, context):
-        with self.guard.call(method, context):
-            return handler(self, request, context)
-    return unary
+    async def call(self, request, context):
+        async with self.guard.call(method, context):
+            if isinstance(request, Malformed):
+                raise request.refusal()
+            return await handler(self, request, context)
+
+    return call
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, error: str, message: str,
-           metadata: dict[str, str] | None = None) -> None:
-    context.set_trailing_metadata(((ERROR_KEY, error), *(metadata or {}).items()))
-    context.abort(code, message)
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, error: str, message: str,
+                 metadata: dict[str, str] | None = None) -> None:
+    await context.abort(code, message, ((ERROR_KEY, error), *(metadata or {}).items()))
 
 
-def _gone(context: grpc.ServicerContext) -> grpc.StatusCode:
+def _gone(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
     """Why a call ended without its answer: the client's deadline passed, or it cancelled."""
     remaining = context.time_remaining()
-    return Code.DEADLINE_EXCEEDED if remaining is not None and remaining <= 0 else Code.CANCELLED
+    return Code.DEADLINE_EXCEEDED if remaining is not None and remaining <= DEADLINE_SLACK else Code.CANCELLED
 
 
 def _peer_address(peer: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime
 
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from msaas.options import SPECS, Options
 from msaas.songs import SongState
@@ -35,19 +35,29 @@ def callback_value(header: pb.SubmitHeader) -> dict | None:
     """The callback as REST's JSON would give it to `Songs.callback`, or None when the header has none."""
     if not header.HasField("callback"):
         return None
-    data = json_format.MessageToDict(header.callback.data) if header.callback.HasField("data") else {}
-    return {"url": header.callback.url, "data": _integral(data)}
+    data = _plain_struct(header.callback.data) if header.callback.HasField("data") else {}
+    return {"url": header.callback.url, "data": data}
 
 
-def _integral(value: object) -> object:
-    """Struct numbers are doubles: give back the integers a JSON client meant (`{"n": 1}`, not 1.0)."""
-    if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral(item) for item in value]
-    if isinstance(value, float) and value.is_integer() and abs(value) <= JSON_INTEGERS:
-        return int(value)
-    return value
+def _plain_struct(struct: struct_pb2.Struct) -> dict:
+    return {key: _plain(value) for key, value in struct.fields.items()}
+
+
+def _plain(value: struct_pb2.Value) -> object:
+    """A Struct value as Python's JSON reader gives it, every number kept as it came, NaN and infinities too, for
+    `Songs.callback` to judge as it judges REST's (json_format refuses them with an error of its own). Struct
+    numbers are doubles: the integers a JSON client meant come back as integers (`{"n": 1}`, not 1.0)."""
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return _plain_struct(value.struct_value)
+    if kind == "list_value":
+        return [_plain(item) for item in value.list_value.values]
+    if kind == "number_value":
+        number = value.number_value
+        return int(number) if number.is_integer() and abs(number) <= JSON_INTEGERS else number
+    if kind in ("string_value", "bool_value"):
+        return getattr(value, kind)
+    return None  # null_value, or no kind set
 
 
 def status_message(song: SongState) -> pb.SongStatus:

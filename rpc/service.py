@@ -1,136 +1,140 @@
 """The SeparationService of proto/msaas/v1/separation.proto: each call turned into `msaas.songs.Songs`' calls,
 and their answers into the contract's messages. Every rule about songs is in Songs; `guarded` admits each
-call and maps its errors (rpc/guards.py)."""
+call and maps its errors (rpc/guards.py). Songs' calls block (Redis, the object store, the upload check), so
+they run on the blocking pool (rpc/blocking.py); a call waiting on them, or on its client, holds a coroutine."""
 
 from __future__ import annotations
 
-import itertools
-import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 
 import grpc
 
-from msaas.errors import BackendUnavailable, BadRequest
+from msaas.jobs import Callback
 from msaas.naming import FORMATS
+from msaas.options import Options
 from msaas.scratch import claim
 from msaas.settings import Settings
-from msaas.songs import SONG_REMOVED, TRACK_REMOVED, Songs, cancel_reason
-from msaas.uploads import from_chunks
+from msaas.songs import SONG_REMOVED, TRACK_REMOVED, Songs, Submitted, cancel_reason
+from msaas.storage import Download
+from msaas.uploads import Upload
 from msaas.v1 import separation_pb2 as pb
 from msaas.v1 import separation_pb2_grpc as pb_grpc
+from rpc.blocking import Blocking
 from rpc.guards import Guard, guarded
 from rpc.messages import callback_value, option_values, status_message
 from rpc.metrics import RpcMetrics
-
-# How often a watch reads the song's status hash in Redis; it sends only what changed. Reading a hash
-# (and the queue, while queued) three times a second per watcher is cheap, and needs no change to any writer.
-WATCH_INTERVAL = 0.3
+from rpc.streams import PacedStream, check_header, receive_song
+from rpc.watches import Watches
 
 
 class SeparationServicer(pb_grpc.SeparationServiceServicer):
-    def __init__(self, songs: Songs, guard: Guard, metrics: RpcMetrics, settings: Settings) -> None:
+    def __init__(self, songs: Songs, guard: Guard, metrics: RpcMetrics, settings: Settings, blocking: Blocking,
+                 watches: Watches) -> None:
         self.songs = songs
         self.guard = guard
         self.metrics = metrics
+        self.blocking = blocking
+        self.watches = watches
         self.limit = settings.max_request_bytes
+        self.grace, self.rate = settings.body_grace_seconds, settings.body_min_rate
         # This process' own folder under WORK_DIR, as REST's: uploads spooled there by a process that was killed
         # are swept by the next one to start (msaas/scratch.py).
         self.scratch = str(claim(settings.work_dir, "rpc"))
-        self.stopping = threading.Event()  # set on SIGTERM: watches end at once, so clients reconnect elsewhere
 
     @guarded
-    def Submit(self, requests: Iterator[pb.SubmitRequest], context: grpc.ServicerContext) -> pb.SubmitResponse:
-        first = next(requests, None) or pb.SubmitRequest()
+    async def Submit(self, requests: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext
+                     ) -> pb.SubmitResponse:
+        stream = PacedStream(context, self.grace, self.rate)
+        first = await stream.read() or pb.SubmitRequest()
+        check_header(first)
         songs = self.songs
         # Options and callback are checked before the song is received: a refusal costs no upload.
         options = songs.options(option_values(first.header.options))
         callback = callback_value(first.header)
         callback = songs.callback(callback) if callback is not None else None
-        upload = from_chunks(_chunks(first, requests), self.limit, self.scratch)
-        try:
-            submitted = songs.submit(upload, options, callback)
-        finally:
-            upload.discard()
+        upload = await receive_song(first, stream, self.limit, self.scratch, self.blocking)
+        submitted = await self.blocking(_submit, songs, upload, options, callback)
         self.metrics.upload_bytes.observe(upload.size)
         if submitted.queued:
             self.metrics.jobs_enqueued.inc()
         return pb.SubmitResponse(songhash=submitted.songhash, reason=submitted.reason, queued=submitted.queued)
 
     @guarded
-    def GetStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.SongStatus:
-        songs = self.songs
-        return status_message(songs.describe(request.songhash, songs.options(option_values(request.options))))
-
-    @guarded
-    def WatchStatus(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> Iterator[pb.SongStatus]:
-        """The status now, then each change, until the song ends or the call does (deadline, cancellation)."""
+    async def GetStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.SongStatus:
         songs = self.songs
         options = songs.options(option_values(request.options))
-        sent = None
-        while context.is_active():
-            song = songs.describe(request.songhash, options)
-            message = status_message(song)
-            if message != sent:
-                yield message
-                sent = message
-            if song.ended:
-                return
-            remaining = context.time_remaining()
-            if self.stopping.wait(WATCH_INTERVAL if remaining is None else max(0.0, min(WATCH_INTERVAL, remaining))):
-                raise BackendUnavailable("the server is shutting down; call WatchStatus again to go on watching")
+        return status_message(await self.blocking(songs.describe, request.songhash, options))
 
     @guarded
-    def ListQueue(self, request: pb.ListQueueRequest, context: grpc.ServicerContext) -> pb.ListQueueResponse:
-        return pb.ListQueueResponse(songhashes=self.songs.waiting())
+    async def WatchStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> None:
+        """The status now, then each change, until the song ends or the call does (deadline, cancellation)."""
+        options = self.songs.options(option_values(request.options))
+        async with aclosing(self.watches.follow(request.songhash, options)) as statuses:
+            async for message in statuses:
+                await context.write(message)
 
     @guarded
-    def DownloadTrack(self, request: pb.TrackRequest, context: grpc.ServicerContext
-                      ) -> Iterator[pb.DownloadTrackResponse]:
+    async def ListQueue(self, request: pb.ListQueueRequest, context: grpc.aio.ServicerContext
+                        ) -> pb.ListQueueResponse:
+        return pb.ListQueueResponse(songhashes=await self.blocking(self.songs.waiting))
+
+    @guarded
+    async def DownloadTrack(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext) -> None:
         songs = self.songs
         ref = songs.track(request.songhash, request.track, option_values(request.options))
-        download = songs.open_track(ref)
+        download = await self.blocking(songs.open_track, ref)
         extension = ref.options.format
         chunks = iter(download)
         try:
-            yield pb.DownloadTrackResponse(info=pb.TrackInfo(
+            await context.write(pb.DownloadTrackResponse(info=pb.TrackInfo(
                 size=download.size, content_type=FORMATS[extension],
                 filename=f"{ref.result.songhash}-{ref.track}.{extension}",
-            ))
-            for chunk in chunks:
-                if not context.is_active():  # past the deadline, or cancelled: stop reading the store
-                    return
-                yield pb.DownloadTrackResponse(chunk=chunk)
+            )))
+            # Each chunk read from the store off the loop; each write waits for the client (flow control).
+            while (chunk := await self.blocking(next, chunks, None)) is not None:
+                await context.write(pb.DownloadTrackResponse(chunk=chunk))
         finally:
-            chunks.close()  # closes the store's response at once, not when collected
+            _close(chunks, download)  # the store's response, at once, not when collected
 
     @guarded
-    def GetTrackLink(self, request: pb.TrackRequest, context: grpc.ServicerContext) -> pb.TrackLink:
-        songs = self.songs
-        return pb.TrackLink(url=songs.track_link(songs.track(request.songhash, request.track,
-                                                             option_values(request.options))))
-
-    @guarded
-    def RemoveTrack(self, request: pb.TrackRequest, context: grpc.ServicerContext) -> pb.RemoveTrackResponse:
+    async def GetTrackLink(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext) -> pb.TrackLink:
         songs = self.songs
         ref = songs.track(request.songhash, request.track, option_values(request.options))
-        songs.remove_track(ref)
+        return pb.TrackLink(url=await self.blocking(songs.track_link, ref))
+
+    @guarded
+    async def RemoveTrack(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.RemoveTrackResponse:
+        songs = self.songs
+        ref = songs.track(request.songhash, request.track, option_values(request.options))
+        await self.blocking(songs.remove_track, ref)
         return pb.RemoveTrackResponse(songhash=ref.result.songhash, track=ref.track, reason=TRACK_REMOVED)
 
     @guarded
-    def RemoveSong(self, request: pb.SongRequest, context: grpc.ServicerContext) -> pb.RemoveSongResponse:
-        removed, cancelled = self.songs.remove(request.songhash)
+    async def RemoveSong(self, request: pb.SongRequest, context: grpc.aio.ServicerContext) -> pb.RemoveSongResponse:
+        removed, cancelled = await self.blocking(self.songs.remove, request.songhash)
         return pb.RemoveSongResponse(songhash=request.songhash.lower(), removed=removed, cancelled=cancelled,
                                      reason=SONG_REMOVED)
 
     @guarded
-    def CancelSong(self, request: pb.SongRequest, context: grpc.ServicerContext) -> pb.CancelSongResponse:
-        cancelled = self.songs.cancel(request.songhash)
+    async def CancelSong(self, request: pb.SongRequest, context: grpc.aio.ServicerContext) -> pb.CancelSongResponse:
+        cancelled = await self.blocking(self.songs.cancel, request.songhash)
         return pb.CancelSongResponse(songhash=request.songhash.lower(), cancelled=cancelled,
                                      reason=cancel_reason(cancelled))
 
 
-def _chunks(first: pb.SubmitRequest, rest: Iterator[pb.SubmitRequest]) -> Iterator[bytes]:
-    for message in itertools.chain([first], rest):
-        if message is not first and message.HasField("header"):
-            raise BadRequest("the header (options, callback) goes in the first message only", "invalid_request")
-        yield message.chunk
+def _submit(songs: Songs, upload: Upload, options: Options, callback: Callback | None) -> Submitted:
+    """Submit, then remove the spool file, in one thread: a call cancelled meanwhile cannot remove it early."""
+    try:
+        return songs.submit(upload, options, callback)
+    finally:
+        upload.discard()
+
+
+def _close(chunks: Iterator[bytes], download: Download) -> None:
+    """Close a download now (a socket's close: it does not block)."""
+    try:
+        chunks.close()
+    except ValueError:  # still reading in another thread (the call was cancelled mid-read): cut the read short
+        download.response.close()

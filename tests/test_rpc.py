@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 import signal
@@ -80,6 +81,12 @@ def test_a_song_queued_through_rest_is_not_queued_again_through_grpc(rpc, client
     assert "queued" in status.timestamps
 
 
+def callback_with(url: str, data: dict) -> pb.Callback:
+    callback = pb.Callback(url=url)
+    callback.data.update(data)
+    return callback
+
+
 # Each case: the gRPC header's options and callback, and the same request to REST: a raw upload for a bad song,
 # a JSON body (typed values, as gRPC's fields are) for bad options.
 BAD_SUBMISSIONS = [
@@ -104,6 +111,11 @@ BAD_SUBMISSIONS = [
      {"callback": {"url": "http://10.0.0.1/hook"}}),
     ("callback loopback", MP3, {"callback": pb.Callback(url="http://[::1]/hook")},
      {"callback": {"url": "http://[::1]/hook"}}),
+    ("callback host with a space", MP3, {"callback": pb.Callback(url="http://a b/")},
+     {"callback": {"url": "http://a b/"}}),
+    *((f"callback data {number}", MP3, {"callback": callback_with("http://127.0.0.1:9/hook", {"x": [number]})},
+       {"callback": {"url": "http://127.0.0.1:9/hook", "data": {"x": [number]}}})  # json.dumps writes NaN
+      for number in (math.nan, math.inf, -math.inf)),
 ]
 
 
