@@ -22,10 +22,9 @@ import redis
 
 from msaas.backoff import Backoff
 from msaas.callbackqueue import CallbackQueue, DueCallback
-from msaas.errors import BackendUnavailable, BadRequest, LocalResourceError, NotFound, local_resources
+from msaas.errors import BackendUnavailable, LocalResourceError, NotFound, local_resources
 from msaas.jobqueue import Delivery, JobQueue
 from msaas.jobs import Job
-from msaas.mp3 import check_mp3
 from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.status import DONE, FAILED, QUEUED, SongStatus
@@ -270,11 +269,10 @@ class Worker:
                 self.store.fetch_input(job.songhash, str(run.input_path))
             except NotFound:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
-            seconds = job.seconds or self.measure(run.input_path)
-            log.info("worker %s: job %s: separating %.0f s with %s (attempt %d)", self.name, job.songhash, seconds,
-                     options.model, job.attempts + 1)
-            tracks = separate(
-                run, options.tracks(), self.separation, Path(scratch) / "demucs.log", seconds,
+            log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, options.model,
+                     job.attempts + 1)
+            tracks, seconds = separate(
+                run, options.tracks(), self.separation, Path(scratch) / "demucs.log",
                 self.checker(job), lambda percent: self.report_progress(result.id, percent),
             )
             separated = time.monotonic()
@@ -302,10 +300,3 @@ class Worker:
             # Cancelled while the tracks were being written: take back what this job wrote.
             self.store.remove_result(result, options.tracks(), options.format)
             raise Cancelled()
-
-    def measure(self, song: Path) -> float:
-        """The length of a song whose job does not say (pushed by a script), as REST measures it."""
-        try:
-            return check_mp3(str(song), self.settings.max_song_seconds)
-        except BadRequest as refusal:
-            raise SeparationFailed(refusal.message) from None
