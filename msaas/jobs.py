@@ -51,7 +51,7 @@ class Job:
     songhash: str
     options: Options
     result: Result
-    seconds: float = 0.0  # the song's length, decoded once where the job was accepted (msaas/mp3.py)
+    seconds: float = 0.0  # the song's length, decoded where the job was accepted (msaas/audio.py)
     callback: Callback | None = None
     enqueued_at: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)  # the same in every delivery of this job

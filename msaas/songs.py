@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import redis
 
+from msaas.audio import measure
 from msaas.callbacks import check_callback_url
 from msaas.errors import BackendUnavailable, BadRequest, NotFound
 from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback, Job
-from msaas.mp3 import check_mp3
 from msaas.naming import Result, check_songhash, parse_track
 from msaas.options import Options
 from msaas.status import ACTIVE, CANCELLED, DONE, FAILED, PROCESSING, QUEUED, STATES, SongStatus
@@ -114,7 +114,7 @@ class Songs:
         if state in ACTIVE:
             return Submitted(songhash, _already(state, callback), False)
         # Only songs that will be queued are checked: a repeat of a finished song answers at once.
-        seconds = check_mp3(upload.path, self.policy.max_song_seconds)
+        seconds = measure(upload.path, self.policy.max_song_seconds)
         job = Job(songhash, options, result, seconds, callback)
         already_stored = self.store.has_input(songhash)
         if not already_stored:
