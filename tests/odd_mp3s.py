@@ -118,8 +118,10 @@ def playable(folder: Path) -> dict[str, bytes]:
         "two-mp3s-concatenated": first + second,
         "mp3-in-riff-wave": riff_wave_mp3(folder / "first.mp3", folder),
         "trailing-zeros": frames + b"\0" * 4096,
-        "apev2-without-header": frames + apev2([ape_item("Title", b"a tone")], header=False),
-        "lyrics3v2-and-id3v1": frames + lyrics3v2("[00:01]la la la") + id3v1("a tone"),
+        "apev2-without-header": frames + apev2([ape_item("Title", b"a tone"), ape_item("Comment", b"la " * 1000)],
+                                               header=False),
+        "lyrics3v2-and-id3v1": frames + lyrics3v2("".join(f"[00:{second:02d}]la la la\n" for second in range(60)) * 2)
+                               + id3v1("a tone"),
         "second-id3v2-with-picture": id3v2([title("a tone")]) + id3v2([picture(100_000)]) + frames,
         "id3v2-padding-past-its-size": id3v2([title("a tone")], padding=16) + b"\0" * 100_000 + frames,
         "apev2-binary-item": frames + apev2([ape_item("Cover Art (Front)", b"cover.jpg\0"
