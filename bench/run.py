@@ -44,6 +44,7 @@ from bench import (  # noqa: E402
     b7_grpc,
     b8_layouts,
     b9_seams,
+    b10_door,
     threads,
 )
 from bench.config import CACHE, FULL, QUICK, Model, Plan  # noqa: E402
@@ -65,6 +66,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "B6_STALL": b6_stall.run,  # a hostile callback receiver and the song behind it
     "THREADS": threads.run,
     "GRPC": b7_grpc.run,  # the gRPC API's upload against REST's raw one
+    "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
 }
 
 
