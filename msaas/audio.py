@@ -28,6 +28,7 @@ FRAME_BYTES = 4 * CHANNELS  # one frame of float32 samples
 MIN_SONG_SECONDS = 1.0  # less is a cut-off file, not a song
 DOOR_DECODES = 2  # decodes at once per service process: a REST pod runs 2 processes on 1 CPU (rest/k8s)
 READ_BYTES = 1 << 20  # read from ffmpeg at a time
+MAX_ERROR_RATE = 2 / 3  # the share of frames that may fail to decode (ffmpeg's default, made explicit)
 STDERR_KEEP = 4096  # bytes of ffmpeg's messages kept from each end: what explains a failure
 # ffmpeg's own names: the demuxers that may open an upload, the decoders that may decode it.
 FORMATS = "mp3,wav"
@@ -39,8 +40,9 @@ def command(path: str, max_seconds: float) -> list[str]:
     limit = ["-t", f"{max_seconds + 1:.3f}"] if max_seconds > 0 else []
     return [
         imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error",
-        "-protocol_whitelist", "file", "-format_whitelist", FORMATS, "-codec_whitelist", DECODERS,
-        "-i", path, "-map", "0:a:0", *limit, "-f", "f32le", "-ac", str(CHANNELS), "-ar", str(SAMPLE_RATE), "pipe:1",
+        "-max_error_rate", f"{MAX_ERROR_RATE:.4f}",
+        "-protocol_whitelist", "file", "-format_whitelist", FORMATS, "-codec_whitelist", DECODERS, "-i", f"file:{path}",
+        "-map", "0:a:0", *limit, "-f", "f32le", "-ac", str(CHANNELS), "-ar", str(SAMPLE_RATE), "pipe:1",
     ]  # fmt: skip
 
 
@@ -107,7 +109,7 @@ class Messages:
 
     def read(self, stream) -> None:
         with stream:
-            while piece := stream.read1(STDERR_KEEP) if hasattr(stream, "read1") else stream.read(STDERR_KEEP):
+            while piece := stream.read1(STDERR_KEEP):
                 if len(self.head) < STDERR_KEEP:
                     self.head += piece[: STDERR_KEEP - len(self.head)]
                 self.tail = (self.tail + piece)[-STDERR_KEEP:]
@@ -136,7 +138,7 @@ def refusal(returncode: int, said: str, path: str) -> str:
     if found := re.search(r"Decode error rate ([\d.]+) exceeds maximum ([\d.]+)", said):
         return (f"mp3 does not decode as MP3 audio: {float(found[1]):.0%} of its frames fail to decode (at most "
                 f"{float(found[2]):.0%} may)")
-    lines = [re.sub(r"^(\[[^]]*@ 0x[0-9a-f]+\] )+", "", line).replace(path, "the upload").strip()
-             for line in said.splitlines()]
+    said = said.replace(f"file:{path}", "the upload").replace(path, "the upload")
+    lines = [re.sub(r"^(\[[^]]*@ 0x[0-9a-f]+\] )+", "", line).strip() for line in said.splitlines()]
     last = next((line for line in reversed(lines) if line), f"ffmpeg exited with code {returncode}")
     return f"mp3 does not decode as MP3 audio: {last}"

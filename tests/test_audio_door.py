@@ -63,6 +63,15 @@ def test_a_cut_off_or_mostly_undecodable_mp3_is_refused_with_a_sentence(client, 
     assert_sentence(answer.get_json()["message"])
 
 
+def test_what_ffmpeg_says_is_told_as_a_sentence_without_the_servers_file_name():
+    said = "[in#0 @ 0x55d] Something odd in file:/tmp/spool/x.mp3\n[aist#0:0/mp3 @ 0x5] [dec:mp3 @ 0x6] Odd frame\n"
+    assert audio.refusal(1, said, "/tmp/spool/x.mp3") == "mp3 does not decode as MP3 audio: Odd frame"
+    assert audio.refusal(1, said.split("\n")[0], "/tmp/spool/x.mp3") == (
+        "mp3 does not decode as MP3 audio: Something odd in the upload")
+    assert audio.refusal(-11, "", "/tmp/x.mp3").endswith("MP3 audio: the decoder crashed on it (signal 11)")
+    assert audio.refusal(1, "", "/tmp/x.mp3") == "mp3 does not decode as MP3 audio: ffmpeg exited with code 1"
+
+
 def test_no_environment_variable_changes_what_the_decoder_decides(tmp_path, monkeypatch):
     """ffmpeg runs with an empty environment: FFREPORT (a log file per run), AV_LOG_FORCE_COLOR (escape codes in
     its messages) and the like, set for REST, reach it not."""
