@@ -44,6 +44,7 @@ from bench import (  # noqa: E402
     b7_grpc,
     b8_layouts,
     b9_seams,
+    b10_door,
     b10_flood_grpc,
     threads,
 )
@@ -67,6 +68,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "THREADS": threads.run,
     "GRPC": b7_grpc.run,  # the gRPC API's upload against REST's raw one
     "FLOOD_GRPC": b10_flood_grpc.run,  # gRPC health under stalled streams; time to 503 with Redis frozen
+    "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
 }
 
 

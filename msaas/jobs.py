@@ -93,7 +93,7 @@ class Job:
     songhash: str
     options: Options
     result: Result
-    seconds: float = 0.0  # the song's length, decoded once where the job was accepted (msaas/mp3.py)
+    seconds: float = 0.0  # the song's length, decoded once where the job was accepted (msaas/audio.py)
     callback: Callback | None = None  # a script's job may carry one; the APIs keep each tenant's with its claim
     enqueued_at: float = field(default_factory=time.time)
     id: str = field(default_factory=new_job_id)  # the same in every delivery of this job

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import redis
 
+from msaas.audio import measure
 from msaas.callbacks import check_callback_url
 from msaas.claims import Claims
 from msaas.errors import BackendUnavailable, BadRequest, NotFound, OverLimit
 from msaas.eta import Estimates
 from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback, Job
-from msaas.mp3 import check_mp3
 from msaas.naming import Result, check_songhash, parse_track
 from msaas.options import Options
 from msaas.records import ACTIVE, CANCELLED, DONE, FAILED, PROCESSING, QUEUED, STATES
@@ -124,7 +124,7 @@ class Songs:
             return Submitted(songhash, _already(state, callback), False)
         # Only songs that may be queued are measured: a repeat of one separated or on its way has its length.
         known = state in (DONE, *ACTIVE) and status.get("seconds")
-        seconds = float(status["seconds"]) if known else check_mp3(upload.path, self.policy.max_song_seconds)
+        seconds = float(status["seconds"]) if known else measure(upload.path, self.policy.max_song_seconds)
         self.check_limits(tenant, seconds)
         job = Job(songhash, options, result, seconds, tenant=tenant.name)
         already_stored = self.store.has_input(songhash)

@@ -11,11 +11,12 @@ They are not held for ever either, two read deadlines free them:
   keep-alive connection. It must not be 0 (gunicorn would then read headers with no deadline).
 - body: REST reads `wsgi.input` at an average of at least BODY_MIN_RATE bytes per second after
   BODY_GRACE_SECONDS of slack, or answers 408 (rest/limits.py).
-What the gevent worker changes for the code: sockets, `threading` and `time.sleep` are cooperative (gevent's
-monkey patching, below and again in each worker before the app is imported), so redis-py, minio's urllib3 and
-prometheus-client's multiprocess files work unchanged (REST starts no subprocess); CPU work (pybase64, hashing,
-the streaming JSON reader, the MP3 check) runs between socket reads of 256 KiB pieces, so no request holds the
-loop for long. tests/test_observability.py and tests/test_abuse.py run REST this way.
+What the gevent worker changes for the code: sockets, `threading`, `subprocess` and `time.sleep` are cooperative
+(gevent's monkey patching, below and again in each worker before the app is imported), so redis-py, minio's
+urllib3, prometheus-client's multiprocess files and the ffmpeg that checks an upload (msaas/audio.py, a subprocess
+whose output is read in 1 MiB pieces) work unchanged; CPU work (pybase64, hashing, the streaming JSON reader)
+runs between socket reads of 256 KiB pieces, so no request holds the loop for long. tests/test_observability.py
+and tests/test_abuse.py run REST this way.
 `worker_connections` bounds what one process holds at once (a request in flight needs well under 1 MiB).
 
 The timeout is the master's heartbeat check: a worker process that stops answering it for that long (a loop

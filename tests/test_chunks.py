@@ -16,12 +16,13 @@ import requests
 import sphn
 
 from devstack import random_models
+from msaas import audio
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
 from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
-from worker import chunks, demucs_run
+from worker import chunks, demucs_run, encoding, wav
 from worker.demucs_run import DemucsConfig, DemucsRun, progress_of
 from worker.separation import SeparationConfig, separate, separation_cpus
 
@@ -91,28 +92,29 @@ def test_unknown_models_get_plain_overlapping_chunks():
 def test_join_gives_back_the_song_and_maps_two_chunks_at_most(tmp_path):
     """Chunks whose "stem" is the chunk itself join into the song; the worker's memory must not grow with the
     number of chunks, and mapped files count in it."""
-    song = np.random.default_rng(1).uniform(-1, 1, (RATE * 12, 2)).astype(np.float32)
+    song = np.random.default_rng(1).uniform(-0.5, 0.5, (RATE * 12, 2)).astype(np.float32)
+    with wav.SongWriter(tmp_path / "song.wav", encoding.LEVEL) as writer:  # as the worker decodes a song
+        writer.write(memoryview(song.tobytes()))
     plan = chunks.plan(len(song), RATE * 2, RATE // 2)
-    stems = []
-    for index, chunk in enumerate(plan):
-        stems.append(tmp_path / f"chunk-{index:03d}.wav")
-        with open(stems[-1], "wb") as file:
-            chunks.write_wav_header(file, chunk.end - chunk.start, float_samples=True)
-            file.write((song[chunk.start:chunk.end] * chunks.LEVEL).astype("<f4").tobytes())
+    stems = chunks.write_inputs(tmp_path / "song.wav", plan, tmp_path)
     blocks, mapped = [], 0
     for block in chunks.joined(stems, plan):
-        blocks.append(block)
+        blocks.append(np.array(block))  # a copy: a view would keep its chunk mapped
         mapped = max(mapped, Path("/proc/self/maps").read_text().count(f"{tmp_path}/chunk-"))
     assert len(plan) >= 6 and 1 <= mapped <= 2
-    assert np.allclose(np.concatenate(blocks), song, atol=1e-6)
+    assert np.allclose(np.concatenate(blocks) / encoding.LEVEL, song, atol=1e-6)
+    # Rescaled as Demucs rescales a whole track: below full scale unchanged, above it by 1.01 x its peak.
+    assert np.allclose(np.concatenate(list(encoding.rescaled(lambda: chunks.joined(stems, plan)))), song, atol=1e-6)
+    loud = list(encoding.rescaled(lambda: (block * 3 for block in chunks.joined(stems, plan))))
+    assert np.allclose(np.concatenate(loud), song / (1.01 * np.abs(song).max()), atol=1e-6)
 
 
 def test_float_wavs_read_back_as_written(tmp_path):
     audio = np.random.default_rng(1).uniform(-3, 3, (1000, 2)).astype("<f4")
     with open(tmp_path / "a.wav", "wb") as file:
-        chunks.write_wav_header(file, len(audio), float_samples=True)
+        wav.write_header(file, len(audio), float_samples=True)
         file.write(audio.tobytes())
-    assert np.array_equal(chunks.read_wav(tmp_path / "a.wav"), audio)
+    assert np.array_equal(wav.read(tmp_path / "a.wav"), audio)
     decoded, rate = sphn.read(str(tmp_path / "a.wav"))  # Demucs reads its input with sphn
     assert rate == RATE and np.array_equal(decoded.T, audio)
 
@@ -149,11 +151,12 @@ def test_chunked_separation_matches_the_whole_song_within_60_db(
     outputs, progress = {}, []
     for name, chunk_seconds in (("whole", 0), ("chunked", chunk)):
         run = DemucsRun(model, mp3, tmp_path / name / "separated", Options.resolve({"format": "wav"}, model))
-        outputs[name] = separate(
+        outputs[name], measured = separate(
             run, FOUR_STEMS,
             SeparationConfig(demucs, cpus=2, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
-            tmp_path / f"{name}.log", seconds, report=progress.append if name == "chunked" else lambda percent: None,
+            tmp_path / f"{name}.log", report=progress.append if name == "chunked" else lambda percent: None,
         )
+        assert round(measured * RATE) == round(audio.measure(str(mp3), 3600) * RATE)  # one length: the door's
     parts = len(list((tmp_path / "chunked" / "separated" / model).glob("chunk-*")))
     assert parts >= 2
     # One Demucs process per chunk, so none holds two chunks' stems at once; progress runs across them.

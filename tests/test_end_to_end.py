@@ -99,7 +99,8 @@ def test_queue_lists_waiting_songs_in_order(settings, rest):
         assert submit(rest, mp3).status_code == 200
     listing = requests.get(f"http://{rest}/apiv1/queue").json()
     assert listing["queue"] == [SONGHASH, songhash_of(other)]
-    assert [(song["songhash"], song["position"]) for song in listing["songs"]] == [(SONGHASH, 1), (songhash_of(other), 2)]
+    places = [(song["songhash"], song["position"]) for song in listing["songs"]]
+    assert places == [(SONGHASH, 1), (songhash_of(other), 2)]
 
 
 def test_job_pushed_by_send_request_script_is_processed(settings, rest, worker, store):

@@ -9,7 +9,6 @@ import pytest
 
 from msaas.errors import BadRequest, ConfigError, InvalidJob
 from msaas.jobs import Callback, Job
-from msaas.mp3 import first_frame, frame_length, id3_length
 from msaas.naming import Result, check_songhash, input_key, parse_track, songhash_of
 from msaas.options import SPECS, Options
 from msaas.settings import FIELDS, Settings
@@ -134,23 +133,6 @@ def test_malformed_callback_urls_are_bad_requests(url):
         Callback.parse({"url": url})
 
 
-def test_mpeg1_layer3_frame_length():
-    # 128 kbit/s, 44.1 kHz, no padding: 144 * 128000 / 44100 = 417 bytes
-    assert frame_length(bytes([0xFF, 0xFB, 0x90, 0x00])) == 417
-    assert frame_length(bytes([0xFF, 0xFB, 0x92, 0x00])) == 418  # padded
-    assert frame_length(bytes([0xFF, 0xFD, 0x90, 0x00])) is None  # layer II
-    assert frame_length(bytes([0xFF, 0xFB, 0xF0, 0x00])) is None  # bad bitrate index
-    assert frame_length(b"ID3\x04") is None
-
-
-def test_id3_tag_is_skipped():
-    tag = b"ID3\x04\x00\x00\x00\x00\x01\x00" + b"\x00" * 128  # syncsafe size 128
-    assert id3_length(tag) == 138
-    frame = bytes([0xFF, 0xFB, 0x90, 0x00]) + b"\x00" * 413
-    assert first_frame(tag + frame + frame) == 138
-    assert first_frame(tag + b"junk") is None
-
-
 def test_settings_from_env_and_back():
     settings = Settings.from_env({"REDIS_PORT": "7000", "S3_SECURE": "true", "DEMUCS_REPO": "/models"})
     assert settings.redis_port == 7000 and settings.s3_secure is True and settings.demucs_repo == Path("/models")
@@ -177,7 +159,7 @@ def test_demucs_command_carries_the_settings():
     command = run.command(DemucsConfig.of(settings))
     assert command[1:3] == ["-m", "demucs.separate"]
     assert command[3:] == [
-        "--float32", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",
+        "--float32", "--clip-mode", "none", "-n", "htdemucs", "-o", "/tmp/x/out", "-d", "cuda", "--shifts", "1",
         "--overlap", "0.25", "-j", "2", "--segment", "7", "--repo", "/models", "/tmp/x/song.mp3",
     ]
     assert run.track_path("vocals") == Path("/tmp/x/out/htdemucs/song/vocals.wav")
@@ -190,11 +172,23 @@ def test_failure_explanations():
     assert explain_failure("x", -9, "100%|###|\r").startswith("demucs was killed (signal 9: out of memory")
     assert explain_failure("x", -15, "100%|###|\r") == "demucs was killed by signal 15: 100%|###|"
     assert explain_failure("x", 2, "boom\n\n") == "demucs exited with code 2: boom"
+    # What Demucs 4.1 prints for an input it cannot decode: the reason is the error's message, never a code line.
     undecodable = (
-        'demucs.api.LoadAudioError: When trying to load using sphn, got the following error: "/x.mp3": no n-frames\n'
-        "When trying to load using ffmpeg, got the following error: FFmpeg is not installed.\n"
+        "Separating track /x/noise.wav\nTraceback (most recent call last):\n"
+        '  File "/venv/demucs/api.py", line 304, in separate_audio_file\n'
+        "    return self.separate_tensor(self._load_audio(file), self.samplerate)\n"
+        "                                ^^^^^^^^^^^^^^^^^^^^^^\n"
+        '  File "/venv/demucs/api.py", line 233, in _load_audio\n    raise LoadAudioError(\n'
+        'demucs.api.LoadAudioError: When trying to load using sphn, got the following error: "/x/noise.wav": end of '
+        "stream\nWhen trying to load using ffmpeg, got the following error: FFmpeg is not installed.\n"
     )
-    assert explain_failure("x", 1, undecodable) == 'the input does not decode as audio: "/x.mp3": no n-frames'
+    assert explain_failure("x", 1, undecodable) == (
+        "the input does not decode as audio: sphn: end of stream; ffmpeg: FFmpeg is not installed.")
+    crashed = 'Traceback (most recent call last):\n  File "/venv/x.py", line 3, in f\n    raise RuntimeError(\n'
+    assert explain_failure("x", 1, crashed + "RuntimeError: no cheese\n") == "demucs exited with code 1: no cheese"
+    assert explain_failure("x", 1, crashed) == "demucs exited with code 1"  # cut short: no code line either
+    segfault = 'Fatal Python error: Segmentation fault\n\nCurrent thread 0x7f (most recent call first):\n  File "x.py"'
+    assert explain_failure("x", -11, segfault) == "demucs was killed by signal 11: Segmentation fault"
 
 
 def test_readme_documents_every_setting():

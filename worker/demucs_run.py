@@ -41,6 +41,10 @@ DOWNLOAD_FAILURE_MARKERS = (
 )
 TAIL_BYTES = 16000
 PROGRESS = re.compile(rb"(\d{1,3})%\|")  # tqdm's " 45%|####      | 13.5/30.0 [...]"
+# A traceback's last line: the exception's (dotted) name, then its message (code lines are indented); or
+# Python's own last words before it dies of a signal.
+EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)|Fatal Python error): (.+)$",
+                       re.MULTILINE)
 # Runs the command after asking the kernel to SIGKILL it if the worker dies: a worker killed mid-job
 # (OOM, SIGKILL) must not leave a separation running on as an orphan.
 DIE_WITH_PARENT = (
@@ -82,13 +86,15 @@ class DemucsRun:
     input_path: Path
     out_dir: Path
     options: Options
-    # The song's chunks (float WAVs) when it is separated in chunks: Demucs separates these instead.
-    chunks: tuple[Path, ...] = ()
+    # What Demucs separates: float WAVs of the song or of its chunks at the level worker/encoding.py sets (the
+    # input itself when empty).
+    inputs: tuple[Path, ...] = ()
     jobs: int = 1  # segments Demucs separates at once (its -j)...
     threads: int = 1  # ...with this many Torch threads each
 
     def command(self, config: DemucsConfig) -> list[str]:
-        command = [sys.executable, "-m", "demucs.separate", *self.format_flags(), "-n", self.model]
+        # Float WAVs, unclipped: the worker rescales and encodes the tracks (worker/encoding.py).
+        command = [sys.executable, "-m", "demucs.separate", "--float32", "--clip-mode", "none", "-n", self.model]
         command += ["-o", str(self.out_dir), "-d", config.device, "--shifts", str(self.options.shifts)]
         if self.options.two_stems:
             command += ["--two-stems", self.options.two_stems]
@@ -99,12 +105,7 @@ class DemucsRun:
             command += ["--segment", str(config.segment)]
         if config.repo:
             command += ["--repo", str(config.repo)]
-        return [*command, *(str(path) for path in self.chunks or [self.input_path])]
-
-    def format_flags(self) -> list[str]:
-        # Float WAVs, which the worker encodes in parallel (worker/separation.py). A whole song is rescaled by Demucs
-        # as it does by default; chunks are rescaled once joined, see worker/chunks.py.
-        return ["--float32", *(["--clip-mode", "none"] if self.chunks else [])]
+        return [*command, *(str(path) for path in self.inputs or [self.input_path])]
 
     def track_path(self, track: str, source: Path | None = None) -> Path:
         # demucs.separate writes <out>/<model>/<input name without extension>/<track>.wav
@@ -218,18 +219,41 @@ def _kill(process: subprocess.Popen) -> None:
 
 
 def explain_failure(model: str, returncode: int, output: str) -> str:
-    """A one-line reason for a failed Demucs run, from its exit code and the end of its output."""
-    last = last_line(output)
-    for line in output.splitlines():
-        if "LoadAudioError" in line:  # Demucs' own words for an input it cannot decode
-            return f"the input does not decode as audio: {line.rpartition('got the following error: ')[2]}"
+    """A one-line reason for a failed Demucs run, from its exit code and the end of its output: in words (the error
+    Demucs died of, or what its exit means), never a line of its code."""
+    last = error_message(output) or last_words(output)
+    if last.startswith("When trying to load using"):  # Demucs' LoadAudioError: each decoder's own words
+        said = re.findall(r"When trying to load using (\w+), got the following error: (?:\"[^\"]*\": )?(.*)", output)
+        return "the input does not decode as audio: " + "; ".join(f"{decoder}: {why}" for decoder, why in said)
+    said = f": {last}" if last else ""
     if any(marker in output for marker in DOWNLOAD_FAILURE_MARKERS):
-        return f"could not download the weights of model {model} (is the network or model cache reachable?): {last}"
+        return f"could not download the weights of model {model} (is the network or model cache reachable?){said}"
     if returncode == -signal.SIGKILL:
-        return f"demucs was killed (signal 9: out of memory, or the container's memory limit?): {last}"
+        return f"demucs was killed (signal 9: out of memory, or the container's memory limit?){said}"
     if returncode < 0:
-        return f"demucs was killed by signal {-returncode}: {last}"
-    return f"demucs exited with code {returncode}: {last}"
+        return f"demucs was killed by signal {-returncode}{said}"
+    return f"demucs exited with code {returncode}{said}"
+
+
+def last_words(output: str) -> str:
+    """The last line of `output` that is not code: a traceback's indented lines (where it was, the code, its
+    carets) are skipped."""
+    words, in_traceback = "", False
+    for line in output.replace("\r", "\n").splitlines():
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+        elif in_traceback and line[:1].isspace():
+            continue
+        elif line.strip():
+            words, in_traceback = line.strip(), False
+    return words
+
+
+def error_message(output: str) -> str:
+    """The message of the last exception a Python traceback in `output` ends with ("" if none): the line
+    `package.module.SomeError: message`, without its name."""
+    found = EXCEPTION.findall(output.replace("\r", "\n"))
+    return found[-1].strip() if found else ""
 
 
 def tail(path: Path) -> str:

@@ -23,10 +23,9 @@ import redis
 
 from msaas.backoff import Backoff
 from msaas.claims import Claims
-from msaas.errors import BackendUnavailable, BadRequest, NotFound, local_resources
+from msaas.errors import BackendUnavailable, NotFound, local_resources
 from msaas.eta import Estimates
 from msaas.jobqueue import Delivery, JobQueue
-from msaas.mp3 import check_mp3
 from msaas.records import CANCELLED
 from msaas.reliable import ReliableQueue
 from msaas.scratch import claim
@@ -245,11 +244,10 @@ class Worker:
                 self.store.fetch_input(job.songhash, str(run.input_path))
             except NotFound:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
-            seconds = job.seconds or self.measure(run.input_path)
-            log.info("worker %s: job %s: separating %.0f s with %s (attempt %d)", self.name, job.songhash, seconds,
-                     options.model, delivery.attempts + 1)
-            tracks = separate(run, options.tracks(), self.separation, Path(scratch) / "demucs.log", seconds, check,
-                              report)
+            log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, options.model,
+                     delivery.attempts + 1)
+            tracks, seconds = separate(run, options.tracks(), self.separation, Path(scratch) / "demucs.log", check,
+                                       report)
             separated = time.monotonic()
             cpu_seconds = _children_cpu() - cpu_before
             self.metrics.separated(options.model, separated - started, seconds)
@@ -286,13 +284,6 @@ class Worker:
         except BackendUnavailable as error:
             log.warning("worker %s: could not remove %d files of an unpublished attempt: %s", self.name, len(keys),
                         error.message)
-
-    def measure(self, song: Path) -> float:
-        """The length of a song whose job does not say (pushed by a script), as REST measures it."""
-        try:
-            return check_mp3(str(song), self.settings.max_song_seconds)
-        except BadRequest as refusal:
-            raise SeparationFailed(refusal.message) from None
 
 
 def _children_cpu() -> float:

@@ -5,34 +5,29 @@ The layout (`layout`) follows from measurements (bench/RESULTS.md): on the CPU o
 segment per CPU with one Torch thread each (`-j`) is faster than Torch's own threads, and as fast as separate
 processes on parts of the song, without their seams; so a song that fits the memory budget goes whole, in one
 process. One that does not is cut in the longest chunks that fit (worker/chunks.py), one process each, in turn,
-and joined. Demucs writes float WAVs, and the worker encodes the tracks in parallel (Demucs encodes them one by
-one). Each run is worker/demucs_run.py's.
+and joined. Demucs writes float WAVs, and the worker rescales and encodes the tracks in parallel (Demucs encodes
+them one by one; worker/encoding.py). Each run is worker/demucs_run.py's.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import subprocess
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
-from msaas import models
+from msaas import audio, models
+from msaas.audio import SAMPLE_RATE
 from msaas.deadline import Deadline
-from msaas.errors import ConfigError
+from msaas.errors import BadRequest, ConfigError
+from msaas.options import Options
 from msaas.settings import Settings
-from worker import chunks, resources
-from worker.demucs_run import (
-    DemucsConfig,
-    DemucsRun,
-    SeparationFailed,
-    check_space,
-    last_line,
-    run,
-    tail,
-)
+from worker import chunks, encoding, resources, wav
+from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, last_line, run, tail
 
 log = logging.getLogger(__name__)
 BUDGET_SHARE = 0.8  # of the container's memory, when MEMORY_BUDGET_MIB is not set
@@ -55,6 +50,7 @@ class SeparationConfig:
     chunk_overlap_seconds: float = 5.0
     timeout_min: float = 120.0
     timeout_factor: float = 10.0
+    max_seconds: float = 3600.0  # the longest song decoded (MAX_SONG_SECONDS, as at the door)
 
     @classmethod
     def of(cls, settings: Settings) -> SeparationConfig:
@@ -64,7 +60,7 @@ class SeparationConfig:
         budget = settings.memory_budget_mib or BUDGET_SHARE * resources.memory_limit() / 2**20
         return cls(DemucsConfig.of(settings), separation_cpus(settings.demucs_threads, os.environ),
                    settings.demucs_jobs, budget, settings.chunk_seconds, settings.chunk_overlap_seconds,
-                   settings.demucs_timeout_min, settings.demucs_timeout_factor)
+                   settings.demucs_timeout_min, settings.demucs_timeout_factor, settings.max_song_seconds)
 
 
 def separation_cpus(threads: int, env: Mapping[str, str], cgroup: Path = resources.CGROUP) -> int:
@@ -88,8 +84,8 @@ class Layout:
     peak_mib: float  # what one Demucs process is expected to peak at
     budget_mib: float  # what it may use: the budget less what the worker holds
 
-    def describe(self) -> str:
-        how = f"in chunks of about {self.chunk_seconds:.0f} s" if self.chunk_seconds else "whole"
+    def describe(self, chunks: int) -> str:
+        how = f"in {chunks} chunks of about {self.chunk_seconds:.0f} s" if chunks > 1 else "whole"
         return (f"{how}, {self.jobs} segment(s) at once x {self.threads} thread(s), about {self.peak_mib:.0f} MiB "
                 f"of {self.budget_mib:.0f} MiB")
 
@@ -117,91 +113,91 @@ def layout(seconds: float, model: str, config: SeparationConfig, worker_mib: flo
     return Layout(chunk_seconds, jobs, threads, footprint.mib(chunk_seconds or seconds, jobs), budget)
 
 
+class Separated(NamedTuple):
+    tracks: dict[str, Path]  # each track's file
+    seconds: float  # the song's length, as decoded
+
+
 def separate(
     song: DemucsRun,
     tracks: tuple[str, ...],
     config: SeparationConfig,
     log_path: Path,
-    seconds: float,
     abandon: Callable[[], bool] = lambda: False,
     report: Callable[[float], None] = lambda percent: None,
-) -> dict[str, Path]:
-    """Run Demucs on a song of `seconds` (measured where its job was accepted) and return each track's file;
-    raise SeparationFailed with the reason otherwise.
+) -> Separated:
+    """Separate the song into `tracks`; raise SeparationFailed with the reason otherwise.
 
-    The song is laid out by `layout`: whole, or in chunks joined afterwards (worker/chunks.py); either way
-    Demucs writes float WAVs and the tracks are encoded here, in parallel. Past its time limit, or when
-    `abandon()` turns true, the whole process group is killed. `report` hears the progress percentage about once
-    a second.
+    One way through: decode the song as its door did (msaas/audio.py), lay it out from that one length
+    (`layout`), run Demucs on the song, or on each chunk of it in turn (worker/chunks.py), then rescale and encode
+    each track, in parallel (worker/encoding.py). Past its time limit, or when `abandon()` turns true, a Demucs run's
+    whole process group is killed. `report` hears the progress percentage about once a second.
     """
-    limit = config.timeout_min + config.timeout_factor * seconds
-    deadline = Deadline(limit, "demucs")
+    folder = song.out_dir.parent / "input"
+    folder.mkdir(parents=True)
+    whole = folder / f"{song.input_path.stem}.wav"
+    frames = decode(song.input_path, whole, config.max_seconds)
+    seconds = frames / SAMPLE_RATE
     plan = layout(seconds, song.model, config)
-    song = replace(song, jobs=plan.jobs, threads=plan.threads)
-    grid: list[chunks.Chunk] = []
-    if len(chunk_plan(song, config, plan, round(seconds * chunks.SAMPLE_RATE))) > 1:
-        song, grid = cut(song, config, plan, seconds)
-    log.info("%s: %.0f s, separating %s", song.input_path.name, seconds, plan.describe())
+    grid = chunks.plan(frames, int(plan.chunk_seconds * SAMPLE_RATE), int(config.chunk_overlap_seconds * SAMPLE_RATE),
+                       chunks.segment_grid(song.model, config.demucs.segment, song.options.overlap))
+    inputs = [whole]
+    if len(grid) > 1:
+        inputs = chunks.write_inputs(whole, grid, folder)
+        whole.unlink()  # the chunks hold it all now; disk is scarce in a pod
+    log.info("%s: %.0f s, separating %s", song.input_path.name, seconds, plan.describe(len(grid)))
     if plan.peak_mib > plan.budget_mib:
         log.warning("MEMORY_BUDGET_MIB (%.0f MiB) is below what the smallest layout needs (about %.0f MiB for %.0f s "
                     "chunks): separating anyway, and Demucs may be killed for memory", config.memory_budget_mib,
                     plan.peak_mib, MIN_CHUNK_SECONDS)
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks.
-    parts = [replace(song, chunks=(path,)) for path in song.chunks] or [song]
-    for done, part in enumerate(parts):
+    deadline = Deadline(config.timeout_min + config.timeout_factor * seconds, "demucs")
+    runs = [replace(song, inputs=(path,), jobs=plan.jobs, threads=plan.threads) for path in inputs]
+    for done, part in enumerate(runs):
         run(part, config.demucs, log_path, deadline, abandon,
-            lambda percent, done=done: report((done * 100 + percent) / len(parts)))
-    sources = song.chunks or (song.input_path,)
-    missing = [track for track in tracks for source in sources
-               if not (path := song.track_path(track, source)).is_file() or path.stat().st_size == 0]
-    if missing:
-        raise SeparationFailed(
-            f"demucs exited 0 but produced no {', '.join(sorted(set(missing)))} track(s): "
-            f"{last_line(tail(log_path)) or 'no output'}"
-        )
-    if not song.chunks:  # one stem file each, which Demucs has rescaled already
-        stems = {track: [song.track_path(track)] for track in tracks}
-        grid, level = [chunks.Chunk(0, len(chunks.read_wav(stems[tracks[0]][0])))], 1.0
-    else:
-        stems = {track: [song.track_path(track, source) for source in song.chunks] for track in tracks}
-        level = chunks.LEVEL
-    joined = song.out_dir / "joined"
-    joined.mkdir()
-    outputs = {track: joined / f"{track}.{song.options.format}" for track in tracks}
+            lambda percent, done=done: report((done * 100 + percent) / len(runs)))
+        part.inputs[0].unlink()
+    stems = {track: [song.track_path(track, path) for path in inputs] for track in tracks}
+    check_stems(stems, grid, log_path)
+    return Separated(write_tracks(stems, grid, song.out_dir / "joined", song.options, config.cpus), seconds)
 
-    def encode(track: str) -> None:
-        chunks.join(stems[track], grid, outputs[track], song.options.format, song.options.mp3_bitrate, level,
-                    rescale=bool(song.chunks))
+
+def decode(song: Path, whole: Path, max_seconds: float) -> int:
+    """Decode the song as its door did (msaas/audio.py, the same call) into a float WAV at the level Demucs hears
+    it (worker/encoding.py); its length in frames."""
+    try:
+        with wav.SongWriter(whole, encoding.LEVEL) as writer:
+            return audio.decode(str(song), max_seconds, writer.write)
+    except BadRequest as refusal:  # a job pushed without passing the door, or a door with another ffmpeg
+        raise SeparationFailed(refusal.message) from None
+
+
+def write_tracks(stems: dict[str, list[Path]], grid: list[chunks.Chunk], folder: Path, options: Options,
+                 cpus: int) -> dict[str, Path]:
+    """Each track's file in `folder`, from its stem of the song, or of each chunk joined (worker/encoding.py)."""
+    folder.mkdir()
+    outputs = {track: folder / f"{track}.{options.format}" for track in stems}
+
+    def write(track: str) -> None:
+        if len(grid) > 1:
+            blocks = functools.partial(chunks.joined, stems[track], grid)
+        else:
+            blocks = functools.partial(encoding.blocks_of, wav.read(stems[track][0]))
+        encoding.write_track(blocks, grid[-1].end, outputs[track], options.format, options.mp3_bitrate)
 
     # One track per CPU at a time: lameenc and numpy let go of the GIL while they work.
-    with ThreadPoolExecutor(max(1, min(config.cpus, len(tracks)))) as pool:
-        list(pool.map(encode, tracks))  # raises what an encoding raised
+    with ThreadPoolExecutor(max(1, min(cpus, len(stems)))) as pool:
+        list(pool.map(write, stems))  # raises what an encoding raised
     return outputs
 
 
-def cut(run: DemucsRun, config: SeparationConfig, plan: Layout,
-        seconds: float) -> tuple[DemucsRun, list[chunks.Chunk]]:
-    """Decode the song (no further than its measured length) and write its chunks for Demucs; the run that
-    separates them, and the chunks."""
-    folder = run.out_dir.parent / "chunks"
-    folder.mkdir(parents=True)
-    raw = folder / "song.f32"
-    try:
-        frames = chunks.decode(run.input_path, raw, seconds)
-    except subprocess.CalledProcessError as error:
-        said = error.stderr.decode(errors="replace")
-        check_space(said, raw)
-        raise SeparationFailed(f"the input does not decode as audio: {last_line(said)}") from None
-    grid = chunk_plan(run, config, plan, frames)
-    paths = chunks.write_inputs(raw, grid, folder)
-    raw.unlink()  # the chunks hold it all now; disk is scarce in a pod
-    log.info("%s: %.0f s of audio, separating in %d chunks", run.input_path.name, frames / chunks.SAMPLE_RATE,
-             len(grid))
-    return replace(run, chunks=tuple(paths)), grid
-
-
-def chunk_plan(run: DemucsRun, config: SeparationConfig, plan: Layout, frames: int) -> list[chunks.Chunk]:
-    rate = chunks.SAMPLE_RATE
-    return chunks.plan(frames, int(plan.chunk_seconds * rate), int(config.chunk_overlap_seconds * rate),
-                       chunks.segment_grid(run.model, config.demucs.segment, run.options.overlap))
+def check_stems(stems: dict[str, list[Path]], grid: list[chunks.Chunk], log_path: Path) -> None:
+    """Every stem Demucs should have written is there, as long as what it separated."""
+    for track, paths in stems.items():
+        for path, chunk in zip(paths, grid, strict=True):
+            if not path.is_file() or path.stat().st_size == 0:
+                raise SeparationFailed(f"demucs exited 0 but produced no {track} track: "
+                                       f"{last_line(tail(log_path)) or 'no output'}")
+            if (frames := wav.locate(path)[1]) != chunk.end - chunk.start:
+                raise SeparationFailed(f"demucs wrote {frames} frames of {track} for {chunk.end - chunk.start} of song")

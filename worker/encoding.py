@@ -1,0 +1,95 @@
+"""From Demucs' stems to the files of the tracks a client gets: the level the song is separated at, the one rule
+that keeps a track from clipping, and the encoders.
+
+Demucs hears the song `LEVEL` quieter (whole or in chunks) and writes float WAVs with `--clip-mode none`: it clamps
+float output to ±1, and a stem may peak above full scale before the level is restored. A power of two scales
+without rounding, and Demucs normalises its input by its standard deviation, so the level changes nothing else.
+Each track is then brought back and rescaled here, over the whole track, as Demucs' default `--clip-mode rescale`
+does: divided by 1.01 times its peak when that is above full scale.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import imageio_ffmpeg
+import lameenc
+import numpy as np
+
+from msaas.audio import CHANNELS, SAMPLE_RATE
+from worker import wav
+
+LEVEL = 2.0**-8
+
+
+def rescaled(blocks: Callable[[], Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
+    """The track whose blocks (at `LEVEL`) `blocks()` gives, back at full level and rescaled not to clip. Two
+    passes: its peak, then the track."""
+    peak = max((float(np.abs(block).max()) for block in blocks() if block.size), default=0.0) / LEVEL
+    gain = np.float32(1 / (LEVEL * max(1.01 * peak, 1)))
+    for block in blocks():
+        yield block * gain
+
+
+def blocks_of(stem: np.ndarray) -> Iterator[np.ndarray]:
+    for at in range(0, len(stem), wav.BLOCK):
+        yield stem[at : at + wav.BLOCK]
+
+
+def write_track(blocks: Callable[[], Iterable[np.ndarray]], frames: int, path: Path, kind: str,
+                mp3_bitrate: int) -> None:
+    """Write the track of `frames` frames whose blocks (at `LEVEL`) `blocks()` gives to `path`, as `kind`."""
+    with Encoder(path, kind, frames, mp3_bitrate) as encoder:
+        for block in rescaled(blocks):
+            encoder.write(block)
+
+
+class Encoder:
+    """Writes 16-bit audio as Demucs' `save_audio` does, a block at a time: MP3 (lameenc, quality 2),
+    WAV, or FLAC (through ffmpeg)."""
+
+    def __init__(self, path: Path, kind: str, frames: int, mp3_bitrate: int) -> None:
+        self.kind = kind
+        self.ffmpeg = self.lame = None
+        if kind == "flac":  # ffmpeg writes the file itself: it seeks back to complete the FLAC header
+            self.file = None
+            self.ffmpeg = subprocess.Popen(
+                [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-f", "s16le",
+                 "-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS), "-i", "-", str(path)],
+                stdin=subprocess.PIPE,
+            )
+            return
+        self.file = open(path, "wb")
+        if kind == "mp3":
+            self.lame = lameenc.Encoder()
+            self.lame.set_bit_rate(mp3_bitrate)
+            self.lame.set_in_sample_rate(SAMPLE_RATE)
+            self.lame.set_channels(CHANNELS)
+            self.lame.set_quality(2)
+            self.lame.silence()
+        else:
+            wav.write_header(self.file, frames, float_samples=False)
+
+    def write(self, block: np.ndarray) -> None:
+        pcm = (np.clip(block, -1, 1) * (2**15 - 1)).astype("<i2").tobytes()  # Demucs' i16_pcm
+        if self.lame:
+            self.file.write(self.lame.encode(pcm))
+        elif self.ffmpeg:
+            self.ffmpeg.stdin.write(pcm)
+        else:
+            self.file.write(pcm)
+
+    def __enter__(self) -> Encoder:
+        return self
+
+    def __exit__(self, *failure: object) -> None:
+        if self.lame:
+            self.file.write(self.lame.flush())
+        if self.ffmpeg:
+            self.ffmpeg.stdin.close()
+            if self.ffmpeg.wait() and not failure[0]:
+                raise RuntimeError(f"ffmpeg could not encode {self.kind}")
+        else:
+            self.file.close()
