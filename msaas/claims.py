@@ -79,7 +79,8 @@ end
 return state
 """
 
-# ARGV: q, tenant, songhash. Drop every claim of the tenant on the song's results (cancelling the active ones).
+# ARGV: q, tenant, songhash. Drop every claim of the tenant on the song's results (cancelling the active ones), and
+# what it kept of those it cancelled.
 # Returns {claims dropped, active ones cancelled, results no tenant claims any more (their tracks to remove), and
 # whether any result of the song is still claimed}.
 REMOVE = LIB + LUA + f"""
@@ -109,6 +110,9 @@ for _, r in ipairs(redis.call('SMEMBERS', rkey(songhash))) do
       end
       redis.call('SREM', rkey(songhash), r)
     end
+  elseif redis.call('HGET', ckey(t, r), 'state') == '{CANCELLED}' then
+    dropped = dropped + 1  -- what the tenant still sees of it: that it cancelled it
+    redis.call('DEL', ckey(t, r))
   end
 end
 local claimed = 0
@@ -189,11 +193,11 @@ class Claims:
         """The result's shared status, whoever's it is (for the APIs' own decisions, never shown as is)."""
         return self.redis.hgetall(status_key(result))
 
-    def states(self, results: list[str]) -> list[tuple[str | None, str | None]]:
-        """(state, job id) of each result, in one round trip."""
+    def states(self, results: list[str]) -> list[tuple[str | None, str | None, str | None]]:
+        """(state, job id, options) of each result, in one round trip."""
         with self.redis.pipeline(transaction=False) as pipe:
             for result in results:
-                pipe.hmget(status_key(result), "state", "job_id")
+                pipe.hmget(status_key(result), "state", "job_id", "options")
             return [tuple(row) for row in pipe.execute()]
 
     def owns(self, tenant: str, result: str) -> bool:

@@ -61,6 +61,13 @@ class Conflict(ServiceError):
     code, http_status, grpc_code = "conflict", 409, "FAILED_PRECONDITION"
 
 
+class TooSlow(ServiceError):
+    """A client's upload fell behind the minimum rate (BODY_MIN_RATE after BODY_GRACE_SECONDS): time ran out, as
+    for a client's own deadline, and the same song sent at a steady pace succeeds."""
+
+    code, http_status, grpc_code = "request_timeout", 408, "DEADLINE_EXCEEDED"
+
+
 class TooLarge(ServiceError):
     """The request, or one of its fields, is larger than the service accepts."""
 
@@ -81,6 +88,13 @@ class OverLimit(ServiceError):
     retry_after = 60
 
 
+class TooManyCalls(OverLimit):
+    """A bound of the server was reached (calls open from one client, watches open): call again later."""
+
+    code = "too_many_calls"
+    retry_after = 5
+
+
 class BackendUnavailable(ServiceError):
     """Redis or the object store cannot be reached; the request may succeed later."""
 
@@ -97,8 +111,8 @@ class LocalResourceError(ServiceError):
 
 
 # Every class a client can be answered with, for the tables derived from them (docs/api.md, both APIs' maps).
-ERRORS = (BadRequest, Unauthorized, NotFound, Conflict, TooLarge, FieldTooLarge, OverLimit, BackendUnavailable,
-          LocalResourceError)
+ERRORS = (BadRequest, Unauthorized, NotFound, Conflict, TooSlow, TooLarge, FieldTooLarge, OverLimit, TooManyCalls,
+          BackendUnavailable, LocalResourceError)
 
 
 # What the local system answers when its disks or file limits fail us, not when the network does.

@@ -41,11 +41,10 @@ class Spec:
         """A JSON value, or the text of a query string, form field or flag -> the option's value; BadRequest
         for anything else, whatever its type."""
         value = _typed(self.kind, raw)
-        if value is None or (self.choices and value not in self.choices):
+        outside = self.bounds is not None and value is not None and not self.bounds[0] <= value <= self.bounds[1]
+        if value is None or (self.choices and value not in self.choices) or outside:
             shown = repr(raw) if len(repr(raw)) <= 80 else repr(raw)[:77] + "..."
             raise BadRequest(f"{self.name} {shown} must be {self.allowed()}", self.error)
-        if self.bounds and not self.bounds[0] <= value <= self.bounds[1]:
-            raise BadRequest(f"{self.name} {value!r} must be {self.allowed()}", self.error)
         return value
 
     def allowed(self) -> str:

@@ -75,6 +75,7 @@ class Waiting:
     result: str
     state: str  # queued or processing
     position: int | None
+    options: dict  # those it was submitted with
 
 
 @dataclass(frozen=True)
@@ -289,10 +290,11 @@ class Songs:
         rows = self.claims.active(tenant.name, _parse_cursor(cursor), limit)
         songs = []
         states = self.claims.states([result for result, _ in rows])
-        for (result, _), (state, job_id) in zip(rows, states, strict=True):
+        for (result, _), (state, job_id, options) in zip(rows, states, strict=True):
             if state in ACTIVE:
                 position = self.queue.position(job_id) if state == QUEUED else None
-                songs.append(Waiting(result.partition("/")[0], result, state, position))
+                ran = _stored_options({"options": options} if options else {}, self.options({}))
+                songs.append(Waiting(result.partition("/")[0], result, state, position, ran.as_fields()))
         more = len(rows) == limit
         return QueuePage(songs, f"{rows[-1][1]!r}:{rows[-1][0]}" if more else None)
 

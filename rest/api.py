@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, Response, jsonify, redirect, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -96,7 +94,7 @@ def queue():
     page = backends().songs.queue_page(tenant(), request.args.get("cursor"), limit)
     return jsonify(queue=page.waiting, next=page.cursor,
                    songs=[{"songhash": song.songhash, "state": song.state, "position": song.position,
-                           "options": _result_options(song.result)} for song in page.songs])
+                           "options": song.options} for song in page.songs])
 
 
 @blueprint.get("/apiv1/status/<songhash>")
@@ -188,15 +186,6 @@ def _count_arg(name: str, default: int) -> int:
     if not value.isdigit() or not 0 < int(value[:9]) <= default:
         raise BadRequest(f"{name} {value[:40]!r} must be a whole number from 1 to {default}", f"invalid_{name}")
     return int(value)
-
-
-def _result_options(result: str) -> dict:
-    """The options a listed result was submitted with, as its read routes take them (none: the defaults)."""
-    fields = backends().claims.status(result).get("options")
-    try:
-        return json.loads(fields) if fields and "/" in result else {}
-    except ValueError:
-        return {}
 
 
 def _query() -> dict:

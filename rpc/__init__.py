@@ -12,23 +12,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from msaas.access import Access
-from msaas.connections import connect_api_redis, connect_store
-from msaas.jobqueue import JobQueue
 from msaas.logbus import LogBus, setup_logging
+from msaas.services import build
 from msaas.settings import Settings
-from msaas.songs import Policy, Songs
-from msaas.status import SongStatus
-from msaas.storage import ObjectStore
 from msaas.uploads import CHUNK
 from msaas.v1 import separation_pb2 as pb
+from rpc.admin import AdminServicer
 from rpc.blocking import Blocking, LogThread
 from rpc.guards import HOW_TO_SEND_A_KEY, Guard, add_service
 from rpc.health import Readiness
@@ -47,6 +42,7 @@ THREADS = 32
 SHUTDOWN_GRACE = 20.0  # seconds running calls get to finish on SIGTERM (the pod gives 30)
 SERVICES = (
     pb.DESCRIPTOR.services_by_name["SeparationService"].full_name,
+    pb.DESCRIPTOR.services_by_name["AdminService"].full_name,
     "grpc.health.v1.Health",
     reflection.SERVICE_NAME,
 )
@@ -68,9 +64,9 @@ class RpcServer:
     """The server on an event loop in a thread of its own, so that synchronous code (`python -m rpc`, the tests)
     starts and stops it; bound when built, serving once started."""
 
-    def __init__(self, address: str, servicer: SeparationServicer, readiness: Readiness, metrics: RpcMetrics,
-                 blocking: Blocking, logs: LogThread) -> None:
-        self.servicer, self.readiness, self.metrics = servicer, readiness, metrics
+    def __init__(self, address: str, servicer: SeparationServicer, admin: AdminServicer, readiness: Readiness,
+                 metrics: RpcMetrics, blocking: Blocking, logs: LogThread) -> None:
+        self.servicer, self.admin, self.readiness, self.metrics = servicer, admin, readiness, metrics
         self.blocking, self.logs = blocking, logs
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="rpc-loop", daemon=True)
@@ -96,6 +92,7 @@ class RpcServer:
         # its own (calls per client, watches); a waiting call costs a coroutine.
         server = grpc.aio.server(options=OPTIONS)
         add_service(self.servicer, server)
+        add_service(self.admin, server, "AdminService")
         health_pb2_grpc.add_HealthServicer_to_server(self.readiness.servicer, server)
         reflection.enable_server_reflection(SERVICES, server)
         return server, server.add_insecure_port(address)
@@ -132,29 +129,20 @@ def create_server(settings: Settings | None = None, host: str | None = None) -> 
     """Build the server, bound (to `host`, else BIND_HOST) but not started; without `settings`, read them from
     the environment."""
     settings = (settings or Settings.from_env()).require_store_credentials()
-    connection = connect_api_redis(settings)
-    setup_logging("rpc", settings.hostname, settings.log_level, LogBus(connection, settings.log_list))
+    services = build(settings, HOW_TO_SEND_A_KEY)
+    setup_logging("rpc", settings.hostname, settings.log_level, LogBus(services.redis, settings.log_list))
     logs = LogThread()  # the loop must not wait on Redis even to log
     logs.start()
-    public_store = None
-    if settings.s3_public_endpoint:  # presigned links must name the host clients reach, not the in-cluster one
-        public_store = connect_store(replace(settings, s3_endpoint=settings.s3_public_endpoint))
-    queue = JobQueue(connection, settings.worker_queue, settings.demucs_model)
-    store = ObjectStore(
-        connect_store(settings), settings.queue_bucket, settings.output_bucket, settings.retention_days, public_store,
-        settings.store_timeout,
-    )
-    policy = Policy(settings.demucs_model, settings.max_song_seconds, settings.callback_allow_hosts)
-    songs = Songs(queue, store, SongStatus(connection), policy)
+    songs = services.songs
     metrics = RpcMetrics()
     blocking = Blocking(THREADS)
-    access = Access(connection, settings.api_keys, settings.rate_limit_per_minute, HOW_TO_SEND_A_KEY)
-    guard = Guard(access, metrics, blocking, settings.redis_timeout, settings.grpc_max_calls_per_client)
+    guard = Guard(services.access, metrics, blocking, settings.redis_timeout, settings.grpc_max_calls_per_client)
     watches = Watches(songs.describe, status_message, blocking, settings.redis_timeout, settings.grpc_max_watches)
     servicer = SeparationServicer(songs, guard, metrics, settings, blocking, watches)
-    readiness = Readiness(connection, store, settings.redis_timeout)
+    admin = AdminServicer(services.admin, services.access, guard, blocking)
+    readiness = Readiness(services.redis, services.store, settings.redis_timeout)
     try:
-        return RpcServer(f"{host or settings.bind_host}:{settings.grpc_port}", servicer, readiness, metrics,
+        return RpcServer(f"{host or settings.bind_host}:{settings.grpc_port}", servicer, admin, readiness, metrics,
                          blocking, logs)
     except BaseException:
         logs.stop()

@@ -6,6 +6,7 @@ reflection services are not guarded: probes and tools need no key, and no bound 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import urllib.parse
@@ -16,9 +17,10 @@ import grpc
 import redis
 from google.protobuf.message import DecodeError
 
-from msaas.access import Access, Refused
+from msaas.access import Access
 from msaas.deadline import spending_redis_budget
-from msaas.errors import BackendUnavailable, BadRequest, LocalResourceError, NotFound, ServiceError, TooLarge
+from msaas.errors import BadRequest, ServiceError, TooManyCalls
+from msaas.tenants import Tenant
 from msaas.v1 import separation_pb2 as pb
 from rpc.blocking import Blocking
 from rpc.metrics import RpcMetrics
@@ -27,35 +29,16 @@ log = logging.getLogger(__name__)
 Code = grpc.StatusCode
 
 
-class Overloaded(ServiceError):
-    """A bound of this server was reached (calls from one client, watches open): call again later."""
-
-    code = "too_many_calls"
-
-
-class TooSlow(ServiceError):
-    """A client stream fell behind the minimum rate (BODY_MIN_RATE); REST answers 408."""
-
-    code = "request_timeout"
-
-
-# The service's errors as gRPC codes; REST's table (rest/errors.py) maps the same classes to 400, 413, 404, 503.
-CODES = {
-    BadRequest: Code.INVALID_ARGUMENT,
-    TooLarge: Code.RESOURCE_EXHAUSTED,
-    Overloaded: Code.RESOURCE_EXHAUSTED,
-    NotFound: Code.NOT_FOUND,
-    BackendUnavailable: Code.UNAVAILABLE,
-    LocalResourceError: Code.UNAVAILABLE,
-    # Time ran out, as for the client's own deadline; unlike INVALID_ARGUMENT, the same song sent at a steady
-    # pace succeeds, and clients retry DEADLINE_EXCEEDED.
-    TooSlow: Code.DEADLINE_EXCEEDED,
-}
-# msaas.access' refusals, by their code; REST answers them 401 and 429.
-REFUSALS = {"unauthorized": Code.UNAUTHENTICATED, "too_many_requests": Code.RESOURCE_EXHAUSTED}
+# What `guarded` admitted the call as: the handler, and the blocking work it starts (which copies the context), read it.
+TENANT: contextvars.ContextVar[Tenant] = contextvars.ContextVar("tenant")
 HOW_TO_SEND_A_KEY = "'authorization: Bearer <key>' metadata"
 ERROR_KEY = "msaas-error"  # trailing metadata: REST's error code ("invalid_option"), for clients that show it
 DEADLINE_SLACK = 0.1  # seconds: grpc.aio cancels a call a few milliseconds before its deadline by its own clock
+
+
+def tenant() -> Tenant:
+    """The tenant the call at hand was admitted as."""
+    return TENANT.get()
 
 
 class Malformed:
@@ -71,10 +54,10 @@ class Malformed:
                           f"(proto/msaas/v1/separation.proto): {self.error}", "invalid_message")
 
 
-def add_service(servicer: object, server: grpc.aio.Server) -> None:
-    """The generated `add_SeparationServiceServicer_to_server`, but a request that does not parse reaches the
-    servicer's guard as `Malformed`."""
-    service = pb.DESCRIPTOR.services_by_name["SeparationService"]
+def add_service(servicer: object, server: grpc.aio.Server, name: str = "SeparationService") -> None:
+    """The generated `add_<name>Servicer_to_server`, but a request that does not parse reaches the servicer's guard
+    as `Malformed`."""
+    service = pb.DESCRIPTOR.services_by_name[name]
     kinds = {(False, False): grpc.unary_unary_rpc_method_handler, (True, False): grpc.stream_unary_rpc_method_handler,
              (False, True): grpc.unary_stream_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
     handlers = {
@@ -109,8 +92,8 @@ class ClientCalls:
     def holding(self, address: str) -> Iterator[None]:
         calls = self.open.get(address, 0)
         if self.limit and calls >= self.limit:
-            raise Overloaded(f"this client has {self.limit} calls open already (GRPC_MAX_CALLS_PER_CLIENT); "
-                             "call again when one has ended")
+            raise TooManyCalls(f"this client has {self.limit} calls open already (GRPC_MAX_CALLS_PER_CLIENT); "
+                               "call again when one has ended")
         self.open[address] = calls + 1
         try:
             yield
@@ -137,17 +120,14 @@ class Guard:
         try:
             with spending_redis_budget(self.redis_timeout), self.clients.holding(address):
                 authorization = dict(context.invocation_metadata() or ()).get("authorization", "")
-                await self.blocking(self.access.admit, address, authorization)
+                TENANT.set(await self.blocking(self.access.admit, address, authorization))
                 yield
-        except Refused as refused:
-            code = REFUSALS[refused.code]
-            retry = {"retry-after": str(refused.retry_after)} if refused.retry_after is not None else {}
-            await _abort(context, code, refused.code, refused.message, retry)
-        except ServiceError as error:
-            code = next(status for kind, status in CODES.items() if isinstance(error, kind))
+        except ServiceError as error:  # each named error carries its code (msaas/errors.py, the one table)
+            code = getattr(Code, error.grpc_code)
             if code is Code.UNAVAILABLE:
                 log.warning("%s", error.message)
-            await _abort(context, code, error.code, error.message)
+            retry = {"retry-after": str(error.retry_after)} if error.retry_after is not None else {}
+            await _abort(context, code, error.code, error.message, retry)
         except redis.RedisError as error:
             code = Code.UNAVAILABLE
             log.warning("redis unreachable: %s", error)

@@ -7,9 +7,9 @@ import datetime
 
 from google.protobuf import struct_pb2
 
-from msaas.options import SPECS, Options
-from msaas.songs import SongState
-from msaas.status import CANCELLED, DONE, FAILED, PROCESSING, QUEUED
+from msaas import shapes
+from msaas.options import SPECS
+from msaas.shapes import CANCELLED, DONE, FAILED, PROCESSING, QUEUED, SongState
 from msaas.v1 import separation_pb2 as pb
 
 STATES = {
@@ -27,8 +27,9 @@ def option_values(options: pb.Options) -> dict[str, object]:
     return {spec.name: getattr(options, spec.name) for spec in SPECS if options.HasField(spec.name)}
 
 
-def options_message(options: Options) -> pb.Options:
-    return pb.Options(**{name: value for name, value in options.as_fields().items() if value is not None})
+def options_message(options: dict[str, object]) -> pb.Options:
+    """Options by name (`Options.as_fields`) as the proto's message; those that are None are left unset."""
+    return pb.Options(**{name: value for name, value in options.items() if value is not None})
 
 
 def callback_value(header: pb.SubmitHeader) -> dict | None:
@@ -61,21 +62,38 @@ def _plain(value: struct_pb2.Value) -> object:
 
 
 def status_message(song: SongState) -> pb.SongStatus:
-    message = pb.SongStatus(
-        songhash=song.songhash,
-        state=STATES[song.state],
-        options=options_message(song.options),
-        attempts=song.attempts,
-        reason=song.reason,
-        progress=song.progress,
-        worker=song.worker,
-    )
-    for state, when in song.timestamps.items():
-        message.timestamps[state].FromDatetime(datetime.datetime.fromisoformat(when))
-    if song.position is not None:
-        message.position = song.position
-    if song.state == DONE:
-        message.tracks.extend(song.tracks)
-    if song.callback is not None:
-        message.callback.CopyFrom(pb.CallbackOutcome(**song.callback))
+    """The status as the proto's SongStatus, field by field from the shape's table (msaas/shapes.py): every field
+    REST shows in this state, and only those."""
+    message = pb.SongStatus()
+    for item in shapes.FIELDS:
+        if not item.shown(song):
+            continue
+        value, name = item.value(song), item.proto_name
+        if value is None:
+            continue  # an optional field left unset (a position while a worker is being handed the song)
+        if item.name == "state":
+            message.state = STATES[value]
+        elif item.name == "options":
+            message.options.CopyFrom(options_message(value))
+        elif item.name == "timestamps":
+            for state, when in value.items():
+                message.timestamps[state].FromDatetime(datetime.datetime.fromisoformat(when))
+        elif item.name == "tracks":
+            message.tracks.extend(value)
+        elif item.name == "callback":
+            message.callback.CopyFrom(pb.CallbackOutcome(**vars(value)))
+        else:
+            setattr(message, name, value)
     return message
+
+
+def dead_letter_message(letter: dict) -> pb.DeadLetter:
+    """A dead letter (`DeadLetter.as_json`, as REST shows it) as the proto's message."""
+    message = pb.DeadLetter(**{name: letter[name] or "" for name in ("id", "songhash", "reason", "last_worker",
+                                                                     "tenant", "job")}, attempts=letter["attempts"])
+    message.buried_at.FromDatetime(datetime.datetime.fromisoformat(letter["buried_at"]))
+    return message
+
+
+def usage_message(tenant: str, used: dict[str, float]) -> pb.Usage:
+    return pb.Usage(tenant=tenant, **used)

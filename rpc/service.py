@@ -15,14 +15,15 @@ from msaas.naming import FORMATS
 from msaas.options import Options
 from msaas.scratch import claim
 from msaas.settings import Settings
-from msaas.songs import SONG_REMOVED, TRACK_REMOVED, Songs, Submitted, cancel_reason
+from msaas.songs import QUEUE_PAGE, SONG_REMOVED, TRACK_REMOVED, Songs, Submitted, cancel_reason
 from msaas.storage import Download
+from msaas.tenants import Tenant
 from msaas.uploads import Upload
 from msaas.v1 import separation_pb2 as pb
 from msaas.v1 import separation_pb2_grpc as pb_grpc
 from rpc.blocking import Blocking
-from rpc.guards import Guard, guarded
-from rpc.messages import callback_value, option_values, status_message
+from rpc.guards import Guard, guarded, tenant
+from rpc.messages import callback_value, option_values, options_message, status_message, usage_message
 from rpc.metrics import RpcMetrics
 from rpc.streams import PacedStream, check_header, receive_song
 from rpc.watches import Watches
@@ -54,7 +55,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         callback = callback_value(first.header)
         callback = songs.callback(callback) if callback is not None else None
         upload = await receive_song(first, stream, self.limit, self.scratch, self.blocking)
-        submitted = await self.blocking(_submit, songs, upload, options, callback)
+        submitted = await self.blocking(_submit, songs, tenant(), upload, options, callback)
         self.metrics.upload_bytes.observe(upload.size)
         if submitted.queued:
             self.metrics.jobs_enqueued.inc()
@@ -64,26 +65,35 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
     async def GetStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.SongStatus:
         songs = self.songs
         options = songs.options(option_values(request.options))
-        return status_message(await self.blocking(songs.describe, request.songhash, options))
+        return status_message(await self.blocking(songs.describe, tenant(), request.songhash, options))
 
     @guarded
     async def WatchStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> None:
         """The status now, then each change, until the song ends or the call does (deadline, cancellation)."""
         options = self.songs.options(option_values(request.options))
-        async with aclosing(self.watches.follow(request.songhash, options)) as statuses:
+        async with aclosing(self.watches.follow(tenant(), request.songhash, options)) as statuses:
             async for message in statuses:
                 await context.write(message)
 
     @guarded
     async def ListQueue(self, request: pb.ListQueueRequest, context: grpc.aio.ServicerContext
                         ) -> pb.ListQueueResponse:
-        return pb.ListQueueResponse(songhashes=await self.blocking(self.songs.waiting))
+        songs = self.songs
+        page = await self.blocking(songs.queue_page, tenant(), request.cursor or None, request.limit or QUEUE_PAGE)
+        listed = [pb.QueuedSong(songhash=song.songhash, state=song.state, position=song.position,
+                                options=options_message(song.options)) for song in page.songs]
+        return pb.ListQueueResponse(songhashes=page.waiting, songs=listed, next_cursor=page.cursor or "")
+
+    @guarded
+    async def GetUsage(self, request: pb.UsageRequest, context: grpc.aio.ServicerContext) -> pb.Usage:
+        asking = tenant()
+        return usage_message(asking.name, await self.blocking(self.songs.claims.usage, asking.name))
 
     @guarded
     async def DownloadTrack(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext) -> None:
         songs = self.songs
         ref = songs.track(request.songhash, request.track, option_values(request.options))
-        download = await self.blocking(songs.open_track, ref)
+        download = await self.blocking(songs.open_track, tenant(), ref)
         extension = ref.options.format
         chunks = iter(download)
         try:
@@ -101,33 +111,33 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
     async def GetTrackLink(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext) -> pb.TrackLink:
         songs = self.songs
         ref = songs.track(request.songhash, request.track, option_values(request.options))
-        return pb.TrackLink(url=await self.blocking(songs.track_link, ref))
+        return pb.TrackLink(url=await self.blocking(songs.track_link, tenant(), ref))
 
     @guarded
     async def RemoveTrack(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext
                           ) -> pb.RemoveTrackResponse:
         songs = self.songs
         ref = songs.track(request.songhash, request.track, option_values(request.options))
-        await self.blocking(songs.remove_track, ref)
+        await self.blocking(songs.remove_track, tenant(), ref)
         return pb.RemoveTrackResponse(songhash=ref.result.songhash, track=ref.track, reason=TRACK_REMOVED)
 
     @guarded
     async def RemoveSong(self, request: pb.SongRequest, context: grpc.aio.ServicerContext) -> pb.RemoveSongResponse:
-        removed, cancelled = await self.blocking(self.songs.remove, request.songhash)
+        removed, cancelled = await self.blocking(self.songs.remove, tenant(), request.songhash)
         return pb.RemoveSongResponse(songhash=request.songhash.lower(), removed=removed, cancelled=cancelled,
                                      reason=SONG_REMOVED)
 
     @guarded
     async def CancelSong(self, request: pb.SongRequest, context: grpc.aio.ServicerContext) -> pb.CancelSongResponse:
-        cancelled = await self.blocking(self.songs.cancel, request.songhash)
+        cancelled = await self.blocking(self.songs.cancel, tenant(), request.songhash)
         return pb.CancelSongResponse(songhash=request.songhash.lower(), cancelled=cancelled,
                                      reason=cancel_reason(cancelled))
 
 
-def _submit(songs: Songs, upload: Upload, options: Options, callback: Callback | None) -> Submitted:
+def _submit(songs: Songs, asking: Tenant, upload: Upload, options: Options, callback: Callback | None) -> Submitted:
     """Submit, then remove the spool file, in one thread: a call cancelled meanwhile cannot remove it early."""
     try:
-        return songs.submit(upload, options, callback)
+        return songs.submit(asking, upload, options, callback)
     finally:
         upload.discard()
 

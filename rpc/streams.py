@@ -14,11 +14,11 @@ import time
 
 import grpc
 
-from msaas.errors import BadRequest, FieldTooLarge
+from msaas.errors import BadRequest, FieldTooLarge, TooSlow
 from msaas.uploads import CHUNK, SongFile, Upload, spool, too_large
 from msaas.v1 import separation_pb2 as pb
 from rpc.blocking import Blocking
-from rpc.guards import Malformed, TooSlow
+from rpc.guards import Malformed
 
 # The header (options, callback and its data) may take what REST allows a request's fields together
 # (rest/limits.py MAX_FIELD_BYTES); tests/test_rpc_limits.py holds the two equal.

@@ -15,20 +15,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from msaas.deadline import spending_redis_budget
-from msaas.errors import BackendUnavailable
+from msaas.errors import BackendUnavailable, TooManyCalls
 from msaas.options import Options
-from msaas.songs import SongState
+from msaas.shapes import SongState
+from msaas.tenants import Tenant
 from msaas.v1 import separation_pb2 as pb
 from rpc.blocking import Blocking
-from rpc.guards import Overloaded
 
 log = logging.getLogger(__name__)
-# How often a reader reads its song's status hash in Redis (and the queue, while queued); a watch sends only
-# what changed. Once per result, however many watch it.
+# How often a reader reads its song's status in Redis (and its place in the queue, a rank, while queued); a watch
+# sends only what changed. Once per result and tenant, however many watch it.
 WATCH_INTERVAL = 0.3
 # ...and at least this many times as long as its last read took: when many songs are watched and reads slow down
 # (the CPU, Redis, the pool of threads are busy), every reader reads less often, so watches cannot take the
-# process over (a queued song's read walks the whole queue, msaas/songs.py `_position`).
+# process over.
 READ_SPACING = 4.0
 READS_AT_ONCE = 4  # reads under way at once, all songs together: the event loop keeps its share of the CPU
 SHUTTING_DOWN = "the server is shutting down; call WatchStatus again to go on watching"
@@ -93,7 +93,8 @@ class _Reader:
 
 class Watches:
     def __init__(
-        self, describe: Callable[[str, Options], SongState], status_message: Callable[[SongState], pb.SongStatus],
+        self, describe: Callable[[Tenant, str, Options], SongState],
+        status_message: Callable[[SongState], pb.SongStatus],
         blocking: Blocking, redis_timeout: float, limit: int, interval: float = WATCH_INTERVAL,
     ) -> None:
         self.describe = describe
@@ -102,23 +103,23 @@ class Watches:
         self.redis_timeout = redis_timeout
         self.limit = limit
         self.interval = interval
-        self.readers: dict[tuple[str, Options], _Reader] = {}
+        self.readers: dict[tuple[str, str, Options], _Reader] = {}  # by tenant, song and options: what one sees
         self.reading = asyncio.Semaphore(READS_AT_ONCE)
         self.open = 0
         self.stopping = False
 
-    async def follow(self, songhash: str, options: Options) -> AsyncIterator[pb.SongStatus]:
+    async def follow(self, tenant: Tenant, songhash: str, options: Options) -> AsyncIterator[pb.SongStatus]:
         """The status now, then each change, until the song ends (or the call does: its coroutine is cancelled).
         Close it when done with it (`contextlib.aclosing`), so the watch is counted out at once."""
         if self.stopping:
             raise BackendUnavailable(SHUTTING_DOWN)
         if self.open >= self.limit:
-            raise Overloaded(f"this server has {self.limit} watches open (GRPC_MAX_WATCHES); call again later, "
-                             "or poll GetStatus")
-        key = (songhash.lower(), options)
+            raise TooManyCalls(f"this server has {self.limit} watches open (GRPC_MAX_WATCHES); call again later, "
+                               "or poll GetStatus")
+        key = (tenant.name, songhash.lower(), options)
         reader = self.readers.get(key)
         if reader is None or reader.task is None or reader.task.done():  # done: ended or failed, not yet forgotten
-            reader = self.readers[key] = _Reader(lambda: self._read(songhash, options), self.interval)
+            reader = self.readers[key] = _Reader(lambda: self._read(tenant, songhash, options), self.interval)
             reader.task = asyncio.create_task(reader.run(), name=f"watch {songhash}")
             reader.task.add_done_callback(lambda _: self._forget(key, reader))
         watcher = _Watcher()
@@ -145,12 +146,12 @@ class Watches:
                 reader.task.cancel()
             reader.tell(BackendUnavailable(SHUTTING_DOWN))
 
-    def _forget(self, key: tuple[str, Options], reader: _Reader) -> None:
+    def _forget(self, key: tuple[str, str, Options], reader: _Reader) -> None:
         if self.readers.get(key) is reader:
             del self.readers[key]
 
-    async def _read(self, songhash: str, options: Options) -> tuple[pb.SongStatus, bool]:
+    async def _read(self, tenant: Tenant, songhash: str, options: Options) -> tuple[pb.SongStatus, bool]:
         async with self.reading:
             with spending_redis_budget(self.redis_timeout):  # each read its own: a reader is no one call
-                song = await self.blocking(self.describe, songhash, options)
+                song = await self.blocking(self.describe, tenant, songhash, options)
         return self.status_message(song), song.ended

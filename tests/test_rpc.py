@@ -23,14 +23,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from devstack.processes import free_port
 from msaas.cli import exits
-from msaas.naming import Result
+from msaas.options import Options
 from msaas.songs import ENQUEUED
 from msaas.v1 import separation_pb2 as pb
 from rest import create_app
 from rpc import create_server
+from rpc.messages import options_message
 from rpc.metrics import METHODS
 from rpc_support import error_code, requests, stub
-from support import ROOT, SHORT_SAMPLE, serve, start_service, wait_for
+from support import ROOT, SHORT_SAMPLE, queued, serve, start_service, stored_result, wait_for
 
 MP3 = SHORT_SAMPLE.read_bytes()
 SONGHASH = hashlib.sha224(MP3).hexdigest()
@@ -40,7 +41,7 @@ Code = grpc.StatusCode
 @pytest.fixture
 def nothing_left(redis_client, store, settings):
     yield
-    assert redis_client.llen(settings.worker_queue) == 0
+    assert queued(settings) == 0
     assert list(store.client.list_objects(settings.queue_bucket)) == []
 
 
@@ -64,7 +65,7 @@ def test_a_song_sent_in_chunks_is_queued_once_whichever_api_sends_it(rpc, client
     assert not again.queued and again.reason == "Song already queued with these options; not queued again"
     rest = client.post("/apiv1/separate", data=MP3, content_type="audio/mpeg").get_json()
     assert rest == {"hash": SONGHASH, "reason": again.reason}
-    assert redis_client.llen(settings.worker_queue) == 1
+    assert queued(settings) == 1
     assert list(service.ListQueue(pb.ListQueueRequest()).songhashes) == [SONGHASH]
 
 
@@ -74,10 +75,10 @@ def test_a_song_queued_through_rest_is_not_queued_again_through_grpc(rpc, client
     answer = stub(rpc).Submit(requests(MP3, options=pb.Options(**options)))
     assert (answer.songhash, answer.queued) == (SONGHASH, False)
     assert "already queued" in answer.reason
-    assert redis_client.llen(settings.worker_queue) == 1
+    assert queued(settings) == 1
     status = stub(rpc).GetStatus(pb.StatusRequest(songhash=SONGHASH, options=pb.Options(**options)))
     assert status.state == pb.SongStatus.STATE_QUEUED and status.position == 1
-    assert status.options == pb.Options(model="demucs_unittest", two_stems="vocals", format="wav", overlap=0.25)
+    assert status.options == options_message(Options.resolve(options, "demucs_unittest").as_fields())
     assert "queued" in status.timestamps
 
 
@@ -165,9 +166,10 @@ def test_callback_data_keeps_its_integers(rpc, redis_client, settings):
     callback = pb.Callback(url="http://127.0.0.1:9/hook")
     callback.data.update({"n": 1, "ratio": 0.5, "tags": ["a", 2]})
     assert stub(rpc).Submit(requests(MP3, callback=callback)).queued
-    (raw,) = redis_client.lrange(settings.worker_queue, 0, -1)
-    assert json.loads(raw)["callback"]["data"] == {"n": 1, "ratio": 0.5, "tags": ["a", 2]}
-    assert re.search(r'"n":1[,}]', raw)  # an integer, as REST's JSON would have queued it
+    # Kept with the tenant's claim on the song, as REST's JSON would have kept it: an integer stays one.
+    raw = redis_client.hget(f"claim:open:{SONGHASH}", "callback")
+    assert json.loads(raw)["data"] == {"n": 1, "ratio": 0.5, "tags": ["a", 2]}
+    assert re.search(r'"n": 1[,}]', raw)
 
 
 # --- reading and removing --------------------------------------------------------------------------------
@@ -182,27 +184,27 @@ def test_status_of_unknown_and_malformed_songs(rpc, client):
     assert (error.code(), error.details()) == (Code.INVALID_ARGUMENT, rest["message"])
 
 
-def test_a_track_streams_in_chunks_byte_identical_to_rest(rpc, client, store, tmp_path):
+def test_a_track_streams_in_chunks_byte_identical_to_rest(rpc, client, store, redis_client, tmp_path):
     track = os.urandom(600_000)  # three chunks
     (tmp_path / "vocals.mp3").write_bytes(track)
-    store.put_output(Result(SONGHASH), "vocals", str(tmp_path / "vocals.mp3"), "mp3")
+    stored_result(redis_client, store, SONGHASH, {"vocals": tmp_path / "vocals.mp3"})
     parts = list(stub(rpc).DownloadTrack(pb.TrackRequest(songhash=SONGHASH, track="vocals")))
     info = parts[0].info
     assert (info.size, info.content_type, info.filename) == (len(track), "audio/mpeg", f"{SONGHASH}-vocals.mp3")
     assert [len(part.chunk) for part in parts[1:]] == [262144, 262144, 600_000 - 2 * 262144]
     assert b"".join(part.chunk for part in parts[1:]) == track == client.get(f"/apiv1/track/{SONGHASH}/vocals").data
     link = stub(rpc).GetTrackLink(pb.TrackRequest(songhash=SONGHASH, track="vocals.mp3")).url
-    assert link.startswith("http://") and f"{SONGHASH}-vocals.mp3" in link
+    assert link.startswith("http://") and f"{SONGHASH}/default/7/vocals.mp3" in link
 
-    error = refused(stub(rpc).DownloadTrack, pb.TrackRequest(songhash=SONGHASH, track="drums"))
-    rest = client.get(f"/apiv1/track/{SONGHASH}/drums").get_json()
+    error = refused(stub(rpc).DownloadTrack, pb.TrackRequest(songhash=SONGHASH, track="guitar"))
+    rest = client.get(f"/apiv1/track/{SONGHASH}/guitar").get_json()
     assert (error.code(), error_code(error), error.details()) == (Code.NOT_FOUND, rest["error"], rest["message"])
 
 
 def test_remove_track_and_song_and_cancel_answer_as_rest_does(rpc, client, store, tmp_path, redis_client, settings):
     service = stub(rpc)
     (tmp_path / "drums.mp3").write_bytes(b"drums")
-    store.put_output(Result(SONGHASH), "drums", str(tmp_path / "drums.mp3"), "mp3")
+    stored_result(redis_client, store, SONGHASH, {"drums": tmp_path / "drums.mp3"})
     removed = service.RemoveTrack(pb.TrackRequest(songhash=SONGHASH, track="drums.mp3"))
     assert (removed.songhash, removed.track, removed.reason) == (SONGHASH, "drums", "Track removed")
     error = refused(service.RemoveTrack, pb.TrackRequest(songhash=SONGHASH, track="drums"))
@@ -216,9 +218,9 @@ def test_remove_track_and_song_and_cancel_answer_as_rest_does(rpc, client, store
     service.Submit(requests(MP3))
     cancelled = service.CancelSong(pb.SongRequest(songhash=SONGHASH.upper()))
     assert (cancelled.songhash, cancelled.cancelled, cancelled.reason) == (SONGHASH, 1, "Song cancelled")
-    assert redis_client.llen(settings.worker_queue) == 0
+    assert queued(settings) == 0
     gone = service.RemoveSong(pb.SongRequest(songhash=SONGHASH))
-    assert (gone.removed, gone.cancelled, gone.reason) == (1, 0, "Song removed")  # the input MP3
+    assert (gone.removed, gone.cancelled, gone.reason) == (1, 0, "Song removed")  # the input MP3 (the rest: above)
     assert not store.has_input(SONGHASH)
     error = refused(service.RemoveSong, pb.SongRequest(songhash="1" * 56))
     assert error.code() == Code.NOT_FOUND and error_code(error) == "song_not_found"

@@ -8,25 +8,25 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 import grpc
 
 from msaas.cli.client import CHUNK, TIMEOUT, ApiError
+from msaas.errors import ERRORS
 from msaas.options import SPECS
+from msaas.shapes import FIELDS, CallbackState, SongState
 from msaas.v1 import separation_pb2 as pb
 from msaas.v1 import separation_pb2_grpc as pb_grpc
 
-# A gRPC status as the HTTP status REST would have answered: it decides the exit code (msaas/cli/exits.py).
-HTTP_STATUS = {
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 408,  # with the server's code: the song was sent too slowly
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-}
+# A gRPC status as the HTTP status REST would have answered, from the one table of errors (msaas/errors.py): it
+# decides the exit code (msaas/cli/exits.py). Two statuses share RESOURCE_EXHAUSTED (413, 429): the first, 413, is
+# taken; either exits SERVER.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {}
+for _error in ERRORS:
+    HTTP_STATUS.setdefault(getattr(grpc.StatusCode, _error.grpc_code), _error.http_status)
 STATES = {value: name.removeprefix("STATE_").lower() for name, value in pb.SongStatus.State.items()}
 WATCH_RETRIES = 3  # a watch cut by a server shutting down is called again (on another replica)
 
@@ -37,6 +37,7 @@ class GrpcClient:
         target = urllib.parse.urlsplit(server).netloc
         self.channel = grpc.insecure_channel(target)
         self.stub = pb_grpc.SeparationServiceStub(self.channel)
+        self.admin = pb_grpc.AdminServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
     def url(self, path: str, query: dict[str, str] | None = None) -> str:
@@ -76,8 +77,33 @@ class GrpcClient:
                     raise self._error(error) from None
                 time.sleep(interval)
 
-    def queue(self) -> list[str]:
-        return list(self._call(self.stub.ListQueue, pb.ListQueueRequest(), timeout=TIMEOUT).songhashes)
+    def queue(self, cursor: str | None = None) -> dict:
+        answer = self._call(self.stub.ListQueue, pb.ListQueueRequest(cursor=cursor or ""), timeout=TIMEOUT)
+        return _page(answer)
+
+    def usage(self) -> dict:
+        answer = self._call(self.stub.GetUsage, pb.UsageRequest(), timeout=TIMEOUT)
+        return {"tenant": answer.tenant, **_usage(answer)}
+
+    def admin_usage(self) -> dict:
+        answer = self._call(self.admin.ListUsage, pb.UsageRequest(), timeout=TIMEOUT)
+        return {"tenants": {name: _usage(usage) for name, usage in answer.tenants.items()}}
+
+    def dead_letters(self, cursor: str | None = None) -> dict:
+        answer = self._call(self.admin.ListDeadLetters, pb.ListDeadLettersRequest(cursor=cursor or ""),
+                            timeout=TIMEOUT)
+        return {"dead": [_letter(letter) for letter in answer.dead], "next": answer.next_cursor or None}
+
+    def dead_letter(self, entry_id: str) -> dict:
+        return _letter(self._call(self.admin.GetDeadLetter, pb.DeadLetterRequest(id=entry_id), timeout=TIMEOUT))
+
+    def retry_dead(self, entry_id: str) -> dict:
+        answer = self._call(self.admin.RetryDeadLetter, pb.DeadLetterRequest(id=entry_id), timeout=TIMEOUT)
+        return {"id": answer.id, "reason": answer.reason}
+
+    def purge_dead(self, entry_id: str | None) -> dict:
+        answer = self._call(self.admin.PurgeDeadLetters, pb.DeadLetterRequest(id=entry_id or ""), timeout=TIMEOUT)
+        return {"purged": answer.purged}
 
     def download(self, path: str, destination: BinaryIO, query: dict[str, str] | None = None) -> int:
         """Stream a track, named by its REST path (`/apiv1/track/<songhash>/<track>`), into `destination`."""
@@ -129,28 +155,54 @@ def _options(values: dict[str, str]) -> pb.Options:
 
 
 def _status(message: pb.SongStatus) -> dict:
-    """A status as REST's status route answers it; tracks are named by their REST paths (see `download`)."""
-    options = {spec.name: getattr(message.options, spec.name) if message.options.HasField(spec.name) else None
-               for spec in SPECS}
-    status: dict = {
-        "hash": message.songhash,
-        "state": STATES[message.state],
-        "options": options,
-        "attempts": message.attempts,
-        "timestamps": {state: when.ToJsonString() for state, when in message.timestamps.items()},
-    }
-    if message.reason:
-        status["reason"] = message.reason
-    if status["state"] == "queued":
-        status["position"] = message.position if message.HasField("position") else None
-    elif status["state"] == "processing":
-        status["progress"] = message.progress
-        status["worker"] = message.worker
-    elif status["state"] == "done":
-        query = urllib.parse.urlencode({name: value for name, value in options.items() if value is not None})
-        status["tracks"] = {track: f"/apiv1/track/{message.songhash}/{track}.{options['format']}?{query}"
-                            for track in message.tracks}
-    if message.HasField("callback"):
-        status["callback"] = {"delivered": message.callback.delivered, "attempts": message.callback.attempts,
-                              "outcome": message.callback.outcome}
-    return status
+    """A status as REST's status route answers it, field by field from the shape's table (msaas/shapes.py); tracks
+    are named by their REST paths (see `download`)."""
+    status: dict = {}
+    for item in FIELDS:
+        name = item.proto_name
+        field = message.DESCRIPTOR.fields_by_name[name]
+        present = message.HasField(name) if field.has_presence else True
+        if item.name == "state":
+            status["state"] = STATES[message.state]
+        elif item.name == "options":
+            status["options"] = {spec.name: getattr(message.options, spec.name)
+                                 if message.options.HasField(spec.name) else None for spec in SPECS}
+        elif item.name == "timestamps":
+            status["timestamps"] = {state: when.ToJsonString() for state, when in message.timestamps.items()}
+        elif item.name == "tracks":
+            options = status["options"]
+            query = urllib.parse.urlencode({key: value for key, value in options.items() if value is not None})
+            status["tracks"] = {track: f"/apiv1/track/{message.songhash}/{track}.{options['format']}?{query}"
+                                for track in message.tracks}
+        elif item.name == "callback":
+            if present:
+                status["callback"] = {key: getattr(message.callback, key) for key in item.schema["properties"]}
+        else:
+            status[item.name] = getattr(message, name) if present else None
+    song = SongState(status["hash"], status["state"], status["options"], tuple(message.tracks))
+    shown = {item.name for item in FIELDS if item.shown(_as_shown(song, status))}
+    return {name: value for name, value in status.items() if name in shown}
+
+
+def _as_shown(song: SongState, status: dict) -> SongState:
+    """Enough of the state to decide which fields REST would show (the rules are the shape's)."""
+    callback = CallbackState(**status["callback"]) if "callback" in status else None
+    return replace(song, reason=status.get("reason") or "", callback=callback)
+
+
+def _page(answer: pb.ListQueueResponse) -> dict:
+    songs = [{"songhash": song.songhash, "state": song.state,
+              "position": song.position if song.HasField("position") else None,
+              "options": {spec.name: getattr(song.options, spec.name) if song.options.HasField(spec.name) else None
+                          for spec in SPECS}} for song in answer.songs]
+    return {"queue": list(answer.songhashes), "songs": songs, "next": answer.next_cursor or None}
+
+
+def _usage(usage: pb.Usage) -> dict:
+    return {"songs": usage.songs, "audio_seconds": usage.audio_seconds, "cpu_seconds": usage.cpu_seconds}
+
+
+def _letter(letter: pb.DeadLetter) -> dict:
+    return {"id": letter.id, "songhash": letter.songhash or None, "reason": letter.reason,
+            "attempts": letter.attempts, "last_worker": letter.last_worker, "tenant": letter.tenant,
+            "buried_at": letter.buried_at.ToJsonString(), "job": letter.job}
