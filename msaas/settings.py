@@ -39,6 +39,9 @@ class Settings:
     max_request_bytes: int = 64 * 1024 * 1024
     body_grace_seconds: float = 10.0  # a request body may lag behind BODY_MIN_RATE by this much...
     body_min_rate: int = 16 * 1024  # ...bytes per second, on average, before REST answers 408
+    # idle connections (no request in flight) one REST process holds from one client address (IPv6: one /64)...
+    max_idle_connections_per_client: int = 100
+    max_idle_connections: int = 1000  # ...and in all; beyond either, it closes the oldest idle one
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"
     demucs_segment: int | None = None

@@ -16,7 +16,19 @@ monkey patching, below and again in each worker before the app is imported), so 
 prometheus-client's multiprocess files work unchanged (REST starts no subprocess); CPU work (pybase64, hashing,
 the streaming JSON reader, the MP3 check) runs between socket reads of 256 KiB pieces, so no request holds the
 loop for long. tests/test_observability.py and tests/test_abuse.py run REST this way.
-`worker_connections` bounds what one process holds at once (a request in flight needs well under 1 MiB).
+
+Connections, per worker process: `worker_connections` is the greenlet pool, and gevent stops accepting while it
+is full, so new connections, probes included, wait in the listen queue. Deadlines alone did not keep it from
+filling: 1,100 connections that never send a byte, reopened when closed, held 2 x 500 greenlets and /healthz
+took 2-9 s. Now idle connections (accepted or kept alive, no request in flight) are capped,
+MAX_IDLE_CONNECTIONS_PER_CLIENT from one address and MAX_IDLE_CONNECTIONS in all, by closing the oldest idle one
+(rest/idle_connections.py), and the pool has REQUESTS_IN_FLIGHT more greenlets than that: only that many
+requests in flight at once fill it. A separate, shorter deadline for a request's first byte was weighed and
+left out: under a flood the caps close silent connections sooner than any deadline would, and without one it
+would only cut off clients that open a connection before they need it (browsers' preconnect).
+File descriptors: a request in flight may hold its connection, a spool file and one to Redis or the store; 1,500
+connections per process fit the containers' 4,096 open files (the worker raises its soft limit as far as the
+hard one allows, and warns if that is short).
 
 The timeout is the master's heartbeat check: a worker process that stops answering it for that long (a loop
 blocked by CPU work) is killed and replaced.
@@ -40,9 +52,10 @@ from msaas.settings import Settings  # noqa: E402
 
 settings = Settings.from_env()
 bind = f"{settings.bind_host}:{settings.port}"
-worker_class = "rest.gunicorn_worker.JsonErrorGeventWorker"
+worker_class = "rest.gunicorn_worker.RestWorker"
 workers = 2
-worker_connections = 500
+REQUESTS_IN_FLIGHT = 500  # per process; a request in flight needs well under 1 MiB
+worker_connections = settings.max_idle_connections + REQUESTS_IN_FLIGHT
 keepalive = 5  # seconds for a request's headers to arrive, and for an idle keep-alive connection
 timeout = 120
 graceful_timeout = 30
@@ -59,6 +72,11 @@ def on_starting(server) -> None:
     """Samples left by an earlier run would be summed into this one's: start from an empty folder."""
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
+
+
+def post_fork(server, worker) -> None:
+    """Each worker process gets the settings read here, before it starts serving."""
+    worker.use(settings)
 
 
 def child_exit(server, worker) -> None:
