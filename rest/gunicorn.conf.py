@@ -20,12 +20,18 @@ loop for long. tests/test_observability.py and tests/test_abuse.py run REST this
 Connections, per worker process: `worker_connections` is the greenlet pool, and gevent stops accepting while it
 is full, so new connections, probes included, wait in the listen queue. Deadlines alone did not keep it from
 filling: 1,100 connections that never send a byte, reopened when closed, held 2 x 500 greenlets and /healthz
-took 2-9 s. Now idle connections (accepted or kept alive, no request in flight) are capped,
-MAX_IDLE_CONNECTIONS_PER_CLIENT from one address and MAX_IDLE_CONNECTIONS in all, by closing the oldest idle one
-(rest/idle_connections.py), and the pool has REQUESTS_IN_FLIGHT more greenlets than that: only that many
-requests in flight at once fill it. A separate, shorter deadline for a request's first byte was weighed and
-left out: under a flood the caps close silent connections sooner than any deadline would, and without one it
-would only cut off clients that open a connection before they need it (browsers' preconnect).
+took 2-9 s (issue 20). Three things now keep the pool for requests (rest/gunicorn_worker.py):
+- the kernel holds a connection until its first bytes arrive, or `keepalive` seconds (TCP_DEFER_ACCEPT): a
+  silent one takes no greenlet, descriptor or place in the listen queue, so a probe is accepted at once;
+- idle connections (accepted or kept alive, no request in flight) are capped, MAX_IDLE_CONNECTIONS_PER_CLIENT
+  from one address and MAX_IDLE_CONNECTIONS in all, by closing the oldest idle one (rest/idle_connections.py),
+  not the newcomer: a probe sharing an address with a flood sends its request at once and is served;
+- the pool has REQUESTS_IN_FLIGHT greenlets more than the idle cap, so only that many requests in flight fill it.
+A connection beyond the caps is closed, and an attacker reopens it: connections that each send a byte (past the
+kernel's wait) churn through the listen queue, and a probe waits behind them (FLOOD_REST: about 0.2-0.3 s
+with 1,100 from one address; bench/RESULTS.md). A separate, shorter deadline for a request's first byte was
+weighed and left out: the kernel's wait and the caps already free silent connections under a flood, and
+without one such a deadline would only cut off clients that connect before they need to (browsers' preconnect).
 File descriptors: a request in flight may hold its connection, a spool file and one to Redis or the store; 1,500
 connections per process fit the containers' 4,096 open files (the worker raises its soft limit as far as the
 hard one allows, and warns if that is short).

@@ -1,8 +1,9 @@
 """gunicorn's gevent worker as REST runs it: idle connections capped, and HTTP refused in the API's JSON shape.
 
-- Idle connections (accepted or kept alive, no request being handled) are capped per client and per process
-  by closing the oldest (rest/idle_connections.py), so a flood of silent connections never fills the
-  greenlet pool: accepting, and so the probes, never wait behind it.
+- A connection reaches the worker once its first bytes have come (TCP_DEFER_ACCEPT), and idle ones (accepted
+  or kept alive, no request being handled) are capped per client and per process by closing the oldest
+  (rest/idle_connections.py), so a flood of idle connections never fills the greenlet pool: accepting, and so
+  the probes, do not wait behind it (rest/gunicorn.conf.py says more).
 - gunicorn answers a request it cannot parse (a bad request line, a request line or header over its limits, a
   malformed header) before the app sees it, with an HTML page. Clients of this API expect
   `{"error": "<code>", "message": "<sentence>"}` for every error, so this worker writes that instead.
