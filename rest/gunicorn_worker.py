@@ -97,6 +97,7 @@ class RestWorker(GeventWorker):
         super().init_process()
 
     def handle(self, listener, client, addr) -> None:
+        # Idle until handle_request: HTTP/1 only (gunicorn.conf.py leaves HTTP/2 off; its streams bypass that).
         self.idle.add(client, addr)
         try:
             super().handle(listener, client, addr)

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from devstack.floods import IdleFlood, held_by_server
-from devstack.processes import Child
+from devstack.processes import Child, free_port
 from msaas.errors import ConfigError
 from rest.idle_connections import IdleConnections, client_of
-from support import ROOT, start_gunicorn
+from support import GUNICORN, ROOT, child_env, start_gunicorn
 
 FLOOD = 1100  # issue 20: what pushed /healthz from 9 ms to 2.1 s (p50)
 FLOOD_SECONDS = 12  # past the kernel's wait for a silent connection's first bytes (keepalive, 5 s, rounded up to
@@ -144,6 +144,18 @@ def _ended(connection: socket.socket) -> bool:
         return connection.recv(1) == b""
     except BlockingIOError:
         return False
+
+
+def test_caps_that_cannot_work_stop_rest_at_start_up(settings, tmp_path):
+    log = tmp_path / "rest.log"
+    env = child_env(settings, PORT=str(free_port()), MAX_IDLE_CONNECTIONS_PER_CLIENT="0")
+    child = Child("rest", GUNICORN, env, log, cwd=ROOT)
+    child.start()
+    try:
+        assert child.process.wait(30) != 0
+    finally:
+        child.stop()
+    assert "MAX_IDLE_CONNECTIONS_PER_CLIENT=0 must be at least 1" in log.read_text()
 
 
 def test_a_client_is_an_ipv4_address_or_an_ipv6_slash_64():
