@@ -47,6 +47,7 @@ class Plan:
     b5_reps: int
     threads_reps: int
     b6_slow_seconds: float  # how long /healthz is probed while slow clients drip
+    flood_seconds: float  # FLOOD_REST: how long /healthz is probed under each flood
     b1_seconds: tuple[float, ...] = (10, 60, 150, 240)  # B1's song lengths: a clip, and songs of ordinary length
     layout_seconds: float = 150  # LAYOUTS' song
     footprint_seconds: tuple[float, ...] = (60, 240)  # FOOTPRINT's song lengths
@@ -86,6 +87,7 @@ QUICK = Plan(
     b5_reps=1,
     threads_reps=1,
     b6_slow_seconds=20,
+    flood_seconds=15,
     grpc_rounds=4,
 )
 FULL = Plan(
@@ -102,6 +104,7 @@ FULL = Plan(
     b5_reps=2,
     threads_reps=2,
     b6_slow_seconds=60,
+    flood_seconds=30,
     footprint_seconds=(60, 240, 600),
 )
 

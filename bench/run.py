@@ -1,4 +1,4 @@
-"""The benchmarks of issues 6, 12, 14 and 16: each runs the service and its comparison in the same run,
+"""The benchmarks of issues 6, 12, 14, 16 and 20: each runs the service and its comparison in the same run,
 alternating, and reports medians, ratios and the targets met or missed.
 
     .venv/bin/python bench/run.py [--quick] [--only B1,B3] [--out FILE]     (or: make bench BENCH_ARGS=--quick)
@@ -46,6 +46,7 @@ from bench import (  # noqa: E402
     b9_seams,
     b10_door,
     b10_flood_grpc,
+    flood_rest,
     threads,
 )
 from bench.config import CACHE, FULL, QUICK, Model, Plan  # noqa: E402
@@ -65,6 +66,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "B5": b5_throughput.run,
     "B6": b6_abuse.run,  # hostile and slow clients; needs no model
     "B6_STALL": b6_stall.run,  # a hostile callback receiver and the song behind it
+    "FLOOD_REST": flood_rest.run,  # /healthz under floods of idle connections; needs no model
     "THREADS": threads.run,
     "GRPC": b7_grpc.run,  # the gRPC API's upload against REST's raw one
     "FLOOD_GRPC": b10_flood_grpc.run,  # gRPC health under stalled streams; time to 503 with Redis frozen

@@ -43,6 +43,9 @@ class Settings:
     redis_timeout: float = 3.0
     grpc_max_watches: int = 1000  # WatchStatus calls one gRPC process holds open; more are RESOURCE_EXHAUSTED
     grpc_max_calls_per_client: int = 256  # gRPC calls open at once from one client address; 0: no bound
+    # idle connections (no request in flight) one REST process holds from one client address (IPv6: one /64)...
+    max_idle_connections_per_client: int = 100
+    max_idle_connections: int = 1000  # ...and in all; beyond either, it closes the oldest idle one
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"
     demucs_segment: int | None = None

@@ -17,7 +17,25 @@ urllib3, prometheus-client's multiprocess files and the ffmpeg that checks an up
 whose output is read in 1 MiB pieces) work unchanged; CPU work (pybase64, hashing, the streaming JSON reader)
 runs between socket reads of 256 KiB pieces, so no request holds the loop for long. tests/test_observability.py
 and tests/test_abuse.py run REST this way.
-`worker_connections` bounds what one process holds at once (a request in flight needs well under 1 MiB).
+
+Connections, per worker process: `worker_connections` is the greenlet pool, and gevent stops accepting while it
+is full, so new connections, probes included, wait in the listen queue. Deadlines alone did not keep it from
+filling: 1,100 connections that never send a byte, reopened when closed, held 2 x 500 greenlets and /healthz
+took 2-9 s (issue 20). Three things now keep the pool for requests (rest/gunicorn_worker.py):
+- the kernel holds a connection until its first bytes arrive, or `keepalive` seconds (TCP_DEFER_ACCEPT): a
+  silent one takes no greenlet, descriptor or place in the listen queue, so a probe is accepted at once;
+- idle connections (accepted or kept alive, no request in flight) are capped, MAX_IDLE_CONNECTIONS_PER_CLIENT
+  from one address and MAX_IDLE_CONNECTIONS in all, by closing the oldest idle one (rest/idle_connections.py),
+  not the newcomer: a probe sharing an address with a flood sends its request at once and is served;
+- the pool has REQUESTS_IN_FLIGHT greenlets more than the idle cap, so only that many requests in flight fill it.
+A connection beyond the caps is closed, and an attacker reopens it: connections that each send a byte (past the
+kernel's wait) churn through the listen queue, and a probe waits behind them (FLOOD_REST: about 0.2-0.3 s
+with 1,100 from one address; bench/RESULTS.md). A separate, shorter deadline for a request's first byte was
+weighed and left out: the kernel's wait and the caps already free silent connections under a flood, and
+without one such a deadline would only cut off clients that connect before they need to (browsers' preconnect).
+File descriptors: a request in flight may hold its connection, a spool file and one to Redis or the store; 1,500
+connections per process fit the containers' 4,096 open files (the worker raises its soft limit as far as the
+hard one allows, and warns if that is short).
 
 The timeout is the master's heartbeat check: a worker process that stops answering it for that long (a loop
 blocked by CPU work) is killed and replaced.
@@ -41,9 +59,10 @@ from msaas.settings import Settings  # noqa: E402
 
 settings = Settings.from_env()
 bind = f"{settings.bind_host}:{settings.port}"
-worker_class = "rest.gunicorn_worker.JsonErrorGeventWorker"
+worker_class = "rest.gunicorn_worker.RestWorker"
 workers = 2
-worker_connections = 500
+REQUESTS_IN_FLIGHT = 500  # per process; a request in flight needs well under 1 MiB
+worker_connections = settings.max_idle_connections + REQUESTS_IN_FLIGHT
 keepalive = 5  # seconds for a request's headers to arrive, and for an idle keep-alive connection
 timeout = 120
 graceful_timeout = 30
@@ -60,6 +79,11 @@ def on_starting(server) -> None:
     """Samples left by an earlier run would be summed into this one's: start from an empty folder."""
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
+
+
+def post_fork(server, worker) -> None:
+    """Each worker process gets the settings read here, before it starts serving."""
+    worker.use(settings)
 
 
 def child_exit(server, worker) -> None:

@@ -10,9 +10,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import requests
 from werkzeug.serving import make_server
 
-from devstack.processes import Child
+from devstack.processes import Child, free_port
 from msaas.jobs import Callback, Job
 from msaas.naming import Result
 from msaas.options import Options
@@ -20,6 +21,7 @@ from msaas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT_SAMPLE = ROOT / "data" / "short-hum.mp3"
+GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "rest" / "gunicorn.conf.py"), "rest:create_app()"]
 
 
 def job_for(songhash: str, settings: Settings, callback: Callback | None = None, **options: object) -> Job:
@@ -42,6 +44,23 @@ def start_service(name: str, settings: Settings, log_path: Path, **overrides: st
     child = Child(name, [sys.executable, "-m", name], child_env(settings, **overrides), log_path, cwd=ROOT)
     child.start()
     return child
+
+
+def start_gunicorn(settings: Settings, log: Path, **overrides: str) -> Child:
+    """REST as deployed (gunicorn with rest/gunicorn.conf.py), once its workers answer /healthz."""
+    port = free_port()
+    child = Child("rest", GUNICORN, child_env(settings, PORT=str(port), **overrides), log, port, ROOT)
+    child.start()
+    child.wait_ready()
+    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "gunicorn's workers")
+    return child
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).ok
+    except requests.RequestException:
+        return False
 
 
 class CallbackReceiver:

@@ -28,28 +28,11 @@ from msaas.connections import connect_redis
 from msaas.jobqueue import JobQueue
 from msaas.naming import songhash_of
 from rest import create_app
-from support import ROOT, SHORT_SAMPLE, child_env, job_for, serve, start_service, wait_for
+from support import ROOT, SHORT_SAMPLE, job_for, serve, start_gunicorn, start_service, wait_for
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONG_BASE64 = base64.b64encode(SONG).decode()
-GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "rest" / "gunicorn.conf.py"), "rest:create_app()"]
 BIG = 100 * 1024  # over the fields' 64 KiB
-
-
-def start_gunicorn(settings, log: Path, **overrides: str) -> Child:
-    port = free_port()
-    child = Child("rest", GUNICORN, child_env(settings, PORT=str(port), **overrides), log, port, ROOT)
-    child.start()
-    child.wait_ready()
-    wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), 30, "gunicorn's workers")
-    return child
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=5).ok
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture
