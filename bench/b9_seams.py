@@ -25,12 +25,12 @@ CHUNK_SECONDS = 25  # two chunks and one seam
 
 def run(plan: Plan, scratch: Path) -> list[Section]:
     mp3 = songs.song(SONG_SECONDS)
-    demucs = DemucsConfig(shifts=0, repo=plan.model.repo)
+    demucs = DemucsConfig(repo=plan.model.repo)
     tracks = stems_of(plan.model.name)
     outputs = {}
     with tempfile.TemporaryDirectory(dir=scratch, prefix="seams-") as folder:
         for name, chunk in (("whole", 0), ("chunked", CHUNK_SECONDS)):
-            options = Options.resolve({"format": "wav"}, plan.model.name)
+            options = Options.resolve({"format": "wav", "shifts": 0}, plan.model.name)
             run_ = DemucsRun(plan.model.name, mp3, Path(folder) / name, options)
             config = SeparationConfig(demucs, cpus=plan.cores, chunk_seconds=chunk)
             paths, _ = separate(run_, tracks, config, Path(folder) / f"{name}.log")
@@ -42,7 +42,7 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
     return [Section(
         "SEAMS: chunked against whole, every stem",
         [f"A {SONG_SECONDS} s song (the rondo tiled) separated by worker/separation.py twice, whole and in chunks of "
-         f"{CHUNK_SECONDS} s (one seam), as the worker lays them out ({plan.cores} CPUs), `DEMUCS_SHIFTS=0` so only "
+         f"{CHUNK_SECONDS} s (one seam), as the worker lays them out ({plan.cores} CPUs), `shifts=0` so only "
          "the seams differ; signal-to-difference of each 16-bit WAV stem."],
         [("Stems:", Table(["stem", "signal to difference"], [[t, f"{d:.1f} dB"] for t, d in differences.items()]))],
         [Check("worst stem", f"{worst:.1f} dB", f"≥ {TARGET_DB:g} dB", worst >= TARGET_DB)],

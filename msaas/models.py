@@ -42,6 +42,7 @@ class Model:
     # LSTM rebuilds shared state on its first calls, and two threads calling it at once fail ("zip() argument 2 is
     # longer than argument 1"). The htdemucs family has none.
     parallel: bool = False
+    bag: int = 1  # models averaged (a bag of models, demucs/remote/*.yaml): each goes over the song in turn
 
 
 # Demucs' pretrained models (demucs/remote/*.yaml) plus the tiny built-in model used offline and in tests.
@@ -49,13 +50,13 @@ MODELS = {
     model.name: model
     for model in (
         Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True),
-        Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True),
+        Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True, bag=4),
         Model("htdemucs_6s", SIX_STEMS, Fraction(39, 5), parallel=True),
         Model("hdemucs_mmi", FOUR_STEMS),
-        Model("mdx", FOUR_STEMS),
-        Model("mdx_extra", FOUR_STEMS),
-        Model("mdx_q", FOUR_STEMS),
-        Model("mdx_extra_q", FOUR_STEMS),
+        Model("mdx", FOUR_STEMS, bag=4),
+        Model("mdx_extra", FOUR_STEMS, bag=4),
+        Model("mdx_q", FOUR_STEMS, bag=4),
+        Model("mdx_extra_q", FOUR_STEMS, bag=4),
         Model("demucs_unittest", FOUR_STEMS, Fraction(40)),
     )
 }
@@ -68,6 +69,11 @@ def footprint_of(model: str) -> Footprint:
 def parallel(model: str) -> bool:
     """Whether Demucs may separate segments of `model` in threads at once; not a model outside the catalogue."""
     return model in MODELS and MODELS[model].parallel
+
+
+def bag_size(model: str) -> int:
+    """Models in `model`'s bag; one for a model outside the catalogue."""
+    return MODELS[model].bag if model in MODELS else 1
 
 
 def stems_of(model: str) -> tuple[str, ...]:

@@ -49,7 +49,6 @@ class Settings:
     demucs_model: str = "htdemucs"
     demucs_device: str = "cpu"
     demucs_segment: int | None = None
-    demucs_shifts: int = 1  # Demucs' random time shifts (its default); 0: none, so runs are repeatable
     # CPUs one separation uses in all (Demucs runs one segment per CPU, one thread each); 0: OMP_NUM_THREADS if
     # set, else the CPUs the worker may use
     demucs_threads: int = 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
+from msaas import models
 from msaas.deadline import Deadline
 from msaas.errors import ConfigError
 from msaas.options import Options
@@ -58,7 +59,6 @@ class DemucsConfig:
     """The settings a Demucs run needs, taken once from `Settings`."""
 
     device: str = "cpu"
-    shifts: int = 1
     segment: int | None = None
     repo: Path | None = None
     model_cache_dir: Path | None = None
@@ -68,8 +68,8 @@ class DemucsConfig:
     def of(cls, settings: Settings) -> DemucsConfig:
         if settings.demucs_malloc not in MALLOCS:
             raise ConfigError(f"DEMUCS_MALLOC must be one of {', '.join(MALLOCS)}, not {settings.demucs_malloc!r}")
-        return cls(settings.demucs_device, settings.demucs_shifts, settings.demucs_segment, settings.demucs_repo,
-                   settings.model_cache_dir, settings.demucs_malloc)
+        return cls(settings.demucs_device, settings.demucs_segment, settings.demucs_repo, settings.model_cache_dir,
+                   settings.demucs_malloc)
 
 
 class SeparationFailed(Exception):
@@ -106,6 +106,10 @@ class DemucsRun:
         if config.repo:
             command += ["--repo", str(config.repo)]
         return [*command, *(str(path) for path in self.inputs or [self.input_path])]
+
+    def passes(self) -> int:
+        """How many times Demucs goes over the song: once per random shift (at least once), per model of the bag."""
+        return max(1, self.options.shifts) * models.bag_size(self.model)
 
     def track_path(self, track: str, source: Path | None = None) -> Path:
         # demucs.separate writes <out>/<model>/<input name without extension>/<track>.wav
@@ -158,12 +162,39 @@ def _ffmpeg_dir() -> Path:
     return folder
 
 
-def progress_of(log_path: Path) -> float | None:
-    """The progress Demucs' output shows, in percent: its bar's last percentage."""
-    with open(log_path, "rb") as file:
-        file.seek(max(0, log_path.stat().st_size - TAIL_BYTES))
-        found = PROGRESS.findall(file.read())
-    return float(found[-1]) if found else None
+class Progress:
+    """The progress of one Demucs run, in percent, from its output: Demucs draws one bar per pass over the song (one
+    per random shift, and per model of a bag), each from 0 to 100%, so the run is done in `passes` bars. Read as
+    the output grows, a piece at a time; it never goes back."""
+
+    def __init__(self, log_path: Path, passes: int) -> None:
+        self.log_path = log_path
+        self.passes = max(1, passes)
+        self.offset = 0  # bytes of the output read so far
+        self.carry = b""  # its end after the last percentage: maybe the start of one cut in two
+        self.finished = 0  # bars that reached 100%
+        self.current: float | None = None  # the percentage of the bar being drawn
+        self.percent = 0.0
+
+    def read(self) -> float | None:
+        """The progress so far; None until Demucs has drawn a bar."""
+        with open(self.log_path, "rb") as file:
+            file.seek(self.offset)
+            fresh = file.read()
+        self.offset += len(fresh)
+        text = self.carry + fresh
+        end = 0
+        for found in PROGRESS.finditer(text):
+            value = float(found[1])
+            if value >= 100 and (self.current or 0) < 100:
+                self.finished += 1
+            self.current, end = value, found.end()
+        self.carry = text[end:][-16:]
+        if self.current is None:
+            return None
+        drawing = self.current if self.current < 100 else 0.0
+        self.percent = max(self.percent, min(100.0, (self.finished * 100 + drawing) / self.passes))
+        return self.percent
 
 
 def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadline,
@@ -183,6 +214,7 @@ def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadl
             start_new_session=True,
         )
     reported = time.monotonic()
+    progress = Progress(log_path, demucs.passes())
     try:
         while process.poll() is None:
             now = time.monotonic()
@@ -190,7 +222,7 @@ def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadl
                 raise SeparationFailed(f"demucs timed out after {deadline.seconds:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
-            if now - reported >= 1.0 and (percent := progress_of(log_path)) is not None:
+            if now - reported >= 1.0 and (percent := progress.read()) is not None:
                 report(percent)
                 reported = now
             time.sleep(0.2)

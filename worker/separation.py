@@ -28,6 +28,7 @@ from msaas.options import Options
 from msaas.settings import Settings
 from worker import chunks, encoding, resources, wav
 from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, last_line, run, tail
+from worker.policies import TimeLimit
 
 log = logging.getLogger(__name__)
 BUDGET_SHARE = 0.8  # of the container's memory, when MEMORY_BUDGET_MIB is not set
@@ -152,7 +153,8 @@ def separate(
                     plan.peak_mib, MIN_CHUNK_SECONDS)
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks.
-    deadline = Deadline(config.timeout_min + config.timeout_factor * seconds, "demucs")
+    # The time limit policy (worker/policies.py): from the song's length, and how many times Demucs goes over it.
+    deadline = Deadline(TimeLimit(config.timeout_min, config.timeout_factor).seconds(seconds, song.passes()), "demucs")
     runs = [replace(song, inputs=(path,), jobs=plan.jobs, threads=plan.threads) for path in inputs]
     for done, part in enumerate(runs):
         run(part, config.demucs, log_path, deadline, abandon,
