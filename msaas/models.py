@@ -59,8 +59,9 @@ class Model:
     engine: str = "demucs"  # which runner separates it: `demucs.separate`, or worker/roformer_run.py
     weights: str = ""  # roformer: the checkpoint's file name in audio-separator's model list (its YAML: same stem)
     published: tuple[Published, ...] = field(default=(), compare=False)
-    # Wall seconds per second of audio, separated whole on 2 CPU cores with random weights of the real size
-    # (bench/run.py --only ENGINES); None where not measured.
+    # CPU seconds (all threads) per second of audio, a 30 s song separated whole on the CPU as the worker runs it,
+    # random weights of the real size (bench/run.py --only ENGINES, bench/RESULTS.md); None where not measured.
+    # CPU time, not wall time: it holds on a shared machine, and wall time follows from the CPUs a worker has.
     cpu_seconds_per_second: float | None = None
 
 
@@ -73,7 +74,7 @@ AUDIO_SEPARATOR = "audio-separator 0.47.1, models-scores.json (median of 40 MUSD
 MODELS = {
     model.name: model
     for model in (
-        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True,
+        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True, cpu_seconds_per_second=0.7,
               published=(Published({"vocals": 8.24, "drums": 10.88, "bass": 11.76, "other": 5.74}, MULTISONG,
                                    ZFTURBO),)),
         Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True),
@@ -97,11 +98,11 @@ ROFORMER_MODELS = {
     model.name: model
     for model in (
         Model("bs_roformer_viperx_1297", VOCALS_STEMS, engine="roformer",
-              weights="model_bs_roformer_ep_317_sdr_12.9755.ckpt",
+              weights="model_bs_roformer_ep_317_sdr_12.9755.ckpt", cpu_seconds_per_second=17.8,
               published=(Published({"vocals": 10.87}, MULTISONG, ZFTURBO),
                          Published({"vocals": 11.77, "no_vocals": 16.45}, "MUSDB18", AUDIO_SEPARATOR))),
         Model("mel_band_roformer_viperx_1143", VOCALS_STEMS, engine="roformer",
-              weights="model_mel_band_roformer_ep_3005_sdr_11.4360.ckpt",
+              weights="model_mel_band_roformer_ep_3005_sdr_11.4360.ckpt", cpu_seconds_per_second=16.1,
               published=(Published({"vocals": 9.67}, MULTISONG, ZFTURBO),
                          Published({"vocals": 10.54, "no_vocals": 15.13}, "MUSDB18", AUDIO_SEPARATOR))),
         Model("bs_roformer_unittest", VOCALS_STEMS, engine="roformer", weights="bs_roformer_unittest.ckpt"),

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imageio_ffmpeg
 import numpy as np
@@ -38,6 +39,9 @@ from msaas.options import Options
 from msaas.settings import Settings
 from worker.chunks import CHANNELS, SAMPLE_RATE, write_wav_header
 from worker.demucs_run import _ffmpeg_dir
+
+if TYPE_CHECKING:
+    from audio_separator.separator import Separator
 
 CONFIGS = Path(__file__).resolve().parent / "roformer_configs"
 WEIGHTS_URL = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
@@ -155,7 +159,7 @@ def write_atomically(path: Path, data: bytes) -> None:
     partial.replace(path)
 
 
-def load(model: Model, folder: Path, device: str, overlap: float):
+def load(model: Model, folder: Path, device: str, overlap: float) -> Separator:
     """audio-separator's separator for `model`, loaded from `folder` (ready: see `prepare`) onto `device`."""
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # audio-separator takes a GPU wherever it sees one
@@ -202,7 +206,7 @@ def decode(path: Path) -> np.ndarray:
     return np.ascontiguousarray(audio.T)
 
 
-def separate(separator, mix: np.ndarray, model: Model, name: str) -> dict[str, np.ndarray]:
+def separate(separator: Separator, mix: np.ndarray, model: Model, name: str) -> dict[str, np.ndarray]:
     """Each stem of `mix`, under the catalogue's names: the model's target, and the rest as no_<target> (as
     Demucs names two stems)."""
     try:
