@@ -27,8 +27,8 @@ from worker.roformer_run import RoformerConfig, RoformerRun
 from worker.separation import SeparationConfig, layout
 
 CLIP_SECONDS = 30.0
-# The published models of the catalogue, with the clip each is timed on (None: the whole clip). BS-RoFormer takes
-# about 75 CPU-seconds per second of audio: the whole clip would take some 40 minutes on 2 shared cores.
+# The published models of the catalogue, with the clip each is timed on (None: the whole clip). BS-RoFormer took
+# 18 CPU-seconds per second of audio here: the whole clip would take some 20 minutes on 2 shared cores.
 MODELS = {"mel_band_roformer_viperx_1143": None, "bs_roformer_viperx_1297": 9.0}
 # tqdm's bar: " 50%|#####     | 1/2 [00:10<00:10, ...]" (RoFormer: windows), "| 13.5/30.0 [" (Demucs: seconds).
 BAR = re.compile(rb"(\d{1,3})%\|[^|\r\n]*\| *([\d.]+)/([\d.]+) \[")

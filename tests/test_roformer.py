@@ -14,15 +14,16 @@ import pytest
 import yaml
 
 from devstack import random_models
+from msaas.audio import SAMPLE_RATE
 from msaas.models import ROFORMER_MODELS
 from msaas.options import Options
 from support import ROOT, SHORT_SAMPLE
-from worker import chunks
+from worker import wav
 from worker.demucs_run import DemucsRun, progress_of
 from worker.roformer_run import CONFIGS, MODEL_LIST, RoformerConfig, RoformerRun, config_name, list_models
 
 SMALL = list(random_models.SMALL_ROFORMERS)
-RATE = chunks.SAMPLE_RATE
+RATE = SAMPLE_RATE
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ def generated(tmp_path_factory) -> tuple[Path, np.ndarray]:
     audio = np.stack([left, right], axis=1).astype("<f4") * 0.6
     path = tmp_path_factory.mktemp("input") / "chunk-000.wav"
     with open(path, "wb") as file:
-        chunks.write_wav_header(file, len(audio), float_samples=True)
+        wav.write_header(file, len(audio), float_samples=True)
         file.write(audio.tobytes())
     return path, audio
 
@@ -68,12 +69,11 @@ def decoded(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def separated(model_dir, generated, tmp_path_factory) -> dict[str, Path]:
-    """Each small model's run over the generated chunk and the short sample, unscaled (`--clip-mode none`): its
-    output folder, beside its log."""
+    """Each small model's run over the generated chunk and the short sample: its output folder, beside its log."""
     runs = {}
     for model in SMALL:
         out = tmp_path_factory.mktemp("out") / "separated"
-        code, output = run_roformer(model, model_dir, out, generated[0], SHORT_SAMPLE, extra=("--clip-mode", "none"))
+        code, output = run_roformer(model, model_dir, out, generated[0], SHORT_SAMPLE)
         assert code == 0, output
         runs[model] = out
     return runs
@@ -84,10 +84,10 @@ def separated(model_dir, generated, tmp_path_factory) -> dict[str, Path]:
 def test_each_model_writes_its_stems_as_long_as_each_input_and_adding_up_to_it(separated, generated, model):
     for source, audio in [(generated[0], generated[1]), (SHORT_SAMPLE, decoded(SHORT_SAMPLE))]:
         run = RoformerRun(model, source, separated[model], Options())
-        tracks = {track: chunks.read_wav(run.track_path(track)) for track in ROFORMER_MODELS[model].stems}
+        tracks = {track: wav.read(run.track_path(track)) for track in ROFORMER_MODELS[model].stems}
         assert sorted(tracks) == ["no_vocals", "vocals"]
         for track in tracks.values():
-            assert track.shape == audio.shape  # read_wav: float32 stereo; and every frame of the input
+            assert track.shape == audio.shape  # wav.read: float32 stereo; and every frame of the input
         assert float(np.abs(tracks["vocals"]).max()) > 1e-3  # the model did separate something...
         assert not np.allclose(tracks["vocals"], audio, atol=1e-3)  # ...and not merely copy the input
         np.testing.assert_allclose(tracks["vocals"] + tracks["no_vocals"], audio, atol=1e-5)
@@ -99,21 +99,6 @@ def test_each_model_writes_its_stems_as_long_as_each_input_and_adding_up_to_it(s
 @pytest.mark.parametrize("model", SMALL)
 def test_the_worker_reads_the_runs_progress_from_its_output(separated, model):
     assert progress_of(separated[model].parent / "separated.log") == 100.0
-
-
-@pytest.mark.demucs
-def test_a_whole_song_is_rescaled_below_full_scale_as_demucs_rescales_it(model_dir, generated, separated, tmp_path):
-    model = "bs_roformer_unittest"
-    code, output = run_roformer(model, model_dir, tmp_path / "out", generated[0])
-    assert code == 0, output
-    peaks = []
-    for track in ROFORMER_MODELS[model].stems:
-        raw = chunks.read_wav(RoformerRun(model, generated[0], separated[model], Options()).track_path(track))
-        rescaled = chunks.read_wav(RoformerRun(model, generated[0], tmp_path / "out", Options()).track_path(track))
-        peaks.append(float(np.abs(raw).max()))
-        np.testing.assert_allclose(rescaled, raw / max(1.01 * peaks[-1], 1), atol=1e-6)
-        assert float(np.abs(rescaled).max()) < 1
-    assert max(peaks) > 1  # the input peaks above full scale: some track needed rescaling
 
 
 @pytest.mark.demucs
@@ -165,10 +150,11 @@ def test_a_roformer_run_lays_its_tracks_out_as_a_demucs_run_does(tmp_path):
         assert roformer.track_path("vocals", source) == demucs.track_path("vocals", source)
     config = RoformerConfig(tmp_path / "models", download=True)
     whole = RoformerRun("bs_roformer_viperx_1297", song, tmp_path / "out", options).command(config)
-    assert whole[-1] == str(song) and "--clip-mode" not in whole
+    assert whole[-1] == str(song)
     assert whole[whole.index("--overlap") + 1] == "0.5" and "--download" in whole
+    assert whole[whole.index("--model-dir") + 1] == str(tmp_path / "models")
     chunked = RoformerRun("bs_roformer_viperx_1297", song, tmp_path / "out", options, (chunk,)).command(config)
-    assert chunked[-1] == str(chunk) and chunked[chunked.index("--clip-mode") + 1] == "none"
+    assert chunked[-1] == str(chunk) and str(song) not in chunked
 
 
 def test_the_model_list_gains_the_catalogues_models_and_keeps_the_rest(tmp_path):

@@ -2,10 +2,11 @@
 RoFormer checkpoint of the catalogue (`msaas.models.ROFORMER_MODELS`), run by audio-separator.
 
     python -m worker.roformer_run --model NAME --model-dir DIR --out OUT [--device cpu] [--overlap 0.25]
-        [--clip-mode rescale|none] [--download] INPUT [INPUT ...]
+        [--download] INPUT [INPUT ...]
 
-It writes what `demucs.separate --float32` writes: OUT/NAME/<input name>/<track>.wav, float, 44.1 kHz stereo, as
-long as the input, one per stem of the catalogue; shows a tqdm bar per input (the worker reads its percentage);
+It writes what the worker's `demucs.separate --float32 --clip-mode none` writes: OUT/NAME/<input name>/<track>.wav,
+float, unclipped (the worker rescales the tracks), 44.1 kHz stereo, as long as the input, one per stem of the
+catalogue; shows a tqdm bar per input (the worker reads its percentage);
 and on failure exits 1 with one sentence, its output's last line.
 
 audio-separator runs offline when its model folder holds the checkpoint, its YAML config and its model list
@@ -34,11 +35,12 @@ from typing import TYPE_CHECKING
 import imageio_ffmpeg
 import numpy as np
 
+from msaas.audio import CHANNELS, SAMPLE_RATE
 from msaas.models import ROFORMER_MODELS, Model
 from msaas.options import Options
 from msaas.settings import Settings
-from worker.chunks import CHANNELS, SAMPLE_RATE, write_wav_header
 from worker.demucs_run import _ffmpeg_dir
+from worker.wav import write_header
 
 if TYPE_CHECKING:
     from audio_separator.separator import Separator
@@ -49,7 +51,6 @@ MODEL_LIST = "download_checks.json"
 # The lists audio-separator reads from download_checks.json; it fetches UVR's when the folder holds none.
 LISTS = ("vr_download_list", "mdx_download_list", "mdx_download_vip_list", "demucs_download_list",
          "mdx23c_download_list", "mdx23c_download_vip_list", "roformer_download_list")
-CLIP_MODES = ("rescale", "none")
 
 
 class Failure(Exception):
@@ -82,7 +83,9 @@ class RoformerRun:
     input_path: Path
     out_dir: Path
     options: Options
-    chunks: tuple[Path, ...] = ()  # the song's chunks (float WAVs at chunks.LEVEL) when it is separated in chunks
+    # What it separates: float WAVs of the song or of its chunks at the level worker/encoding.py sets (the input
+    # itself when empty). A RoFormer's output follows its input's level exactly (its band features are normalised).
+    inputs: tuple[Path, ...] = ()
     jobs: int = 1  # always 1: audio-separator separates one window at a time...
     threads: int = 1  # ...with this many Torch threads (OMP_NUM_THREADS, set by the worker)
 
@@ -90,11 +93,9 @@ class RoformerRun:
         command = [sys.executable, "-m", "worker.roformer_run", "--model", self.model, "--model-dir",
                    str(config.model_dir), "--out", str(self.out_dir), "--device", config.device,
                    "--overlap", f"{self.options.overlap:g}"]
-        if self.chunks:  # rescaled once joined, as Demucs' chunks are (worker/chunks.py)
-            command += ["--clip-mode", "none"]
         if config.download:
             command.append("--download")
-        return [*command, *(str(path) for path in self.chunks or [self.input_path])]
+        return [*command, *(str(path) for path in self.inputs or [self.input_path])]
 
     def track_path(self, track: str, source: Path | None = None) -> Path:
         return self.out_dir / self.model / (source or self.input_path).stem / f"{track}.wav"
@@ -223,15 +224,13 @@ def separate(separator: Separator, mix: np.ndarray, model: Model, name: str) -> 
     return tracks
 
 
-def write(folder: Path, tracks: dict[str, np.ndarray], clip_mode: str) -> None:
-    """Float WAVs, rescaled below full scale as Demucs does by default (`clip_mode` "rescale") or not ("none")."""
+def write(folder: Path, tracks: dict[str, np.ndarray]) -> None:
+    """Float WAVs, unclipped."""
     folder.mkdir(parents=True, exist_ok=True)
-    for track, wav in tracks.items():
-        if clip_mode == "rescale":
-            wav = wav / max(1.01 * float(np.abs(wav).max()), 1.0)
-        frames = np.ascontiguousarray(wav.T, dtype="<f4")
+    for track, audio in tracks.items():
+        frames = np.ascontiguousarray(audio.T, dtype="<f4")
         with open(folder / f"{track}.wav", "wb") as file:
-            write_wav_header(file, len(frames), float_samples=True)
+            write_header(file, len(frames), float_samples=True)
             file.write(frames.tobytes())
 
 
@@ -247,7 +246,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="writes OUT/MODEL/<input name>/<track>.wav")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--overlap", type=float, default=0.25, help="share of each window shared with the next")
-    parser.add_argument("--clip-mode", choices=CLIP_MODES, default="rescale")
     parser.add_argument("--download", action="store_true", help="download missing weights into --model-dir")
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     args = parser.parse_args(argv)
@@ -264,7 +262,7 @@ def run(args: argparse.Namespace) -> None:
     separator = load(model, args.model_dir, args.device, args.overlap)
     for path in args.inputs:
         tracks = separate(separator, decode(path), model, path.name)
-        write(args.out / model.name / path.stem, tracks, args.clip_mode)
+        write(args.out / model.name / path.stem, tracks)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
