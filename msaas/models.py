@@ -1,12 +1,17 @@
-"""The Demucs models a job may name, and what each one produces."""
+"""The models a job may name, and what each one produces: Demucs' (`demucs.separate`), and the RoFormer family
+through audio-separator (worker/roformer_run.py), which joins `MODELS` once the worker dispatches by engine."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 FOUR_STEMS = ("vocals", "drums", "bass", "other")
 SIX_STEMS = (*FOUR_STEMS, "guitar", "piano")
+# A vocals model's two tracks, named as Demucs names them with two_stems=vocals.
+VOCALS_STEMS = ("vocals", "no_vocals")
+ENGINES = ("demucs", "roformer")
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,15 @@ HTDEMUCS_FOOTPRINT = Footprint(base_mib=200.0, mib_per_minute=260.0, mib_per_job
 
 
 @dataclass(frozen=True)
+class Published:
+    """A model's separation quality as published: SDR in dB per stem, on `dataset`, from `source`."""
+
+    sdr: Mapping[str, float]
+    dataset: str
+    source: str
+
+
+@dataclass(frozen=True)
 class Model:
     name: str
     stems: tuple[str, ...]
@@ -43,13 +57,27 @@ class Model:
     # longer than argument 1"). The htdemucs family has none.
     parallel: bool = False
     bag: int = 1  # models averaged (a bag of models, demucs/remote/*.yaml): each goes over the song in turn
+    engine: str = "demucs"  # which runner separates it: `demucs.separate`, or worker/roformer_run.py
+    weights: str = ""  # roformer: the checkpoint's file name in audio-separator's model list (its YAML: same stem)
+    published: tuple[Published, ...] = field(default=(), compare=False)
+    # CPU seconds (all threads) per second of audio, a 30 s song separated whole on the CPU as the worker runs it,
+    # random weights of the real size (bench/run.py --only ENGINES, bench/RESULTS.md); None where not measured.
+    # CPU time, not wall time: it holds on a shared machine, and wall time follows from the CPUs a worker has.
+    cpu_seconds_per_second: float | None = None
 
+
+# Where published SDR figures come from.
+MULTISONG = "MVSep Multisong"
+ZFTURBO = "ZFTurbo/Music-Source-Separation-Training, docs/pretrained_models.md"
+AUDIO_SEPARATOR = "audio-separator 0.47.1, models-scores.json (median of 40 MUSDB18 tracks)"
 
 # Demucs' pretrained models (demucs/remote/*.yaml) plus the tiny built-in model used offline and in tests.
 MODELS = {
     model.name: model
     for model in (
-        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True),
+        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True, cpu_seconds_per_second=0.7,
+              published=(Published({"vocals": 8.24, "drums": 10.88, "bass": 11.76, "other": 5.74}, MULTISONG,
+                                   ZFTURBO),)),
         Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True, bag=4),
         Model("htdemucs_6s", SIX_STEMS, Fraction(39, 5), parallel=True),
         Model("hdemucs_mmi", FOUR_STEMS),
@@ -58,6 +86,28 @@ MODELS = {
         Model("mdx_q", FOUR_STEMS, bag=4),
         Model("mdx_extra_q", FOUR_STEMS, bag=4),
         Model("demucs_unittest", FOUR_STEMS, Fraction(40)),
+    )
+}
+
+
+# Vocals models of the RoFormer family, run through audio-separator: the published checkpoints (their configs in
+# worker/roformer_configs/) and a small random-weight one of each architecture for tests
+# (devstack/random_models.py). SDR: the Multisong dataset figures from ZFTurbo's table (on which htdemucs scores
+# vocals 8.24 dB), and audio-separator's own median over 40 MUSDB18 tracks (models-scores.json in its 0.47.1
+# wheel). Not yet in MODELS: the worker runs Demucs only until it dispatches by engine (issue 25, phase 2).
+ROFORMER_MODELS = {
+    model.name: model
+    for model in (
+        Model("bs_roformer_viperx_1297", VOCALS_STEMS, engine="roformer",
+              weights="model_bs_roformer_ep_317_sdr_12.9755.ckpt", cpu_seconds_per_second=17.8,
+              published=(Published({"vocals": 10.87}, MULTISONG, ZFTURBO),
+                         Published({"vocals": 11.77, "no_vocals": 16.45}, "MUSDB18", AUDIO_SEPARATOR))),
+        Model("mel_band_roformer_viperx_1143", VOCALS_STEMS, engine="roformer",
+              weights="model_mel_band_roformer_ep_3005_sdr_11.4360.ckpt", cpu_seconds_per_second=16.1,
+              published=(Published({"vocals": 9.67}, MULTISONG, ZFTURBO),
+                         Published({"vocals": 10.54, "no_vocals": 15.13}, "MUSDB18", AUDIO_SEPARATOR))),
+        Model("bs_roformer_unittest", VOCALS_STEMS, engine="roformer", weights="bs_roformer_unittest.ckpt"),
+        Model("mel_band_roformer_unittest", VOCALS_STEMS, engine="roformer", weights="mel_band_roformer_unittest.ckpt"),
     )
 }
 
