@@ -155,18 +155,23 @@ def _digest_of(key: str) -> str:
 
 
 class Tenants:
-    """The tenants in force, from TENANTS_FILE (re-read when it changes) or API_KEYS; thread-safe."""
+    """The tenants in force, from TENANTS_FILE (re-read when it changes) or API_KEYS; thread-safe.
+
+    A TENANTS_FILE that does not exist (an optional Secret not created yet) means API_KEYS' tenants, with a warning,
+    until the file appears; one that exists but does not parse fails start-up, and later keeps the last good one."""
 
     def __init__(self, tenants_file: Path | None, api_keys: str = "", admin_keys: str = "") -> None:
         self.path = tenants_file
+        self.api_keys = api_keys
         self.admin_keys = admin_keys
         self._lock = threading.Lock()
         self._checked = time.monotonic()
-        if tenants_file is None:
-            self._version = None
+        self._version = _version(tenants_file) if tenants_file is not None else None
+        if self._version is None:
+            if tenants_file is not None:
+                log.warning("TENANTS_FILE %s does not exist (yet): tenants from API_KEYS until it does", tenants_file)
             self._directory = from_api_keys(api_keys, admin_keys)
         else:
-            self._version = _version(tenants_file)
             self._directory = parse(_read(tenants_file), admin_keys)  # a bad file fails start-up, naming why
 
     def current(self) -> Directory:
@@ -182,19 +187,24 @@ class Tenants:
     def _reload(self) -> None:
         with self._lock:
             self._checked = time.monotonic()
+            version = _version(self.path)
+            if version == self._version:
+                return
             try:
-                version = _version(self.path)
-                if version == self._version:
-                    return
-                self._directory = parse(_read(self.path), self.admin_keys)
+                self._directory = from_api_keys(self.api_keys, self.admin_keys) if version is None else parse(
+                    _read(self.path), self.admin_keys)
                 self._version = version
                 log.info("tenants reloaded from %s: %s", self.path, ", ".join(self._directory.names))
-            except (OSError, ConfigError) as error:
+            except ConfigError as error:
                 log.error("tenants file %s not reloaded, the last good one stays in force: %s", self.path, error)
 
 
-def _version(path: Path) -> tuple[float, int, int]:
-    stat = os.stat(path)  # follows the symlinks Kubernetes swaps when a mounted Secret changes
+def _version(path: Path) -> tuple[float, int, int] | None:
+    """What tells one version of the file from another; None if there is no file."""
+    try:
+        stat = os.stat(path)  # follows the symlinks Kubernetes swaps when a mounted Secret changes
+    except FileNotFoundError:
+        return None
     return stat.st_mtime, stat.st_size, stat.st_ino
 
 

@@ -23,6 +23,7 @@ from flask import Flask
 
 from msaas.settings import FIELDS, Settings
 from rest import api
+from rest.metrics import QueueDepths
 from rpc.health import SERVICE as GRPC_HEALTH_SERVICE
 
 pytestmark = pytest.mark.k8s
@@ -455,18 +456,17 @@ def test_gpu_variant_runs_workers_on_cuda(objects, variant):
 
 
 @pytest.mark.parametrize("variant", ["keda", "combined"])
-def test_keda_variant_scales_workers_on_the_job_list_down_to_zero(objects, variant):
+def test_keda_variant_scales_workers_on_the_waiting_jobs_down_to_zero(objects, variant):
     docs = objects[variant]
     scaled = find(docs, "ScaledObject", "worker")["spec"]
     assert scaled["scaleTargetRef"]["name"] == "worker"
     assert scaled["minReplicaCount"] == 0
     (trigger,) = scaled["triggers"]
-    assert trigger["type"] == "redis"
-    assert trigger["metadata"]["listName"] == shared_settings(docs)["WORKER_QUEUE"]
-    assert trigger["metadata"]["address"] == f"redis.{NAMESPACE}.svc.cluster.local:6379"
+    assert trigger["type"] == "metrics-api" and trigger["metadata"]["format"] == "prometheus"
+    assert trigger["metadata"]["url"] == f"http://rest.{NAMESPACE}.svc.cluster.local:5000/metrics"
+    assert trigger["metadata"]["valueLocation"] == "msaas_queue_depth"  # a gauge REST's /metrics serves
+    assert any(family.name == "msaas_queue_depth" for family in QueueDepths._families(0, 0, 0))
     assert "replicas" not in find(docs, "Deployment", "worker")["spec"], "KEDA owns the replica count"
-    policy = find(docs, "NetworkPolicy", "redis-from-keda")["spec"]
-    assert policy["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "redis"
 
 
 def test_redis_and_minio_folders_cannot_shadow_the_client_libraries():

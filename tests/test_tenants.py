@@ -12,8 +12,9 @@ from dataclasses import replace
 import pytest
 import requests
 
+from msaas.errors import ConfigError
 from msaas.naming import songhash_of
-from msaas.tenants import RELOAD_SECONDS
+from msaas.tenants import RELOAD_SECONDS, Tenants
 from rest import create_app
 from support import SHORT_SAMPLE, queued, serve, start_service, wait_for
 
@@ -201,3 +202,26 @@ def test_a_broken_tenants_file_keeps_the_last_good_one(settings, tmp_path):
     app.extensions["msaas"].tenants.reload()
     answer = client.get("/apiv1/queue", headers={"Authorization": f"Bearer {KEYS['alice']}"})
     assert answer.status_code == 200
+
+
+def test_a_tenants_file_that_appears_later_is_taken_and_one_that_goes_falls_back_to_api_keys(tmp_path):
+    """The manifests mount an optional Secret: until it exists, API_KEYS decides; once it does, its tenants."""
+    path = tmp_path / "tenants.json"
+    tenants = Tenants(path, api_keys="plain-key")
+    assert tenants.current().find("plain-key") is not None and tenants.current().find(KEYS["alice"]) is None
+    tenants_file(path)
+    assert tenants.reload().find(KEYS["alice"]).name == "alice"
+    assert tenants.current().find("plain-key") is None
+    path.unlink()
+    assert tenants.reload().find("plain-key") is not None
+
+
+def test_a_tenants_file_that_does_not_parse_fails_start_up_naming_why(tmp_path):
+    path = tmp_path / "tenants.json"
+    for text, words in (("{not json", "not JSON"), ('{"tenants": [{"name": "Bad Name", "keys": ["k"]}]}', "name"),
+                        ('{"tenants": [{"name": "a", "keys": []}]}', "keys"),
+                        ('{"tenants": [{"name": "a", "keys": ["k"], "weight": 0}]}', "weight"),
+                        ('{"tenants": [{"name": "a", "keys": ["k"]}, {"name": "b", "keys": ["k"]}]}', "also")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=words):
+            Tenants(path)
