@@ -9,7 +9,7 @@ from msaas.logbus import LogBus, setup_logging
 from msaas.scratch import claim
 from msaas.services import build
 from msaas.settings import Settings
-from rest import admin, api, errors, guards, limits, metrics
+from rest import admin, api, catalogue, errors, guards, limits, metrics
 from rest.backends import Backends
 from rest.metrics import RestMetrics
 
@@ -32,6 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["msaas"] = Backends(services, instruments)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(admin.blueprint)
+    app.register_blueprint(catalogue.blueprint)
     metrics.register(app, instruments)
     errors.register(app)
     limits.register(app)

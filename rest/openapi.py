@@ -54,6 +54,13 @@ DEAD_LETTER = {"type": "object", "required": ["id", "reason", "attempts", "last_
                               "last_worker": {"type": "string"}, "tenant": {"type": "string"},
                               "buried_at": {"type": "string", "format": "date-time"},
                               "job": {"type": "string", "description": "the job as it was queued (JSON)"}}}
+MODEL = {"type": "object", "required": ["name", "engine", "stems", "default", "published"], "properties": {
+    "name": {"type": "string"}, "engine": {"type": "string", "enum": ["demucs", "roformer"]},
+    "stems": {"type": "array", "items": {"type": "string"}}, "default": {"type": "boolean"},
+    "cpu_seconds_per_second": {"type": "number", "nullable": True},
+    "published": {"type": "array", "items": {"type": "object", "properties": {
+        "sdr": {"type": "object", "additionalProperties": {"type": "number"}}, "dataset": {"type": "string"},
+        "source": {"type": "string"}}}}}}
 LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer"}}
 DEAD_ID = {"name": "entry_id", "in": "path", "required": True, "schema": {"type": "string"}}
 ADMIN = {"401": _error("an admin key is required (when keys are configured)"), "429": COMMON["429"],
@@ -175,6 +182,10 @@ def document() -> dict:
                                    "next": {"type": "string", "nullable": True}},
                 }), "400": _error("malformed cursor or limit"), **COMMON},
             }} for path in ("/apiv1/queue", "/apiv1/queue/")},
+            "/apiv1/models": {"get": {
+                "summary": "the models a job may name: stems, engine, published quality, measured cost",
+                "responses": {"200": _json("the catalogue", {"type": "object", "properties": {"models": {
+                    "type": "array", "items": MODEL}}}), **COMMON}}},
             "/apiv1/usage": {"get": {
                 "summary": "what the asking tenant has used",
                 "responses": {"200": _json("usage", {"type": "object", "properties": {

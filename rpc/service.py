@@ -11,6 +11,7 @@ from contextlib import aclosing
 import grpc
 
 from msaas.jobs import Callback
+from msaas.models import catalogue
 from msaas.naming import FORMATS
 from msaas.options import Options
 from msaas.scratch import claim
@@ -38,6 +39,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         self.blocking = blocking
         self.watches = watches
         self.limit = settings.max_request_bytes
+        self.default_model = settings.demucs_model
         self.grace, self.rate = settings.body_grace_seconds, settings.body_min_rate
         # This process' own folder under WORK_DIR, as REST's: uploads spooled there by a process that was killed
         # are swept by the next one to start (msaas/scratch.py).
@@ -88,6 +90,11 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
     async def GetUsage(self, request: pb.UsageRequest, context: grpc.aio.ServicerContext) -> pb.Usage:
         asking = tenant()
         return usage_message(asking.name, await self.blocking(self.songs.claims.usage, asking.name))
+
+    @guarded
+    async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(models=[pb.Model(**model) for model in catalogue(self.default_model)])
 
     @guarded
     async def DownloadTrack(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext) -> None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -451,3 +452,15 @@ def test_the_cli_over_grpc_answers_like_over_rest(rpc, rest):
         assert cancelled.returncode == 0 and cancelled.stdout.strip() == "Song cancelled"
     gone = cli("--server", f"grpc://127.0.0.1:{free_port()}", "queue")
     assert gone.returncode == exits.SERVER and gone.stderr.startswith("msaas: unreachable: cannot reach grpc://")
+
+
+def test_the_catalogue_is_the_same_on_both_apis(rpc, client):
+    listed = json_format.MessageToDict(stub(rpc).ListModels(pb.ListModelsRequest()),
+                                       preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    served = client.get("/apiv1/models").get_json()
+    unset = [{name: value for name, value in model.items() if value is not None} for model in served["models"]]
+    assert listed == {"models": unset}  # gRPC leaves an unmeasured cost unset where REST says null
+    [default] = [model for model in served["models"] if model["default"]]
+    assert default["name"] == "demucs_unittest" and default["stems"] == ["vocals", "drums", "bass", "other"]
+    htdemucs = next(model for model in served["models"] if model["name"] == "htdemucs")
+    assert htdemucs["engine"] == "demucs" and htdemucs["published"][0]["sdr"]["vocals"] > 0

@@ -30,6 +30,7 @@ RPC_OF_ROUTE = {
     ("DELETE", "/apiv1/remove/<songhash>"): "RemoveSong",
     ("POST", "/apiv1/cancel/<songhash>"): "CancelSong",
     ("GET", "/apiv1/usage"): "GetUsage",
+    ("GET", "/apiv1/models"): "ListModels",
     ("GET", "/apiv1/admin/dead"): "ListDeadLetters",
     ("DELETE", "/apiv1/admin/dead"): "PurgeDeadLetters",
     ("GET", "/apiv1/admin/dead/<entry_id>"): "GetDeadLetter",

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19msaas/v1/separation.proto\x12\x08msaas.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x01\n\x07Options\x12\x12\n\x05model\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\ttwo_stems\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0bmp3_bitrate\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x14\n\x07overlap\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x13\n\x06shifts\x18\x06 \x01(\x05H\x05\x88\x01\x01\x42\x08\n\x06_modelB\x0c\n\n_two_stemsB\t\n\x07_formatB\x0e\n\x0c_mp3_bitrateB\n\n\x08_overlapB\t\n\x07_shifts\">\n\x08\x43\x61llback\x12\x0b\n\x03url\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x0cSubmitHeader\x12\"\n\x07options\x18\x01 \x01(\x0b\x32\x11.msaas.v1.Options\x12$\n\x08\x63\x61llback\x18\x02 \x01(\x0b\x32\x12.msaas.v1.Callback\"F\n\rSubmitRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.msaas.v1.SubmitHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"B\n\x0eSubmitResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06queued\x18\x03 \x01(\x08\"E\n\rStatusRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\"\n\x07options\x18\x02 \x01(\x0b\x32\x11.msaas.v1.Options\"\xc4\x04\n\nSongStatus\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.msaas.v1.SongStatus.State\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x38\n\ntimestamps\x18\x05 \x03(\x0b\x32$.msaas.v1.SongStatus.TimestampsEntry\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\x08position\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\x0e\n\x06worker\x18\t \x01(\t\x12\x0e\n\x06tracks\x18\n \x03(\t\x12+\n\x08\x63\x61llback\x18\x0b \x01(\x0b\x32\x19.msaas.v1.CallbackOutcome\x12\x18\n\x0b\x65ta_seconds\x18\x0c \x01(\x01H\x01\x88\x01\x01\x1aM\n\x0fTimestampsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"}\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_QUEUED\x10\x01\x12\x14\n\x10STATE_PROCESSING\x10\x02\x12\x0e\n\nSTATE_DONE\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x13\n\x0fSTATE_CANCELLED\x10\x05\x42\x0b\n\t_positionB\x0e\n\x0c_eta_seconds\"V\n\x0f\x43\x61llbackOutcome\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"1\n\x10ListQueueRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"u\n\nQueuedSong\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x07options\x18\x04 \x01(\x0b\x32\x11.msaas.v1.OptionsB\x0b\n\t_position\"a\n\x11ListQueueResponse\x12\x12\n\nsonghashes\x18\x01 \x03(\t\x12#\n\x05songs\x18\x02 \x03(\x0b\x32\x14.msaas.v1.QueuedSong\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\t\"\x0e\n\x0cUsageRequest\"R\n\x05Usage\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05songs\x18\x02 \x01(\x01\x12\x15\n\raudio_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\"7\n\x16ListDeadLettersRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xad\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08songhash\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x13\n\x0blast_worker\x18\x05 \x01(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12-\n\tburied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03job\x18\x08 \x01(\t\"R\n\x17ListDeadLettersResponse\x12\"\n\x04\x64\x65\x61\x64\x18\x01 \x03(\x0b\x32\x14.msaas.v1.DeadLetter\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65\x61\x64LetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x17RetryDeadLetterResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x05\"\x8f\x01\n\x11ListUsageResponse\x12\x39\n\x07tenants\x18\x01 \x03(\x0b\x32(.msaas.v1.ListUsageResponse.TenantsEntry\x1a?\n\x0cTenantsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.msaas.v1.Usage:\x02\x38\x01\"S\n\x0cTrackRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\"A\n\tTrackInfo\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"U\n\x15\x44ownloadTrackResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x13.msaas.v1.TrackInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x18\n\tTrackLink\x12\x0b\n\x03url\x18\x01 \x01(\t\"F\n\x13RemoveTrackResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1f\n\x0bSongRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\"Z\n\x12RemoveSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12\x11\n\tcancelled\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x12\x43\x61ncelSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x11\n\tcancelled\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2\x9e\x05\n\x11SeparationService\x12=\n\x06Submit\x12\x17.msaas.v1.SubmitRequest\x1a\x18.msaas.v1.SubmitResponse(\x01\x12:\n\tGetStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus\x12>\n\x0bWatchStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus0\x01\x12\x44\n\tListQueue\x12\x1a.msaas.v1.ListQueueRequest\x1a\x1b.msaas.v1.ListQueueResponse\x12\x33\n\x08GetUsage\x12\x16.msaas.v1.UsageRequest\x1a\x0f.msaas.v1.Usage\x12J\n\rDownloadTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1f.msaas.v1.DownloadTrackResponse0\x01\x12;\n\x0cGetTrackLink\x12\x16.msaas.v1.TrackRequest\x1a\x13.msaas.v1.TrackLink\x12\x44\n\x0bRemoveTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1d.msaas.v1.RemoveTrackResponse\x12\x41\n\nRemoveSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.RemoveSongResponse\x12\x41\n\nCancelSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.CancelSongResponse2\x94\x03\n\x0c\x41\x64minService\x12V\n\x0fListDeadLetters\x12 .msaas.v1.ListDeadLettersRequest\x1a!.msaas.v1.ListDeadLettersResponse\x12\x42\n\rGetDeadLetter\x12\x1b.msaas.v1.DeadLetterRequest\x1a\x14.msaas.v1.DeadLetter\x12Q\n\x0fRetryDeadLetter\x12\x1b.msaas.v1.DeadLetterRequest\x1a!.msaas.v1.RetryDeadLetterResponse\x12S\n\x10PurgeDeadLetters\x12\x1b.msaas.v1.DeadLetterRequest\x1a\".msaas.v1.PurgeDeadLettersResponse\x12@\n\tListUsage\x12\x16.msaas.v1.UsageRequest\x1a\x1b.msaas.v1.ListUsageResponseB@\n\x0corg.msaas.v1P\x01Z.github.com/msaas/msaas/gen/go/msaas/v1;msaasv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19msaas/v1/separation.proto\x12\x08msaas.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x01\n\x07Options\x12\x12\n\x05model\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x16\n\ttwo_stems\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x13\n\x06\x66ormat\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0bmp3_bitrate\x18\x04 \x01(\x05H\x03\x88\x01\x01\x12\x14\n\x07overlap\x18\x05 \x01(\x01H\x04\x88\x01\x01\x12\x13\n\x06shifts\x18\x06 \x01(\x05H\x05\x88\x01\x01\x42\x08\n\x06_modelB\x0c\n\n_two_stemsB\t\n\x07_formatB\x0e\n\x0c_mp3_bitrateB\n\n\x08_overlapB\t\n\x07_shifts\">\n\x08\x43\x61llback\x12\x0b\n\x03url\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"X\n\x0cSubmitHeader\x12\"\n\x07options\x18\x01 \x01(\x0b\x32\x11.msaas.v1.Options\x12$\n\x08\x63\x61llback\x18\x02 \x01(\x0b\x32\x12.msaas.v1.Callback\"F\n\rSubmitRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x16.msaas.v1.SubmitHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"B\n\x0eSubmitResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06queued\x18\x03 \x01(\x08\"E\n\rStatusRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\"\n\x07options\x18\x02 \x01(\x0b\x32\x11.msaas.v1.Options\"\xc4\x04\n\nSongStatus\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.msaas.v1.SongStatus.State\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x38\n\ntimestamps\x18\x05 \x03(\x0b\x32$.msaas.v1.SongStatus.TimestampsEntry\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x15\n\x08position\x18\x07 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08progress\x18\x08 \x01(\x01\x12\x0e\n\x06worker\x18\t \x01(\t\x12\x0e\n\x06tracks\x18\n \x03(\t\x12+\n\x08\x63\x61llback\x18\x0b \x01(\x0b\x32\x19.msaas.v1.CallbackOutcome\x12\x18\n\x0b\x65ta_seconds\x18\x0c \x01(\x01H\x01\x88\x01\x01\x1aM\n\x0fTimestampsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x02\x38\x01\"}\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x10\n\x0cSTATE_QUEUED\x10\x01\x12\x14\n\x10STATE_PROCESSING\x10\x02\x12\x0e\n\nSTATE_DONE\x10\x03\x12\x10\n\x0cSTATE_FAILED\x10\x04\x12\x13\n\x0fSTATE_CANCELLED\x10\x05\x42\x0b\n\t_positionB\x0e\n\x0c_eta_seconds\"V\n\x0f\x43\x61llbackOutcome\x12\r\n\x05state\x18\x04 \x01(\t\x12\x11\n\tdelivered\x18\x01 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x0f\n\x07outcome\x18\x03 \x01(\t\"1\n\x10ListQueueRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"u\n\nQueuedSong\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x15\n\x08position\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x07options\x18\x04 \x01(\x0b\x32\x11.msaas.v1.OptionsB\x0b\n\t_position\"a\n\x11ListQueueResponse\x12\x12\n\nsonghashes\x18\x01 \x03(\t\x12#\n\x05songs\x18\x02 \x03(\x0b\x32\x14.msaas.v1.QueuedSong\x12\x13\n\x0bnext_cursor\x18\x03 \x01(\t\"\x13\n\x11ListModelsRequest\"\x91\x01\n\x10PublishedQuality\x12\x30\n\x03sdr\x18\x01 \x03(\x0b\x32#.msaas.v1.PublishedQuality.SdrEntry\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x1a*\n\x08SdrEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb4\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12\r\n\x05stems\x18\x03 \x03(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x04 \x01(\x08\x12#\n\x16\x63pu_seconds_per_second\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12-\n\tpublished\x18\x06 \x03(\x0b\x32\x1a.msaas.v1.PublishedQualityB\x19\n\x17_cpu_seconds_per_second\"5\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.msaas.v1.Model\"\x0e\n\x0cUsageRequest\"R\n\x05Usage\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05songs\x18\x02 \x01(\x01\x12\x15\n\raudio_seconds\x18\x03 \x01(\x01\x12\x13\n\x0b\x63pu_seconds\x18\x04 \x01(\x01\"7\n\x16ListDeadLettersRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\xad\x01\n\nDeadLetter\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08songhash\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12\x13\n\x0blast_worker\x18\x05 \x01(\t\x12\x0e\n\x06tenant\x18\x06 \x01(\t\x12-\n\tburied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0b\n\x03job\x18\x08 \x01(\t\"R\n\x17ListDeadLettersResponse\x12\"\n\x04\x64\x65\x61\x64\x18\x01 \x03(\x0b\x32\x14.msaas.v1.DeadLetter\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"\x1f\n\x11\x44\x65\x61\x64LetterRequest\x12\n\n\x02id\x18\x01 \x01(\t\"5\n\x17RetryDeadLetterResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x18PurgeDeadLettersResponse\x12\x0e\n\x06purged\x18\x01 \x01(\x05\"\x8f\x01\n\x11ListUsageResponse\x12\x39\n\x07tenants\x18\x01 \x03(\x0b\x32(.msaas.v1.ListUsageResponse.TenantsEntry\x1a?\n\x0cTenantsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1e\n\x05value\x18\x02 \x01(\x0b\x32\x0f.msaas.v1.Usage:\x02\x38\x01\"S\n\x0cTrackRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\"\n\x07options\x18\x03 \x01(\x0b\x32\x11.msaas.v1.Options\"A\n\tTrackInfo\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"U\n\x15\x44ownloadTrackResponse\x12#\n\x04info\x18\x01 \x01(\x0b\x32\x13.msaas.v1.TrackInfoH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\x18\n\tTrackLink\x12\x0b\n\x03url\x18\x01 \x01(\t\"F\n\x13RemoveTrackResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\r\n\x05track\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\x1f\n\x0bSongRequest\x12\x10\n\x08songhash\x18\x01 \x01(\t\"Z\n\x12RemoveSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x0f\n\x07removed\x18\x02 \x01(\x05\x12\x11\n\tcancelled\x18\x03 \x01(\x05\x12\x0e\n\x06reason\x18\x04 \x01(\t\"I\n\x12\x43\x61ncelSongResponse\x12\x10\n\x08songhash\x18\x01 \x01(\t\x12\x11\n\tcancelled\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t2\xe7\x05\n\x11SeparationService\x12=\n\x06Submit\x12\x17.msaas.v1.SubmitRequest\x1a\x18.msaas.v1.SubmitResponse(\x01\x12:\n\tGetStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus\x12>\n\x0bWatchStatus\x12\x17.msaas.v1.StatusRequest\x1a\x14.msaas.v1.SongStatus0\x01\x12\x44\n\tListQueue\x12\x1a.msaas.v1.ListQueueRequest\x1a\x1b.msaas.v1.ListQueueResponse\x12\x33\n\x08GetUsage\x12\x16.msaas.v1.UsageRequest\x1a\x0f.msaas.v1.Usage\x12G\n\nListModels\x12\x1b.msaas.v1.ListModelsRequest\x1a\x1c.msaas.v1.ListModelsResponse\x12J\n\rDownloadTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1f.msaas.v1.DownloadTrackResponse0\x01\x12;\n\x0cGetTrackLink\x12\x16.msaas.v1.TrackRequest\x1a\x13.msaas.v1.TrackLink\x12\x44\n\x0bRemoveTrack\x12\x16.msaas.v1.TrackRequest\x1a\x1d.msaas.v1.RemoveTrackResponse\x12\x41\n\nRemoveSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.RemoveSongResponse\x12\x41\n\nCancelSong\x12\x15.msaas.v1.SongRequest\x1a\x1c.msaas.v1.CancelSongResponse2\x94\x03\n\x0c\x41\x64minService\x12V\n\x0fListDeadLetters\x12 .msaas.v1.ListDeadLettersRequest\x1a!.msaas.v1.ListDeadLettersResponse\x12\x42\n\rGetDeadLetter\x12\x1b.msaas.v1.DeadLetterRequest\x1a\x14.msaas.v1.DeadLetter\x12Q\n\x0fRetryDeadLetter\x12\x1b.msaas.v1.DeadLetterRequest\x1a!.msaas.v1.RetryDeadLetterResponse\x12S\n\x10PurgeDeadLetters\x12\x1b.msaas.v1.DeadLetterRequest\x1a\".msaas.v1.PurgeDeadLettersResponse\x12@\n\tListUsage\x12\x16.msaas.v1.UsageRequest\x1a\x1b.msaas.v1.ListUsageResponseB@\n\x0corg.msaas.v1P\x01Z.github.com/msaas/msaas/gen/go/msaas/v1;msaasv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\014org.msaas.v1P\001Z.github.com/msaas/msaas/gen/go/msaas/v1;msaasv1'
   _globals['_SONGSTATUS_TIMESTAMPSENTRY']._loaded_options = None
   _globals['_SONGSTATUS_TIMESTAMPSENTRY']._serialized_options = b'8\001'
+  _globals['_PUBLISHEDQUALITY_SDRENTRY']._loaded_options = None
+  _globals['_PUBLISHEDQUALITY_SDRENTRY']._serialized_options = b'8\001'
   _globals['_LISTUSAGERESPONSE_TENANTSENTRY']._loaded_options = None
   _globals['_LISTUSAGERESPONSE_TENANTSENTRY']._serialized_options = b'8\001'
   _globals['_OPTIONS']._serialized_start=103
@@ -64,44 +66,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_QUEUEDSONG']._serialized_end=1526
   _globals['_LISTQUEUERESPONSE']._serialized_start=1528
   _globals['_LISTQUEUERESPONSE']._serialized_end=1625
-  _globals['_USAGEREQUEST']._serialized_start=1627
-  _globals['_USAGEREQUEST']._serialized_end=1641
-  _globals['_USAGE']._serialized_start=1643
-  _globals['_USAGE']._serialized_end=1725
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=1727
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=1782
-  _globals['_DEADLETTER']._serialized_start=1785
-  _globals['_DEADLETTER']._serialized_end=1958
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1960
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2042
-  _globals['_DEADLETTERREQUEST']._serialized_start=2044
-  _globals['_DEADLETTERREQUEST']._serialized_end=2075
-  _globals['_RETRYDEADLETTERRESPONSE']._serialized_start=2077
-  _globals['_RETRYDEADLETTERRESPONSE']._serialized_end=2130
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=2132
-  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=2174
-  _globals['_LISTUSAGERESPONSE']._serialized_start=2177
-  _globals['_LISTUSAGERESPONSE']._serialized_end=2320
-  _globals['_LISTUSAGERESPONSE_TENANTSENTRY']._serialized_start=2257
-  _globals['_LISTUSAGERESPONSE_TENANTSENTRY']._serialized_end=2320
-  _globals['_TRACKREQUEST']._serialized_start=2322
-  _globals['_TRACKREQUEST']._serialized_end=2405
-  _globals['_TRACKINFO']._serialized_start=2407
-  _globals['_TRACKINFO']._serialized_end=2472
-  _globals['_DOWNLOADTRACKRESPONSE']._serialized_start=2474
-  _globals['_DOWNLOADTRACKRESPONSE']._serialized_end=2559
-  _globals['_TRACKLINK']._serialized_start=2561
-  _globals['_TRACKLINK']._serialized_end=2585
-  _globals['_REMOVETRACKRESPONSE']._serialized_start=2587
-  _globals['_REMOVETRACKRESPONSE']._serialized_end=2657
-  _globals['_SONGREQUEST']._serialized_start=2659
-  _globals['_SONGREQUEST']._serialized_end=2690
-  _globals['_REMOVESONGRESPONSE']._serialized_start=2692
-  _globals['_REMOVESONGRESPONSE']._serialized_end=2782
-  _globals['_CANCELSONGRESPONSE']._serialized_start=2784
-  _globals['_CANCELSONGRESPONSE']._serialized_end=2857
-  _globals['_SEPARATIONSERVICE']._serialized_start=2860
-  _globals['_SEPARATIONSERVICE']._serialized_end=3530
-  _globals['_ADMINSERVICE']._serialized_start=3533
-  _globals['_ADMINSERVICE']._serialized_end=3937
+  _globals['_LISTMODELSREQUEST']._serialized_start=1627
+  _globals['_LISTMODELSREQUEST']._serialized_end=1646
+  _globals['_PUBLISHEDQUALITY']._serialized_start=1649
+  _globals['_PUBLISHEDQUALITY']._serialized_end=1794
+  _globals['_PUBLISHEDQUALITY_SDRENTRY']._serialized_start=1752
+  _globals['_PUBLISHEDQUALITY_SDRENTRY']._serialized_end=1794
+  _globals['_MODEL']._serialized_start=1797
+  _globals['_MODEL']._serialized_end=1977
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1979
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2032
+  _globals['_USAGEREQUEST']._serialized_start=2034
+  _globals['_USAGEREQUEST']._serialized_end=2048
+  _globals['_USAGE']._serialized_start=2050
+  _globals['_USAGE']._serialized_end=2132
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=2134
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=2189
+  _globals['_DEADLETTER']._serialized_start=2192
+  _globals['_DEADLETTER']._serialized_end=2365
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=2367
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=2449
+  _globals['_DEADLETTERREQUEST']._serialized_start=2451
+  _globals['_DEADLETTERREQUEST']._serialized_end=2482
+  _globals['_RETRYDEADLETTERRESPONSE']._serialized_start=2484
+  _globals['_RETRYDEADLETTERRESPONSE']._serialized_end=2537
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_start=2539
+  _globals['_PURGEDEADLETTERSRESPONSE']._serialized_end=2581
+  _globals['_LISTUSAGERESPONSE']._serialized_start=2584
+  _globals['_LISTUSAGERESPONSE']._serialized_end=2727
+  _globals['_LISTUSAGERESPONSE_TENANTSENTRY']._serialized_start=2664
+  _globals['_LISTUSAGERESPONSE_TENANTSENTRY']._serialized_end=2727
+  _globals['_TRACKREQUEST']._serialized_start=2729
+  _globals['_TRACKREQUEST']._serialized_end=2812
+  _globals['_TRACKINFO']._serialized_start=2814
+  _globals['_TRACKINFO']._serialized_end=2879
+  _globals['_DOWNLOADTRACKRESPONSE']._serialized_start=2881
+  _globals['_DOWNLOADTRACKRESPONSE']._serialized_end=2966
+  _globals['_TRACKLINK']._serialized_start=2968
+  _globals['_TRACKLINK']._serialized_end=2992
+  _globals['_REMOVETRACKRESPONSE']._serialized_start=2994
+  _globals['_REMOVETRACKRESPONSE']._serialized_end=3064
+  _globals['_SONGREQUEST']._serialized_start=3066
+  _globals['_SONGREQUEST']._serialized_end=3097
+  _globals['_REMOVESONGRESPONSE']._serialized_start=3099
+  _globals['_REMOVESONGRESPONSE']._serialized_end=3189
+  _globals['_CANCELSONGRESPONSE']._serialized_start=3191
+  _globals['_CANCELSONGRESPONSE']._serialized_end=3264
+  _globals['_SEPARATIONSERVICE']._serialized_start=3267
+  _globals['_SEPARATIONSERVICE']._serialized_end=4010
+  _globals['_ADMINSERVICE']._serialized_start=4013
+  _globals['_ADMINSERVICE']._serialized_end=4417
 # @@protoc_insertion_point(module_scope)

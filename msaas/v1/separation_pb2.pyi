@@ -160,6 +160,49 @@ class ListQueueResponse(_message.Message):
     next_cursor: str
     def __init__(self, songhashes: _Optional[_Iterable[str]] = ..., songs: _Optional[_Iterable[_Union[QueuedSong, _Mapping]]] = ..., next_cursor: _Optional[str] = ...) -> None: ...
 
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PublishedQuality(_message.Message):
+    __slots__ = ("sdr", "dataset", "source")
+    class SdrEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    sdr: _containers.ScalarMap[str, float]
+    dataset: str
+    source: str
+    def __init__(self, sdr: _Optional[_Mapping[str, float]] = ..., dataset: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class Model(_message.Message):
+    __slots__ = ("name", "engine", "stems", "default", "cpu_seconds_per_second", "published")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    STEMS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    engine: str
+    stems: _containers.RepeatedScalarFieldContainer[str]
+    default: bool
+    cpu_seconds_per_second: float
+    published: _containers.RepeatedCompositeFieldContainer[PublishedQuality]
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., stems: _Optional[_Iterable[str]] = ..., default: _Optional[bool] = ..., cpu_seconds_per_second: _Optional[float] = ..., published: _Optional[_Iterable[_Union[PublishedQuality, _Mapping]]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[Model]
+    def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
+
 class UsageRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -61,6 +61,11 @@ class SeparationServiceStub:
                 request_serializer=msaas_dot_v1_dot_separation__pb2.UsageRequest.SerializeToString,
                 response_deserializer=msaas_dot_v1_dot_separation__pb2.Usage.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/msaas.v1.SeparationService/ListModels',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
         self.DownloadTrack = channel.unary_stream(
                 '/msaas.v1.SeparationService/DownloadTrack',
                 request_serializer=msaas_dot_v1_dot_separation__pb2.TrackRequest.SerializeToString,
@@ -134,6 +139,13 @@ class SeparationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The models a job may name: stems, engine, published quality, measured cost (REST: GET /apiv1/models).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DownloadTrack(self, request, context):
         """One track, streamed in chunks of 256 KiB: first a message with its description, then its bytes
         (REST: GET /apiv1/track/<songhash>/<track>).
@@ -200,6 +212,11 @@ def add_SeparationServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=msaas_dot_v1_dot_separation__pb2.UsageRequest.FromString,
                     response_serializer=msaas_dot_v1_dot_separation__pb2.Usage.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.ListModelsRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.ListModelsResponse.SerializeToString,
             ),
             'DownloadTrack': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadTrack,
@@ -364,6 +381,33 @@ class SeparationService:
             '/msaas.v1.SeparationService/GetUsage',
             msaas_dot_v1_dot_separation__pb2.UsageRequest.SerializeToString,
             msaas_dot_v1_dot_separation__pb2.Usage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.SeparationService/ListModels',
+            msaas_dot_v1_dot_separation__pb2.ListModelsRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
