@@ -114,8 +114,8 @@ ROFORMER_MODELS = {
 
 def catalogue(default_model: str) -> list[dict]:
     """The models a job may name, as both APIs list them: stems, engine, published quality and measured cost."""
-    return [{"name": model.name, "engine": model.engine, "stems": list(model.stems), "default": model.name == default_model,
-             "cpu_seconds_per_second": model.cpu_seconds_per_second,
+    return [{"name": model.name, "engine": model.engine, "stems": list(model.stems),
+             "default": model.name == default_model, "cpu_seconds_per_second": model.cpu_seconds_per_second,
              "published": [{"sdr": dict(published.sdr), "dataset": published.dataset, "source": published.source}
                            for published in model.published]}
             for model in MODELS.values()]
