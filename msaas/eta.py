@@ -57,8 +57,13 @@ class Estimates:
             pipe.execute()
 
     def alive(self, worker: str) -> None:
-        """A worker's heartbeat: it counts among the workers the queue is played forward on."""
-        self.redis.zadd(workers_key(self.queue.name), {worker: time.time()})
+        """A worker's heartbeat: it counts among the workers the queue is played forward on (and workers silent
+        for ten leases are forgotten, so the set does not grow with every restart)."""
+        now = time.time()
+        with self.redis.pipeline() as pipe:
+            pipe.zadd(workers_key(self.queue.name), {worker: now})
+            pipe.zremrangebyscore(workers_key(self.queue.name), "-inf", now - 10 * self.lease_seconds)
+            pipe.execute()
 
     def gone(self, worker: str) -> None:
         self.redis.zrem(workers_key(self.queue.name), worker)

@@ -126,7 +126,7 @@ class Songs:
         # Only songs that may be queued are measured: a repeat of one separated or on its way has its length.
         known = state in (DONE, *ACTIVE) and status.get("seconds")
         seconds = float(status["seconds"]) if known else measure(upload.path, self.policy.max_song_seconds)
-        self.check_limits(tenant, seconds)
+        self.check_limits(tenant, seconds, queues=state != DONE)
         job = Job(songhash, options, result, seconds, tenant=tenant.name)
         already_stored = self.store.has_input(songhash)
         if not already_stored:
@@ -145,9 +145,10 @@ class Songs:
                  seconds, bool(callback))
         return Submitted(songhash, ENQUEUED, True)
 
-    def check_limits(self, tenant: Tenant, seconds: float) -> None:
-        """The tenant's songs queued at once and audio a day (msaas/tenants.py); OverLimit naming the limit."""
-        if tenant.songs_queued and self.claims.active_count(tenant.name) >= tenant.songs_queued:
+    def check_limits(self, tenant: Tenant, seconds: float, queues: bool = True) -> None:
+        """The tenant's songs queued at once (unless this one `queues` nothing: it is done) and audio submitted a day
+        (msaas/tenants.py); OverLimit naming the limit."""
+        if queues and tenant.songs_queued and self.claims.active_count(tenant.name) >= tenant.songs_queued:
             raise OverLimit(f"tenant {tenant.name} has {tenant.songs_queued} songs queued or processing, its limit; "
                             "submit more as they finish", "songs_queued", retry_after=SONGS_QUEUED_RETRY)
         if tenant.audio_minutes_per_day:
