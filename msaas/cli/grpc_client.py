@@ -5,6 +5,7 @@ grpc:// server, so with REST it still needs nothing but the standard library."""
 
 from __future__ import annotations
 
+import datetime
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -168,7 +169,8 @@ def _status(message: pb.SongStatus) -> dict:
             status["options"] = {spec.name: getattr(message.options, spec.name)
                                  if message.options.HasField(spec.name) else None for spec in SPECS}
         elif item.name == "timestamps":
-            status["timestamps"] = {state: when.ToJsonString() for state, when in message.timestamps.items()}
+            status["timestamps"] = {state: when.ToDatetime(datetime.UTC).isoformat(timespec="milliseconds")
+                                    for state, when in message.timestamps.items()}  # as REST writes them
         elif item.name == "tracks":
             options = status["options"]
             query = urllib.parse.urlencode({key: value for key, value in options.items() if value is not None})
@@ -205,4 +207,5 @@ def _usage(usage: pb.Usage) -> dict:
 def _letter(letter: pb.DeadLetter) -> dict:
     return {"id": letter.id, "songhash": letter.songhash or None, "reason": letter.reason,
             "attempts": letter.attempts, "last_worker": letter.last_worker, "tenant": letter.tenant,
-            "buried_at": letter.buried_at.ToJsonString(), "job": letter.job}
+            "buried_at": letter.buried_at.ToDatetime(datetime.UTC).isoformat(timespec="milliseconds"),
+            "job": letter.job}
