@@ -9,7 +9,7 @@ import redis
 from msaas.access import Access
 from msaas.claims import Claims
 from msaas.connections import connect_api_redis, connect_store
-from msaas.errors import Conflict, NotFound
+from msaas.errors import BadRequest, Conflict, NotFound
 from msaas.eta import Estimates
 from msaas.jobqueue import DeadLetter, JobQueue
 from msaas.settings import Settings
@@ -66,7 +66,9 @@ class Admin:
         after = None
         if cursor:
             at, _, entry_id = cursor.partition(":")
-            after = (float(at), entry_id) if at.replace(".", "", 1).isdigit() else None
+            if not at.isdigit() or not entry_id:
+                raise BadRequest(f"cursor {cursor[:80]!r} is not one a listing gave", "invalid_cursor")
+            after = (float(at), entry_id)
         limit = max(1, min(limit, 100))
         letters = self.queue.dead_letters(after, limit)
         more = len(letters) == limit

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -358,9 +359,12 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
         return None
     score, _, member = cursor.partition(":")
     try:
-        return float(score), member
+        value = float(score)
     except ValueError:
-        raise BadRequest(f"cursor {cursor[:80]!r} is not one a listing gave", "invalid_cursor") from None
+        value = math.nan
+    if not math.isfinite(value) or not member:
+        raise BadRequest(f"cursor {cursor[:80]!r} is not one a listing gave", "invalid_cursor")
+    return value, member
 
 
 def _iso(timestamp: str) -> str:

@@ -134,3 +134,10 @@ def test_queue_accepts_the_reference_clients_null_json_body(client, redis_client
         response = client.get(path, data="null", headers={"Content-type": "application/json"})
         assert response.status_code == 200
         assert response.get_json() == {"queue": [], "songs": [], "next": None}
+
+
+@pytest.mark.parametrize("cursor", ["nan:x", "inf:x", "-inf:x", "1e999:x", "abc", "1.5", ":", "1.5:"])
+def test_a_listing_cursor_it_never_gave_is_a_400(client, cursor):
+    for path in ("/apiv1/queue", "/apiv1/admin/dead"):
+        answer = client.get(path, query_string={"cursor": cursor})
+        assert answer.status_code == 400 and answer.get_json()["error"] == "invalid_cursor", (path, answer.get_json())

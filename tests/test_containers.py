@@ -146,14 +146,18 @@ def play_env(folder: Path, hosts: Path) -> dict[str, str]:
 
 
 def create_secret() -> None:
-    """The Secret msaas-s3 README says to create first. podman 4.3 reads a secret kube play refers to as JSON
-    whose values are base64, as in a Kubernetes Secret's data."""
-    data = {"access-key": S3_ACCESS_KEY, "secret-key": S3_SECRET_KEY}
-    encoded = json.dumps({key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
-    subprocess.run(
-        ["podman", "secret", "create", "msaas-s3", "-"], input=encoded, text=True, env=podman_env(), check=True,
-        capture_output=True,
-    )
+    """The Secrets: msaas-s3, which docs/deployment.md says to create first, and msaas-tenants, which Kubernetes
+    may leave out (the pods mount it as optional) but podman's kube play needs: no tenants in it, so the API stays
+    open as the reference clients expect. podman 4.3 reads a secret kube play refers to as JSON whose values are
+    base64, as in a Kubernetes Secret's data."""
+    secrets = {"msaas-s3": {"access-key": S3_ACCESS_KEY, "secret-key": S3_SECRET_KEY},
+               "msaas-tenants": {"tenants.json": json.dumps({"tenants": []})}}
+    for name, data in secrets.items():
+        encoded = json.dumps({key: base64.b64encode(value.encode()).decode() for key, value in data.items()})
+        subprocess.run(
+            ["podman", "secret", "create", name, "-"], input=encoded, text=True, env=podman_env(), check=True,
+            capture_output=True,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +208,7 @@ def take_down(manifest: Path, env: dict[str, str]) -> None:
     podman("kube", "down", manifest, check=False, env=env, timeout=900)
     podman("volume", "rm", "--force", "demucs-models", check=False)
     podman("secret", "rm", "msaas-s3", check=False)
+    podman("secret", "rm", "msaas-tenants", check=False)
 
 
 # --- probes -----------------------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_a_worker_paused_past_its_lease_changes_nothing_when_it_wakes(settings, 
         answer = requests.post(f"http://{rest}/apiv1/separate", json={
             "mp3": base64.b64encode(SONG).decode(), "callback": {"url": callback_receiver.url}, **SLOW})
         assert answer.status_code == 200
-        wait_for(lambda: status(rest).get("progress", 0) > 0, 120, "the first worker to be mid-separation")
+        wait_for(lambda: status(rest)["state"] == "processing", 120, "the first worker to be mid-separation")
         first_worker = status(rest)["worker"]
         paused.signal(signal.SIGSTOP)  # its heartbeat stops: the lease runs out, another worker takes the job
         other = start_service("worker", settings, tmp_path / "other.log")
