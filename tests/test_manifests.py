@@ -227,7 +227,7 @@ def test_deploy_local_dev_script_is_sound():
 
 @pytest.mark.parametrize("script", ["base-image.sh", "build-images.sh"])
 def test_container_build_scripts_pass_shellcheck(script):
-    """The scripts `make test` builds the images with (README, "Containers built and started here")."""
+    """The scripts `make test` builds the images with (docs/deployment.md, "Containers built and started here")."""
     lint = run(tool("shellcheck"), "--severity=info", ROOT / "tests/containers" / script)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
