@@ -6,7 +6,7 @@ CHECKOV_VENV := $(VENV)/checkov
 TEST_TOOLS_STAMP := $(VENV)/.test-tools-stamp
 HOST_PYTHON ?= python3
 
-.PHONY: install run test containers lint samples bench constraints proto clean
+.PHONY: install run test containers lint samples bench constraints proto docs clean
 
 install: $(STAMP)
 
@@ -42,8 +42,9 @@ $(TEST_TOOLS_STAMP): $(STAMP) requirements/checkov.txt requirements/checkov-cons
 run: install
 	$(PYTHON) -m devstack
 
-# The three images, built with podman and started as the manifests say by tests/test_containers.py (README,
-# "Containers built and started here"). podman reads this repo's containers.conf, whatever the machine's says.
+# The three images, built with podman and started as the manifests say by tests/test_containers.py
+# (docs/deployment.md, "Containers built and started here"). podman reads this repo's containers.conf, whatever the
+# machine's says.
 containers test: export CONTAINERS_CONF := $(CURDIR)/tests/containers/containers.conf
 containers: install
 	command -v podman >/dev/null && command -v buildah >/dev/null && command -v skopeo >/dev/null \
@@ -77,6 +78,11 @@ PROTOC := $(PYTHON) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --gr
 proto: install
 	$(PYTHON) proto/generate.py
 	$(PROTOC) proto/msaas/v1/separation.proto
+
+# The tables of docs/*.md that the code defines (options, status fields, errors), written by docs/generate.py;
+# tests/test_docs.py fails while one is stale.
+docs: install
+	$(PYTHON) docs/generate.py
 
 # Regenerate the full pin list after changing requirements/*.txt.
 constraints: install $(TEST_TOOLS_STAMP)

@@ -94,7 +94,8 @@ def main() -> int:
     children = build_children(settings, env)
     busy = [f"{child.name} ({child.port})" for child in children if child.port and port_in_use(child.port)]
     if busy:
-        log.error("ports already in use: %s; stop what holds them or choose other ports (README)", ", ".join(busy))
+        log.error("ports already in use: %s; stop what holds them or choose other ports (docs/development.md)",
+                  ", ".join(busy))
         return 1
     print(
         "Music Separation as a Service, local stack\n"

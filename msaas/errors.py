@@ -40,6 +40,8 @@ class ServiceError(Exception):
 
 
 class BadRequest(ServiceError):
+    """The request is malformed, or asks for what the service does not do; its code says what (invalid_option, ...)."""
+
     code, http_status, grpc_code = "bad_request", 400, "INVALID_ARGUMENT"
 
 

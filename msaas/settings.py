@@ -1,7 +1,7 @@
 """Every setting of every service, read once from the environment at start-up.
 
-The defaults match `make run`. The README's "Settings" table lists the same names; a test keeps the two
-(and the Kubernetes manifests) in step with `FIELDS` below.
+The defaults match `make run`. docs/operations.md's "Settings" tables list the same names with their defaults;
+tests/test_docs.py keeps them, and tests/test_manifests.py the Kubernetes manifests, in step with `FIELDS` below.
 """
 
 from __future__ import annotations

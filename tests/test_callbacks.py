@@ -35,7 +35,7 @@ SONGHASH = "5d" * 28
 EVENT_ID = "6f1c2a9e0b4d4f8e9a7b3c2d1e0f9a8b"
 DATA = {"mp3": "short-hum", "n": 1}
 
-# The signature test vector, also printed in docs/webhooks.md.
+# The signature test vector, also printed in docs/api.md ("Verifying a signature").
 VECTOR_SECRET = "whsec_msaas_test"
 VECTOR_TIMESTAMP = 1700000000
 VECTOR_BODY = b'{"mp3": "short-hum", "n": 1}'

@@ -23,7 +23,7 @@ from msaas.options import Options
 from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
 from worker import chunks, demucs_run, encoding, wav
-from worker.demucs_run import DemucsConfig, DemucsRun, progress_of
+from worker.demucs_run import DemucsConfig, DemucsRun, Progress
 from worker.separation import SeparationConfig, separate, separation_cpus
 
 RATE = chunks.SAMPLE_RATE
@@ -119,12 +119,21 @@ def test_float_wavs_read_back_as_written(tmp_path):
     assert rate == RATE and np.array_equal(decoded.T, audio)
 
 
-def test_progress_is_the_last_percentage_of_demucs_bar(tmp_path):
+def test_progress_counts_every_pass_and_never_goes_back(tmp_path):
+    """Demucs draws a bar per pass over the song (per random shift, per model of a bag): three passes are done at
+    the third bar's 100%, and the progress read as the output grows only grows, whatever a bar starts again at."""
     log = tmp_path / "demucs.log"
     log.write_bytes(b"Separating track /x/chunk-001.wav\n")
-    assert progress_of(log) is None
-    log.write_bytes(b"Separating track /x/chunk-001.wav\r 50%|##   | 1/2\r100%|#####| 2/2\r 40%|##   | 1/2")
-    assert progress_of(log) == 40
+    progress = Progress(log, passes=3)
+    assert progress.read() is None
+    seen = []
+    for piece in (b"\r 50%|##   | 1/2\r10", b"0%|#####| 2/2\r 40%|##   | 1/2", b"\r100%|###| 2/2\r  0%|  | 0/2",
+                  b"\r 90%|#### | 1.8/2\r100%|#####| 2/2\n"):
+        with open(log, "ab") as output:
+            output.write(piece)
+        seen.append(round(progress.read(), 1))
+    assert seen == [16.7, 46.7, 66.7, 100.0]  # a percentage cut in two by a read ("10" "0%") is read whole
+    assert seen == sorted(seen)
 
 
 def test_a_separation_uses_the_cpus_the_worker_may_use(tmp_path):

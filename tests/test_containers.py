@@ -3,7 +3,7 @@
 tests/containers/build-images.sh builds them with podman from the repo root; tests/containers/overlay renders the
 whole deployment for one machine without a cluster; `podman kube play` runs it. Each pod keeps its user, read-only
 root file system, dropped capabilities, env, command and probes. What stands in for what, and what only a real
-cluster checks, is in README ("Containers built and started here").
+cluster checks, is in docs/deployment.md ("Containers built and started here").
 
 STAND-INS: the base image is a Debian bookworm python3.11 root imported under the name
 python:3.11.14-slim-bookworm (tests/containers/base-image.sh; Docker Hub is out of reach here), and Redis and the
@@ -274,7 +274,7 @@ def test_worker_image_has_the_cpu_build_of_torch_and_no_cuda_packages(ready):
 
 
 def test_the_worker_runs_demucs_with_tcmalloc_in_its_image(ready):
-    """Part of the measured speed (README, "Speed and memory"): the image installs it and the worker finds it."""
+    """Part of the measured speed (docs/operations.md, "Sizing"): the image installs it and the worker finds it."""
     found = podman("exec", container("worker"), "python", "-c",
                    "from worker.demucs_run import tcmalloc; print(tcmalloc())")
     assert found.stdout.strip().startswith("libtcmalloc_minimal.so"), found.stdout + found.stderr

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
@@ -227,7 +228,7 @@ def test_deploy_local_dev_script_is_sound():
 
 @pytest.mark.parametrize("script", ["base-image.sh", "build-images.sh"])
 def test_container_build_scripts_pass_shellcheck(script):
-    """The scripts `make test` builds the images with (README, "Containers built and started here")."""
+    """The scripts `make test` builds the images with (docs/deployment.md, "Containers built and started here")."""
     lint = run(tool("shellcheck"), "--severity=info", ROOT / "tests/containers" / script)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
@@ -463,7 +464,10 @@ def test_keda_variant_scales_workers_on_the_waiting_jobs_down_to_zero(objects, v
     assert scaled["minReplicaCount"] == 0
     (trigger,) = scaled["triggers"]
     assert trigger["type"] == "metrics-api" and trigger["metadata"]["format"] == "prometheus"
-    assert trigger["metadata"]["url"] == f"http://rest.{NAMESPACE}.svc.cluster.local:5000/metrics"
+    # REST's Service, on the port it exposes (a URL without one: 80), at the route that serves its metrics.
+    url = urlsplit(trigger["metadata"]["url"])
+    assert url.hostname == f"rest.{NAMESPACE}.svc.cluster.local" and url.path == "/metrics"
+    assert (url.port or 80) in {port["port"] for port in find(docs, "Service", "rest")["spec"]["ports"]}
     assert trigger["metadata"]["valueLocation"] == "msaas_queue_depth"  # a gauge REST's /metrics serves
     assert any(family.name == "msaas_queue_depth" for family in QueueDepths._families(0, 0, 0))
     assert "replicas" not in find(docs, "Deployment", "worker")["spec"], "KEDA owns the replica count"

@@ -19,7 +19,7 @@ from msaas.models import ROFORMER_MODELS
 from msaas.options import Options
 from support import ROOT, SHORT_SAMPLE
 from worker import wav
-from worker.demucs_run import DemucsRun, progress_of
+from worker.demucs_run import DemucsRun, Progress
 from worker.roformer_run import CONFIGS, MODEL_LIST, RoformerConfig, RoformerRun, config_name, list_models
 
 SMALL = list(random_models.SMALL_ROFORMERS)
@@ -98,7 +98,7 @@ def test_each_model_writes_its_stems_as_long_as_each_input_and_adding_up_to_it(s
 @pytest.mark.demucs
 @pytest.mark.parametrize("model", SMALL)
 def test_the_worker_reads_the_runs_progress_from_its_output(separated, model):
-    assert progress_of(separated[model].parent / "separated.log") == 100.0
+    assert Progress(separated[model].parent / "separated.log", passes=1).read() == 100.0
 
 
 @pytest.mark.demucs

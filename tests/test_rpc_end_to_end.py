@@ -76,9 +76,10 @@ def test_the_cli_separates_over_grpc_with_progress_from_the_watch(rpc, worker, t
     assert '"state": "done"' in status.stdout
 
 
-def test_the_readme_python_example_runs(rpc, worker, tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## The gRPC API"):]
+def test_the_python_example_of_the_api_docs_runs(rpc, worker, tmp_path):
+    """docs/api.md's gRPC example, as written: a client's first program must work."""
+    api = (ROOT / "docs" / "api.md").read_text()
+    section = api[api.index("## gRPC"):]
     example = section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
     example = example.replace("localhost:50051", rpc).replace('"data/short-hum.mp3"', repr(str(SHORT_SAMPLE)))
     (tmp_path / "example.py").write_text(example)

@@ -189,8 +189,3 @@ def test_failure_explanations():
     assert explain_failure("x", 1, crashed) == "demucs exited with code 1"  # cut short: no code line either
     segfault = 'Fatal Python error: Segmentation fault\n\nCurrent thread 0x7f (most recent call first):\n  File "x.py"'
     assert explain_failure("x", -11, segfault) == "demucs was killed by signal 11: Segmentation fault"
-
-
-def test_readme_documents_every_setting():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert [name for name in FIELDS if f"| `{name}` |" not in readme] == []

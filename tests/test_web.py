@@ -1,7 +1,7 @@
 """The web page in a real headless Chromium (Debian's `chromium`, driven by Playwright): songs uploaded through
 the page, followed to the end by a real worker, mixed, downloaded and deleted.
 
-Screenshots of each state are taken every run; `UPDATE_SCREENSHOTS=1` writes them to docs/ for the README.
+Screenshots of each state are taken every run; `UPDATE_SCREENSHOTS=1` writes them to docs/ for docs/api.md.
 """
 
 from __future__ import annotations

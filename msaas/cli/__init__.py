@@ -2,7 +2,7 @@
 
 Standard library only (a grpc:// server needs grpcio: msaas/cli/grpc_client.py). The server is `--server`, else
 `$MSAAS_URL`, else http://localhost:5000; an API key, when the server wants one, comes from `$MSAAS_API_KEY`.
-Exit codes (README, "Command line"):
+Exit codes (docs/api.md, "The `msaas` command"):
 0 success, 1 a bug here, 2 usage (bad arguments or options the server refused), 3 the server failed or could not
 be reached, 4 the song failed to separate, 5 timed out waiting, 6 no such song or track.
 """

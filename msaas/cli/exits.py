@@ -1,4 +1,4 @@
-"""The exit codes of `msaas`, which scripts may rely on (README, "Command line")."""
+"""The exit codes of `msaas`, which scripts may rely on (docs/api.md, "The `msaas` command")."""
 
 OK = 0
 BUG = 1  # an unexpected error in the client itself

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the three images with podman from the repo root, as README ("Deploy on Kubernetes") says, on a
+# Builds the three images with podman from the repo root, as docs/deployment.md ("The images") says, on a
 # machine without Docker Hub: the base image is the local stand-in (base-image.sh), and the worker's PyTorch
 # is the CPU wheel `make install` uses, served to the build from a folder rather than from PyTorch's index.
 # Pip inside the builds reaches PyPI through the host's network (--network host); the host's own pip
