@@ -75,7 +75,8 @@ def _admin_paths() -> dict:
                     "parameters": [CURSOR, LIMIT],
                     "responses": {"200": _json("a page", {"type": "object", "properties": {
                         "dead": {"type": "array", "items": DEAD_LETTER},
-                        "next": {"type": "string", "nullable": True}}}), **ADMIN}},
+                        "next": {"type": "string", "nullable": True}}}),
+                        "400": _error("a cursor no listing gave"), **ADMIN}},
             "delete": {"summary": "purge every dead letter",
                        "responses": {"200": _json("purged", {"type": "object"}), **ADMIN}},
         },

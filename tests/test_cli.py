@@ -127,7 +127,10 @@ def test_status_queue_get_rm_and_their_exit_codes(settings, rest, tmp_path):
     queued = msaas(rest, "separate", str(SHORT_SAMPLE), "--no-wait", text=True)
     assert (queued.returncode, queued.stdout) == (exits.OK, HUM_HASH + "\n")  # `$(msaas separate --no-wait ...)`
     assert msaas(rest, "queue", text=True).stdout == HUM_HASH + "\n"
-    assert json.loads(msaas(rest, "queue", "--json", text=True).stdout) == {"queue": [HUM_HASH]}
+    listing = json.loads(msaas(rest, "queue", "--json", text=True).stdout)
+    assert listing["queue"] == [HUM_HASH] and listing["next"] is None
+    assert [(song["songhash"], song["state"], song["position"]) for song in listing["songs"]] == [
+        (HUM_HASH, "queued", 1)]
     status = msaas(rest, "status", HUM_HASH, text=True)
     assert (status.returncode, status.stdout) == (exits.OK, "queued, position 1\n")
 

@@ -152,7 +152,7 @@ def test_metrics_move_by_exactly_one_per_job(settings, gunicorn, callback_receiv
         logs.stop()
         worker.stop()
     assert "test worker WARNING worker.loop: worker test-" in printed
-    assert f"job {LOST} attempt 1 failed, will retry" in printed
+    assert f"job {LOST} attempt 1 failed, retrying in" in printed
     assert "test worker ERROR worker.loop: worker test-" in printed
     assert " INFO " not in printed
 
