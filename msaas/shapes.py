@@ -86,8 +86,8 @@ FIELDS: tuple[Field, ...] = (
     Field("position", {"type": "integer", "nullable": True},
           "queued: 1 for the next song a worker takes; null while it is being handed to one", lambda s: s.position,
           _when(QUEUED)),
-    Field("progress", {"type": "number"}, "processing: percent separated, 0 to 100", lambda s: s.progress,
-          _when(PROCESSING)),
+    Field("progress", {"type": "number"}, "processing: percent separated, 0 to 100; done: 100", lambda s: s.progress,
+          _when(PROCESSING, DONE)),
     Field("worker", {"type": "string"}, "processing: the worker separating it", lambda s: s.worker, _when(PROCESSING)),
     Field("eta_seconds", {"type": "number", "nullable": True},
           "queued or processing: seconds until it is expected done, from the workers' measured speed and the work "
