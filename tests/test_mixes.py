@@ -160,6 +160,7 @@ def test_identical_recipes_at_once_are_rendered_once(planted, settings, store, r
     assert len({answer.content for answer in answers}) == 1
     assert len(stored_mixes(store, settings)) == 1
     assert redis_client.keys("mixes:lock:*") == []
+    assert (tmp_path / "rest.log").read_text().count(" rendered in ") == 1  # one ffmpeg run, logged by either process
 
 
 @pytest.mark.parametrize(("recipe", "why", "in_grpc"), [
