@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import subprocess
 import threading
 import time
@@ -46,7 +47,6 @@ RENDER_SECONDS = 30.0  # a render may take this long, plus...
 RENDER_SECONDS_PER_SECOND = 0.25  # ...this share of the song (a 4 minute MP3 mix takes about 3 s on one CPU)
 POLL_SECONDS = 0.2  # how often a request waiting for another's render looks again
 READ_TIMEOUT_US = 30_000_000  # ffmpeg gives up on the store after this long without a byte (microseconds)
-LINK_MINUTES = 60  # how long ffmpeg's links to the tracks stay valid (a render is cut short well before)
 MAX_WAVEFORM_BYTES = 64 * 1024  # a waveform is under 20 KB (worker/mixdown.py); more is not one of ours
 FENCE = "mixes:fence"
 CACHE_MISS, CACHE_HIT, CACHE_SHARED = "miss", "hit", "shared"
@@ -95,7 +95,7 @@ class Plan:
     tracks: dict[str, str]  # every stored track heard (or the one a silence takes its length from): its key
     key: str
     seconds: float  # the song's length
-    waited_since: float  # when the request began to wait for another's render (or its own)
+    asked_at: float  # when the request came (monotonic): it waits for another's render no longer than a lease
 
     @property
     def lock(self) -> str:
@@ -181,7 +181,7 @@ class Mixes:
     def rendering_elsewhere(self, plan: Plan) -> bool:
         """Whether another request still holds the mix's lock; BackendUnavailable once this one has waited longer
         than a render may take."""
-        if time.monotonic() - plan.waited_since > self._lease(plan):
+        if time.monotonic() - plan.asked_at > self._lease(plan):
             raise BackendUnavailable(f"the mix of song {plan.result.songhash} has been rendering for longer than "
                                      f"{self._lease(plan):.0f} s; try again")
         return bool(self.redis.exists(plan.lock))
@@ -255,7 +255,8 @@ class Mixes:
 
     def _run(self, plan: Plan, output: Path) -> None:
         gains = dict(plan.mix.sources())
-        urls = [(self.store.reader_link(key, LINK_MINUTES), gains[track]) for track, key in plan.tracks.items()]
+        minutes = math.ceil(plan.limit / 60) + 1  # ffmpeg's links to the tracks outlive the render, no more
+        urls = [(self.store.reader_link(key, minutes), gains[track]) for track, key in plan.tracks.items()]
         process = subprocess.Popen(command(urls, output, plan.mix), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={})
         said = Messages(process.stderr)
