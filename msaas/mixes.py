@@ -31,7 +31,7 @@ import imageio_ffmpeg
 import redis
 
 from msaas.audio import CHANNELS, SAMPLE_RATE, Messages
-from msaas.errors import BackendUnavailable, Conflict, NotFound, TooManyCalls
+from msaas.errors import BackendUnavailable, Conflict, LocalResourceError, NotFound, TooLarge, TooManyCalls
 from msaas.naming import Result, check_songhash
 from msaas.recipes import Mix, Recipe
 from msaas.records import DONE, STATES, status_key
@@ -41,7 +41,8 @@ from msaas.storage import Download
 from msaas.tenants import Tenant
 
 log = logging.getLogger(__name__)
-RENDERS = 2  # mixes rendered at once per service process, each by one ffmpeg thread; the others wait their turn...
+RENDERS = 2  # mixes rendered at once per service process, each by one ffmpeg thread...
+RENDER_BYTES = 768 * 2**20  # ...their outputs this much together in WORK_DIR; the others wait their turn...
 RENDER_WAIT = 10.0  # ...this long, then are asked to retry (429)
 RENDER_SECONDS = 30.0  # a render may take this long, plus...
 RENDER_SECONDS_PER_SECOND = 0.25  # ...this share of the song (a 4 minute MP3 mix takes about 3 s on one CPU)
@@ -100,6 +101,15 @@ class Plan:
     @property
     def lock(self) -> str:
         return f"mixes:lock:{self.key}"
+
+    @property
+    def largest(self) -> int:
+        """Bytes the mix may take at most: its length a little over the song's (MP3 tracks are padded)."""
+        seconds = self.seconds * 1.01 + 1
+        if self.mix.format == "mp3":
+            return int(seconds * (self.mix.mp3_bitrate or 320) * 1000 / 8) + 65536
+        width = 4 if self.mix.sample_format == "float32" else 2  # FLAC: at most 16-bit PCM and its frames' headers
+        return int(seconds * SAMPLE_RATE * CHANNELS * width * 1.01) + 65536
 
     @property
     def limit(self) -> float:
@@ -237,7 +247,7 @@ class Mixes:
         output = scratch / f"mix-{token}.{plan.mix.format}"
         started = time.monotonic()
         try:
-            with _turn():
+            with _turns().turn(plan.largest, RENDER_WAIT):
                 self._run(plan, output)
             size = output.stat().st_size
             held = self._scripts["held"](keys=[plan.lock, status_key(plan.result.id)], args=[token, plan.token])
@@ -271,6 +281,8 @@ class Mixes:
             said.join()
         if returncode != 0:
             text = said.text()
+            if "No space left on device" in text:
+                raise LocalResourceError("no space left on device in WORK_DIR for the mix; try again later")
             if "404" in text:
                 raise NotFound(f"a track of song {plan.result.songhash} is no longer stored; submit the song again "
                                "to separate it", "track_not_found")
@@ -312,19 +324,38 @@ def command(sources: list[tuple[str, float]], output: Path, mix: Mix) -> list[st
     ]  # fmt: skip
 
 
+class Turns:
+    """This process' renders: at most `count` at once (each an ffmpeg on about one CPU), their outputs at most `size`
+    bytes together on WORK_DIR until stored (the pods' scratch space is an emptyDir with a size limit)."""
+
+    def __init__(self, count: int, size: int) -> None:
+        self.count, self.size = count, size
+        self.running = self.held = 0
+        self.changed = threading.Condition()
+
+    @contextmanager
+    def turn(self, size: int, wait: float) -> Iterator[None]:
+        """A turn for a render of about `size` bytes, waited for at most `wait` seconds (then TooManyCalls, 429);
+        TooLarge (413) for a mix larger than all the room there is."""
+        if size > self.size:
+            raise TooLarge(f"this mix would be {size / 2**20:.0f} MiB, more than this server renders at once "
+                           f"({self.size / 2**20:.0f} MiB): ask for FLAC or MP3, or 16-bit samples")
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.running < self.count and self.held + size <= self.size, wait):
+                raise TooManyCalls(f"this server is rendering as many mixes as it may ({self.count} at once, "
+                                   f"{self.size / 2**20:.0f} MiB); try again in a few seconds")
+            self.running += 1
+            self.held += size
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.running -= 1
+                self.held -= size
+                self.changed.notify_all()
+
+
 @functools.cache
-def _turns() -> threading.BoundedSemaphore:
-    # Made at first use, so under gunicorn it is gevent's (the worker patches threading before the app loads).
-    return threading.BoundedSemaphore(RENDERS)
-
-
-@contextmanager
-def _turn() -> Iterator[None]:
-    """One of the process' RENDERS turns to render, waited for at most RENDER_WAIT (then 429: TooManyCalls)."""
-    turns = _turns()
-    if not turns.acquire(timeout=RENDER_WAIT):
-        raise TooManyCalls(f"this server is rendering {RENDERS} mixes already; try again in a few seconds")
-    try:
-        yield
-    finally:
-        turns.release()
+def _turns() -> Turns:
+    # Made at first use, so under gunicorn its lock is gevent's (the worker patches threading before the app loads).
+    return Turns(RENDERS, RENDER_BYTES)
