@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import resource
 import subprocess
 import threading
 import time
@@ -248,11 +249,11 @@ class Mixes:
         started = time.monotonic()
         try:
             with _turns().turn(plan.largest, RENDER_WAIT):
-                self._run(plan, output)
+                cpu_seconds = self._run(plan, output)
             size = output.stat().st_size
             held = self._scripts["held"](keys=[plan.lock, status_key(plan.result.id)], args=[token, plan.token])
-            log.info("song %s: mix %s rendered in %.1f s (%d tracks, %s, %d bytes)%s", plan.result.songhash,
-                     plan.mix.digest, time.monotonic() - started, len(plan.tracks), plan.mix.format, size,
+            log.info("song %s: mix %s rendered in %.1f s, %.2f CPU s (%d tracks, %s, %d bytes)%s", plan.result.songhash,
+                     plan.mix.digest, time.monotonic() - started, cpu_seconds, len(plan.tracks), plan.mix.format, size,
                      "" if held == "held" else f"; not stored: {held}")  # every render says so: the tests count them
             if held == "gone":
                 raise self._gone(plan)
@@ -263,7 +264,10 @@ class Mixes:
             output.unlink(missing_ok=True)
         return size
 
-    def _run(self, plan: Plan, output: Path) -> None:
+    def _run(self, plan: Plan, output: Path) -> float:
+        """Run ffmpeg; the CPU seconds this process' finished children took meanwhile (its own, unless other renders
+        or door decodes ended then too)."""
+        before = _children_cpu()
         gains = dict(plan.mix.sources())
         minutes = math.ceil(plan.limit / 60) + 1  # ffmpeg's links to the tracks outlive the render, no more
         urls = [(self.store.reader_link(key, minutes), gains[track]) for track, key in plan.tracks.items()]
@@ -290,6 +294,7 @@ class Mixes:
                         plan.mix.digest, returncode, text.strip()[-500:])
             raise BackendUnavailable(f"the mix of song {plan.result.songhash} could not be rendered (the object store "
                                      "may be unreachable); try again")
+        return _children_cpu() - before
 
     @staticmethod
     def _gone(plan: Plan) -> NotFound:
@@ -322,6 +327,11 @@ def command(sources: list[tuple[str, float]], output: Path, mix: Mix) -> list[st
         "-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS), *encoder,
         "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", mix.format, f"file:{output}",
     ]  # fmt: skip
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 class Turns:
