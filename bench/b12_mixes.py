@@ -12,6 +12,7 @@ import requests
 
 from bench import songs
 from bench.config import Plan
+from bench.measure import cpu_seconds
 from bench.report import Check, Section, Table, seconds
 from bench.stack import Callbacks, Stack
 from msaas.naming import songhash_of
@@ -35,8 +36,11 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
     cached: dict[str, float] = {}
     stack = Stack(scratch / "mixes", plan.model, worker_env=plan.worker_env(plan.cores))
     with Callbacks() as callbacks, stack:
+        worker_before = cpu_seconds(stack.worker_pid(0))
         separation = stack.separate(callbacks, mp3).seconds
-        separation_cpu = requests.get(f"{stack.url}/apiv1/usage", timeout=30).json()["cpu_seconds"]
+        # Demucs (the worker's children, as usage counts them) and the worker's own threads (decoding, encoding).
+        worker_own = cpu_seconds(stack.worker_pid(0)) - worker_before
+        separation_cpu = requests.get(f"{stack.url}/apiv1/usage", timeout=30).json()["cpu_seconds"] + worker_own
         print(f"MIXES: {SONG_SECONDS} s song separated in {seconds(separation)}, {separation_cpu:.0f} CPU s",
               flush=True)
         for name, recipe in RECIPES.items():
@@ -67,7 +71,7 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
         TITLE,
         [f"A {SONG_SECONDS} s song (the rondo tiled, 128 kbit/s MP3) through the service as `make run` starts it "
          f"(gunicorn REST, one worker on {plan.cores} CPUs), separated once into MP3 tracks (POST to the 4th track "
-         f"downloadable: {seconds(separation)}; the worker's children, Demucs, took {separation_cpu:.0f} CPU s), "
+         f"downloadable: {seconds(separation)}; {separation_cpu:.0f} CPU s, Demucs' and the worker's own), "
          f"then mixed: each recipe {RENDERS} times, each time a recipe of its own (the bass a hundredth of a dB "
          "apart), so each is rendered (`X-Mix-Cache: miss`): POST /apiv1/mix until the whole mix is downloaded. "
          "Then once more an identical one: stored (`hit`). One ffmpeg per render (one thread for its filters and "

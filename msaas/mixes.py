@@ -2,10 +2,9 @@
 `POST /apiv1/mix/<songhash>` (RenderMix) and `GET /apiv1/waveform/<songhash>/<track>` (GetWaveform).
 
 A mix is rendered from the stored tracks of the result's published attempt, never by separating again, by one
-ffmpeg process (a subprocess: nothing is decoded in a service process) that reads the tracks it needs from the
-store, sums them in double precision, each times its gain, and encodes the sum as the worker encodes tracks. It is
-stored beside the tracks, under the attempt's names (`<songhash>/<tag>/<token>/mixes/<digest>.<format>`), so
-removing the song removes its mixes, and a new separation (a new token) never serves an old one.
+ffmpeg process (msaas/rendering.py) that reads the tracks it needs from the store. It is stored beside the tracks,
+under the attempt's names (`<songhash>/<tag>/<token>/mixes/<digest>.<format>`), so removing the song removes its
+mixes, and a new separation (a new token) never serves an old one.
 
 Rendered once under races: the key is a pure function of the recipe's digest and the attempt, and a Redis lock per
 key, holding a fencing token, elects one renderer; the others wait until it is stored (or the lock is gone: they
@@ -16,48 +15,34 @@ with that attempt, and releases the lock only if it is still its own; a renderer
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import resource
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import imageio_ffmpeg
 import redis
 
-from msaas.audio import CHANNELS, SAMPLE_RATE, Messages
-from msaas.errors import BackendUnavailable, Conflict, LocalResourceError, NotFound, TooLarge, TooManyCalls
+from msaas import rendering
+from msaas.audio import CHANNELS, SAMPLE_RATE
+from msaas.errors import BackendUnavailable, Conflict, NotFound
 from msaas.naming import Result, check_songhash
 from msaas.recipes import Mix, Recipe
 from msaas.records import DONE, STATES, status_key
+from msaas.rendering import RenderFailed
 from msaas.scratch import claim
 from msaas.songs import Songs, stored_tracks
 from msaas.storage import Download
 from msaas.tenants import Tenant
 
 log = logging.getLogger(__name__)
-RENDERS = 2  # mixes rendered at once per service process, each by one ffmpeg thread...
-RENDER_BYTES = 768 * 2**20  # ...their outputs this much together in WORK_DIR; the others wait their turn...
-RENDER_WAIT = 10.0  # ...this long, then are asked to retry (429)
 RENDER_SECONDS = 30.0  # a render may take this long, plus...
 RENDER_SECONDS_PER_SECOND = 0.25  # ...this share of the song (a 4 minute MP3 mix takes about 3 s on one CPU)
 POLL_SECONDS = 0.2  # how often a request waiting for another's render looks again
-READ_TIMEOUT_US = 30_000_000  # ffmpeg gives up on the store after this long without a byte (microseconds)
 MAX_WAVEFORM_BYTES = 64 * 1024  # a waveform is under 20 KB (worker/mixdown.py); more is not one of ours
 FENCE = "mixes:fence"
 CACHE_MISS, CACHE_HIT, CACHE_SHARED = "miss", "hit", "shared"
-ENCODERS = {  # as worker/encoding.py writes tracks: LAME at quality 2, 16-bit WAV and FLAC
-    "mp3": ["-c:a", "libmp3lame", "-compression_level", "2"],
-    "wav": ["-c:a", "pcm_s16le"],
-    "flac": ["-c:a", "flac", "-sample_fmt", "s16"],
-}
-DEMUXERS, DECODERS = "mp3,wav,flac", "mp3float,mp3,pcm_s16le,pcm_f32le,flac"  # the tracks' own formats, no other
 
 # KEYS: the lock, the fencing counter. ARGV: lease in ms. A new fencing token, and the lock with it unless another
 # holds it: the token, or 0.
@@ -248,7 +233,7 @@ class Mixes:
         output = scratch / f"mix-{token}.{plan.mix.format}"
         started = time.monotonic()
         try:
-            with _turns().turn(plan.largest, RENDER_WAIT):
+            with rendering.turn(plan.largest):
                 cpu_seconds = self._run(plan, output)
             size = output.stat().st_size
             held = self._scripts["held"](keys=[plan.lock, status_key(plan.result.id)], args=[token, plan.token])
@@ -265,107 +250,22 @@ class Mixes:
         return size
 
     def _run(self, plan: Plan, output: Path) -> float:
-        """Run ffmpeg; the CPU seconds this process' finished children took meanwhile (its own, unless other renders
-        or door decodes ended then too)."""
-        before = _children_cpu()
+        """Render the mix into `output`; the CPU seconds it took."""
         gains = dict(plan.mix.sources())
         minutes = math.ceil(plan.limit / 60) + 1  # ffmpeg's links to the tracks outlive the render, no more
-        urls = [(self.store.reader_link(key, minutes), gains[track]) for track, key in plan.tracks.items()]
-        process = subprocess.Popen(command(urls, output, plan.mix), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={})
-        said = Messages(process.stderr)
+        sources = [(self.store.reader_link(key, minutes), gains[track]) for track, key in plan.tracks.items()]
         try:
-            returncode = process.wait(plan.limit)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise BackendUnavailable(f"the mix of song {plan.result.songhash} took longer than {plan.limit:.0f} s to "
-                                     "render; try again") from None
-        finally:
-            said.join()
-        if returncode != 0:
-            text = said.text()
-            if "No space left on device" in text:
-                raise LocalResourceError("no space left on device in WORK_DIR for the mix; try again later")
-            if "404" in text:
+            return rendering.run(sources, output, plan.mix, plan.limit)
+        except RenderFailed as failure:
+            if failure.missing:
                 raise NotFound(f"a track of song {plan.result.songhash} is no longer stored; submit the song again "
-                               "to separate it", "track_not_found")
-            log.warning("song %s: ffmpeg could not render mix %s (exit %d): %s", plan.result.songhash,
-                        plan.mix.digest, returncode, text.strip()[-500:])
-            raise BackendUnavailable(f"the mix of song {plan.result.songhash} could not be rendered (the object store "
-                                     "may be unreachable); try again")
-        return _children_cpu() - before
+                               "to separate it", "track_not_found") from None
+            log.warning("song %s: ffmpeg could not render mix %s: %s", plan.result.songhash, plan.mix.digest,
+                        failure)
+            raise BackendUnavailable(f"the mix of song {plan.result.songhash} could not be rendered ({failure.why}); "
+                                     "try again") from None
 
     @staticmethod
     def _gone(plan: Plan) -> NotFound:
         return NotFound(f"song {plan.result.songhash} was removed or separated again while its mix was made; ask "
                         "again", "song_not_found")
-
-
-def command(sources: list[tuple[str, float]], output: Path, mix: Mix) -> list[str]:
-    """The ffmpeg command that sums `sources` (URL, gain as a factor) in double precision into `output`, encoded as
-    the worker encodes tracks (`mix`'s format) and nothing else in it: no tags, no encoder's name, so a recipe
-    always renders to the same bytes."""
-    inputs: list[str] = []
-    for url, _ in sources:
-        inputs += ["-protocol_whitelist", "http,https,tcp,tls", "-format_whitelist", DEMUXERS,
-                   "-codec_whitelist", DECODERS, "-rw_timeout", str(READ_TIMEOUT_US), "-i", url]
-    scaled = ";".join(f"[{index}:a]volume={gain!r}:precision=double[a{index}]"
-                      for index, (_, gain) in enumerate(sources))
-    if len(sources) == 1:
-        graph = scaled.replace("[a0]", "[mix]")
-    else:
-        heard = "".join(f"[a{index}]" for index in range(len(sources)))
-        graph = f"{scaled};{heard}amix=inputs={len(sources)}:normalize=0:duration=longest[mix]"
-    if mix.format == "wav" and mix.sample_format == "float32":
-        encoder = ["-c:a", "pcm_f32le"]
-    else:
-        encoder = ENCODERS[mix.format] + (["-b:a", f"{mix.mp3_bitrate}k"] if mix.format == "mp3" else [])
-    return [
-        imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-v", "error", "-threads", "1",
-        *inputs, "-filter_complex", graph, "-filter_complex_threads", "1", "-map", "[mix]",
-        "-ar", str(SAMPLE_RATE), "-ac", str(CHANNELS), *encoder,
-        "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact", "-f", mix.format, f"file:{output}",
-    ]  # fmt: skip
-
-
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class Turns:
-    """This process' renders: at most `count` at once (each an ffmpeg on about one CPU), their outputs at most `size`
-    bytes together on WORK_DIR until stored (the pods' scratch space is an emptyDir with a size limit)."""
-
-    def __init__(self, count: int, size: int) -> None:
-        self.count, self.size = count, size
-        self.running = self.held = 0
-        self.changed = threading.Condition()
-
-    @contextmanager
-    def turn(self, size: int, wait: float) -> Iterator[None]:
-        """A turn for a render of about `size` bytes, waited for at most `wait` seconds (then TooManyCalls, 429);
-        TooLarge (413) for a mix larger than all the room there is."""
-        if size > self.size:
-            raise TooLarge(f"this mix would be {size / 2**20:.0f} MiB, more than this server renders at once "
-                           f"({self.size / 2**20:.0f} MiB): ask for FLAC or MP3, or 16-bit samples")
-        with self.changed:
-            if not self.changed.wait_for(lambda: self.running < self.count and self.held + size <= self.size, wait):
-                raise TooManyCalls(f"this server is rendering as many mixes as it may ({self.count} at once, "
-                                   f"{self.size / 2**20:.0f} MiB); try again in a few seconds")
-            self.running += 1
-            self.held += size
-        try:
-            yield
-        finally:
-            with self.changed:
-                self.running -= 1
-                self.held -= size
-                self.changed.notify_all()
-
-
-@functools.cache
-def _turns() -> Turns:
-    # Made at first use, so under gunicorn its lock is gevent's (the worker patches threading before the app loads).
-    return Turns(RENDERS, RENDER_BYTES)

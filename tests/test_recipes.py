@@ -1,4 +1,5 @@
-"""Mix recipes (msaas/recipes.py) made canonical, and the bound on a process' renders (msaas/mixes.py): pure logic."""
+"""Mix recipes (msaas/recipes.py) made canonical, the render command and the bound on a process' renders
+(msaas/rendering.py): pure logic."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import time
 import pytest
 
 from msaas.errors import BadRequest, TooLarge, TooManyCalls
-from msaas.mixes import Turns, command
 from msaas.recipes import Recipe
+from msaas.rendering import Turns, command
 
 TRACKS = ("vocals", "drums", "bass", "other")
 
