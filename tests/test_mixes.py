@@ -197,6 +197,9 @@ def test_nan_and_overflowing_gains_are_refused(planted, rest, rpc, store, settin
         with pytest.raises(grpc.RpcError) as refused:
             list(stub(rpc).RenderMix(pb.MixRequest(songhash=SONGHASH, recipe=pb.MixRecipe(gains={"drums": gain}))))
         assert refused.value.code() == Code.INVALID_ARGUMENT and error_code(refused.value) == "invalid_recipe"
+    for body in (b"[" * 50000, b'{"mute": ["\xff\xfe"]}', b'{"gains": {"drums": -6}'):  # deep, not UTF-8, cut
+        answer = requests.post(f"http://{rest}/apiv1/mix/{SONGHASH}", data=body)
+        assert answer.status_code == 400 and answer.json()["error"] == "invalid_json", (body[:20], answer.text)
     too_big = requests.post(f"http://{rest}/apiv1/mix/{SONGHASH}", data=b'{"mute": [' + b'"x",' * 30000 + b'"x"]}')
     assert too_big.status_code == 413
     assert stored_mixes(store, settings) == []
