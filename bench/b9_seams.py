@@ -33,7 +33,7 @@ def run(plan: Plan, scratch: Path) -> list[Section]:
             options = Options.resolve({"format": "wav", "shifts": 0}, plan.model.name)
             run_ = DemucsRun(plan.model.name, mp3, Path(folder) / name, options)
             config = SeparationConfig(demucs, cpus=plan.cores, chunk_seconds=chunk)
-            paths, _ = separate(run_, tracks, config, Path(folder) / f"{name}.log")
+            paths, *_ = separate(run_, tracks, config, Path(folder) / f"{name}.log")
             outputs[name] = {track: sphn.read(str(path))[0] for track, path in paths.items()}
     differences = {track: _difference(outputs["whole"][track], outputs["chunked"][track]) for track in tracks}
     for track, difference in differences.items():

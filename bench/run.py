@@ -47,6 +47,7 @@ from bench import (  # noqa: E402
     b10_door,
     b10_flood_grpc,
     b11_engines,
+    b12_mixes,
     flood_rest,
     threads,
 )
@@ -73,6 +74,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "FLOOD_GRPC": b10_flood_grpc.run,  # gRPC health under stalled streams; time to 503 with Redis frozen
     "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
     "ENGINES": b11_engines.run,  # the RoFormer models against htdemucs, CPU
+    "MIXES": b12_mixes.run,  # a 4 minute song's mix against its separation; waveform data per track
 }
 
 

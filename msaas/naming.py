@@ -11,7 +11,8 @@ from msaas.models import SIX_STEMS
 
 SONGHASH = re.compile(r"[0-9a-f]{56}")  # SHA-224 hex digest
 TRACK_ALIASES = {"base": "bass"}  # the reference README's typo `base.mp3`
-ALL_TRACKS = (*SIX_STEMS, *(f"no_{stem}" for stem in SIX_STEMS))  # no_<stem>: the rest, with --two-stems
+# no_<stem>: the rest, with --two-stems; residual: the song less the stems, with the option residual
+ALL_TRACKS = (*SIX_STEMS, *(f"no_{stem}" for stem in SIX_STEMS), "residual")
 FORMATS = {"mp3": "audio/mpeg", "wav": "audio/wav", "flac": "audio/flac"}  # extension -> content type
 
 

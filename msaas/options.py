@@ -19,6 +19,7 @@ from msaas.models import MODELS, SIX_STEMS, stems_of
 from msaas.naming import FORMATS, Result
 
 MP3_BITRATES = (64, 96, 128, 160, 192, 224, 256, 320)
+SAMPLE_FORMATS = ("int16", "float32")  # int16 is the default, and named as none (the tags of results stay as they were)
 # The options the first tags were made of, in their order: results stored under those tags keep their names.
 TAGGED_FIRST = ("model", "two_stems", "format", "mp3_bitrate")
 INTEGER = re.compile(r"[+]?[0-9]{1,9}")
@@ -117,6 +118,10 @@ class Options:
                             "--overlap): more is smoother and slower", bounds=(0.0, 0.9))
     shifts: int = option(6, "shifts", int, 1, "random time shifts of the song Demucs separates and averages (Demucs' "
                          "--shifts): each one more is a whole separation more; 0 makes runs repeatable", bounds=(0, 10))
+    residual: int = option(7, "residual", int, 0, "1: one track more, residual, the song less the sum of the stems, so "
+                           "the tracks sum to the song", (0, 1))
+    sample_format: str | None = option(8, "sample_format", str, None, "WAV tracks' samples: int16, or float32 (format "
+                                       "wav only), kept as separated, never rounded or clipped", SAMPLE_FORMATS)
 
     @classmethod
     def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:
@@ -128,6 +133,9 @@ class Options:
             if "mp3_bitrate" in given:
                 raise BadRequest("mp3_bitrate applies to format mp3 only", "invalid_option")
             options = replace(options, mp3_bitrate=None)
+        if options.sample_format == "float32" and options.format != "wav":
+            raise BadRequest("sample_format float32 applies to format wav only", "invalid_option")
+        options = replace(options, sample_format=options.sample_format if options.sample_format != "int16" else None)
         if options.two_stems and options.two_stems not in stems_of(options.model):
             raise BadRequest(
                 f"two_stems {options.two_stems!r} is not a source of model {options.model} "
@@ -137,9 +145,10 @@ class Options:
         return options
 
     def tracks(self) -> tuple[str, ...]:
+        residual = ("residual",) if self.residual else ()
         if self.two_stems:
-            return self.two_stems, f"no_{self.two_stems}"
-        return stems_of(self.model)
+            return self.two_stems, f"no_{self.two_stems}", *residual
+        return *stems_of(self.model), *residual
 
     @property
     def tag(self) -> str:

@@ -44,6 +44,7 @@ class SongState:
     worker: str = ""
     callback: CallbackState | None = None
     eta_seconds: float | None = None  # queued or processing: seconds until it is expected done
+    reconstruction_db: float | None = None  # done: how closely the tracks sum to the song (worker/mixdown.py)
 
     @property
     def ended(self) -> bool:
@@ -93,6 +94,10 @@ FIELDS: tuple[Field, ...] = (
           "queued or processing: seconds until it is expected done, from the workers' measured speed and the work "
           "ahead of it", lambda s: None if s.eta_seconds is None else round(s.eta_seconds, 1),
           _when(QUEUED, PROCESSING)),
+    Field("reconstruction_db", {"type": "number", "nullable": True},
+          "done: how closely the tracks, as stored, sum to the song (at their level): signal-to-difference in dB; "
+          "90 and more with the residual track in float32 WAV; null for songs separated before it was measured",
+          lambda s: s.reconstruction_db, _when(DONE)),
     Field("tracks", {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
           "done: each track's download link (gRPC: the track names)", lambda s: s.tracks, _when(DONE)),
     Field("callback", {"type": "object", "required": ["state", "delivered", "attempts", "outcome"], "properties": {

@@ -185,6 +185,7 @@ class Songs:
             worker=fields.get("worker", "") if state == PROCESSING else "",
             callback=_callback_state(view.claim),
             eta_seconds=self._eta(fields, state, ran, progress),
+            reconstruction_db=float(fields["reconstruction_db"]) if fields.get("reconstruction_db") else None,
         )
 
     def _eta(self, fields: Mapping[str, str], state: str, options: Options, progress: float) -> float | None:
@@ -307,6 +308,12 @@ def track_key(fields: Mapping[str, str], ref: TrackRef) -> str:
     if published:
         return ref.result.attempt_key(published, ref.track, ref.options.format)
     return ref.result.key(ref.track, ref.options.format)
+
+
+def stored_tracks(fields: Mapping[str, str], result: Result, asked: Options) -> tuple[Options, dict[str, str]]:
+    """What a done result ran with, and where each of its tracks is stored (those removed left out)."""
+    ran = _stored_options(fields, asked)
+    return ran, {track: track_key(fields, TrackRef(result, track, ran)) for track in _present(ran.tracks(), fields)}
 
 
 def _present(tracks: tuple[str, ...], fields: Mapping[str, str]) -> tuple[str, ...]:

@@ -67,11 +67,12 @@ redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5])
 return 1
 """
 
-# ARGV: q, callback queue, job_id, token, result, songhash, worker, expire_in, tenant, audio s, cpu s.
+# ARGV: q, callback queue, job_id, token, result, songhash, worker, expire_in, tenant, audio s, cpu s, reconstruction
+# dB ('': not measured).
 PUBLISH = LIB + LUA + FENCE + f"""
 local q, cbq, job_id, token, r, songhash = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 if not current(q, job_id, token, r) or redis.call('HGET', skey(r), 'state') ~= '{PROCESSING}' then return 0 end
-set_state(r, '{DONE}', '', {{'published', token, 'progress', 100, 'worker', ARGV[7]}})
+set_state(r, '{DONE}', '', {{'published', token, 'progress', 100, 'worker', ARGV[7], 'reconstruction_db', ARGV[12]}})
 if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', skey(r), ARGV[8]) end
 ack(q, job_id)
 deactivate(r)
@@ -185,13 +186,13 @@ class SongStatus:
                               f"{percent:.0f}"))
 
     def publish(self, delivery: Delivery, worker: str, expire_in: int | None, audio_seconds: float,
-                cpu_seconds: float) -> bool:
+                cpu_seconds: float, reconstruction_db: float | None = None) -> bool:
         """Done: the attempt's tracks are the result's, its callbacks queued and its job acknowledged, in one
         step; False (and nothing changed) if the attempt no longer holds the job."""
         job, taken = delivery.job, delivery.taken
         return bool(self._run("publish", self.queue.name, self.callback_queue, taken.id, taken.token, job.result.id,
                               job.songhash, worker, expire_in or 0, job.tenant, f"{audio_seconds:.3f}",
-                              f"{cpu_seconds:.3f}"))
+                              f"{cpu_seconds:.3f}", "" if reconstruction_db is None else f"{reconstruction_db:.2f}"))
 
     def retry(self, delivery: Delivery, reason: str, delay: float, counted: bool = True) -> bool:
         """Queued again (after `delay` seconds), saying why; `counted`: the attempt counts towards the limit."""

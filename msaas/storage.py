@@ -149,9 +149,9 @@ class ObjectStore:
         with self._reaching(f"{self.queue_bucket}/{key}"):
             self.client.fget_object(self.queue_bucket, key, path)
 
-    def put_output(self, key: str, path: str, extension: str) -> None:
+    def put_output(self, key: str, path: str, extension: str, content_type: str | None = None) -> None:
         self.ensure_buckets()
-        self._put_file(self.output_bucket, key, path, FORMATS[extension])
+        self._put_file(self.output_bucket, key, path, content_type or FORMATS[extension])
 
     def _put_file(self, bucket: str, key: str, path: str, content_type: str) -> None:
         """One PUT, sent from the file as it is read. minio-py's own uploads read the file into memory in
@@ -183,6 +183,20 @@ class ObjectStore:
         with self._reaching(f"{self.output_bucket}/{key}"):
             response = self.client.get_object(self.output_bucket, key)
         return Download(int(response.headers.get("Content-Length", 0)), response)
+
+    def output_size(self, key: str) -> int | None:
+        """An output's size in bytes; None if it is not stored."""
+        try:
+            with self._reaching(f"{self.output_bucket}/{key}"):
+                return self.client.stat_object(self.output_bucket, key).size
+        except NotFound:
+            return None
+
+    def reader_link(self, key: str, minutes: int) -> str:
+        """A presigned URL at the store's own address, for a process of this service to read an output (ffmpeg
+        rendering a mix, msaas/mixes.py); unchecked."""
+        with self._reaching(f"{self.output_bucket}/{key}"):
+            return self.client.presigned_get_object(self.output_bucket, key, timedelta(minutes=minutes))
 
     def output_link(self, key: str, minutes: int = 15) -> str:
         """A short-lived presigned URL to download an output straight from the store (NotFound if absent)."""

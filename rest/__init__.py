@@ -9,7 +9,7 @@ from msaas.logbus import LogBus, setup_logging
 from msaas.scratch import claim
 from msaas.services import build
 from msaas.settings import Settings
-from rest import admin, api, catalogue, errors, guards, limits, metrics
+from rest import admin, api, catalogue, errors, guards, limits, metrics, mixes
 from rest.backends import Backends
 from rest.metrics import RestMetrics
 
@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(admin.blueprint)
     app.register_blueprint(catalogue.blueprint)
+    app.register_blueprint(mixes.blueprint)
     metrics.register(app, instruments)
     errors.register(app)
     limits.register(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from msaas import shapes
 from msaas.naming import ALL_TRACKS, FORMATS
 from msaas.options import SPECS
+from rest import mixes
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 SONGHASH = {
@@ -192,6 +193,7 @@ def document() -> dict:
                 "responses": {"200": _json("usage", {"type": "object", "properties": {
                     "tenant": {"type": "string"}, **USAGE["properties"]}}), **COMMON}}},
             **_admin_paths(),
+            **mixes.openapi_paths(SONGHASH, TRACK, OPTION_PARAMETERS, _error, _json, COMMON),
             "/apiv1/status/{songhash}": {"get": {
                 "summary": "where a song stands; query options select a result made with other options",
                 "parameters": [SONGHASH, *OPTION_PARAMETERS],

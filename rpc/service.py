@@ -11,6 +11,7 @@ from contextlib import aclosing
 import grpc
 
 from msaas.jobs import Callback
+from msaas.mixes import Mixes
 from msaas.models import catalogue
 from msaas.naming import FORMATS
 from msaas.options import Options
@@ -26,11 +27,12 @@ from rpc.blocking import Blocking
 from rpc.guards import Guard, guarded, tenant
 from rpc.messages import callback_value, option_values, options_message, status_message, usage_message
 from rpc.metrics import RpcMetrics
+from rpc.mixes import MixMethods
 from rpc.streams import PacedStream, check_header, receive_song
 from rpc.watches import Watches
 
 
-class SeparationServicer(pb_grpc.SeparationServiceServicer):
+class SeparationServicer(MixMethods, pb_grpc.SeparationServiceServicer):
     def __init__(self, songs: Songs, guard: Guard, metrics: RpcMetrics, settings: Settings, blocking: Blocking,
                  watches: Watches) -> None:
         self.songs = songs
@@ -44,6 +46,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         # This process' own folder under WORK_DIR, as REST's: uploads spooled there by a process that was killed
         # are swept by the next one to start (msaas/scratch.py).
         self.scratch = str(claim(settings.work_dir, "rpc"))
+        self.mixes = Mixes(songs, settings.work_dir, settings.store_timeout)  # RenderMix, GetWaveform (rpc/mixes.py)
 
     @guarded
     async def Submit(self, requests: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext

@@ -223,7 +223,7 @@ def test_removing_a_song_removes_every_result_and_its_input(settings, rest, stor
     finally:
         worker.stop()
     removed = requests.delete(f"http://{rest}/apiv1/remove/{SONGHASH}")
-    assert removed.status_code == 200 and removed.json()["removed"] == 9  # 4 + 4 tracks and the input
+    assert removed.status_code == 200 and removed.json()["removed"] == 17  # 4 + 4 tracks, their waveforms, the input
     assert list(store.client.list_objects(settings.output_bucket, recursive=True)) == []
     assert not store.has_input(SONGHASH)
     assert status_of(rest).status_code == 404

@@ -103,10 +103,6 @@ def test_join_gives_back_the_song_and_maps_two_chunks_at_most(tmp_path):
         mapped = max(mapped, Path("/proc/self/maps").read_text().count(f"{tmp_path}/chunk-"))
     assert len(plan) >= 6 and 1 <= mapped <= 2
     assert np.allclose(np.concatenate(blocks) / encoding.LEVEL, song, atol=1e-6)
-    # Rescaled as Demucs rescales a whole track: below full scale unchanged, above it by 1.01 x its peak.
-    assert np.allclose(np.concatenate(list(encoding.rescaled(lambda: chunks.joined(stems, plan)))), song, atol=1e-6)
-    loud = list(encoding.rescaled(lambda: (block * 3 for block in chunks.joined(stems, plan))))
-    assert np.allclose(np.concatenate(loud), song / (1.01 * np.abs(song).max()), atol=1e-6)
 
 
 def test_float_wavs_read_back_as_written(tmp_path):
@@ -161,7 +157,7 @@ def test_chunked_separation_matches_the_whole_song_within_60_db(
     for name, chunk_seconds in (("whole", 0), ("chunked", chunk)):
         options = Options.resolve({"format": "wav", "shifts": 0}, model)
         run = DemucsRun(model, mp3, tmp_path / name / "separated", options)
-        outputs[name], measured = separate(
+        outputs[name], measured, *_ = separate(
             run, FOUR_STEMS,
             SeparationConfig(demucs, cpus=2, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
             tmp_path / f"{name}.log", report=progress.append if name == "chunked" else lambda percent: None,

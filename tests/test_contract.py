@@ -33,9 +33,11 @@ def status(rest: str, songhash: str, **query) -> dict:
 
 
 def outputs(store, settings, songhash: str) -> list[str]:
-    """The song's outputs, each named by its result's prefix and track (the attempt's own folder left out)."""
+    """The song's outputs, each named by its result's prefix and track (the attempt's own folder and the tracks'
+    waveforms left out)."""
     names = [item.object_name.split("/") for item in store.client.list_objects(settings.output_bucket, songhash,
-                                                                                  recursive=True)]
+                                                                                  recursive=True)
+             if not item.object_name.endswith(".waveform.json")]
     return sorted(f"{songhash}/{name[1]}/{name[3]}" for name in names)
 
 

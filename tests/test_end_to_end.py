@@ -60,7 +60,8 @@ def test_song_is_separated_downloaded_called_back_and_removed(
         # Written under the names of the attempt that published them (issue 20: a stale attempt's are never served).
         published = redis_client.hget(f"status:{SONGHASH}", "published")
         names = sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, recursive=True))
-        assert names == sorted(f"{SONGHASH}/default/{published}/{track}.mp3" for track in FOUR_STEMS)
+        assert names == sorted(f"{SONGHASH}/default/{published}/{track}.{kind}" for track in FOUR_STEMS
+                               for kind in ("mp3", "waveform.json"))  # each track, and its waveform for the page
 
         assert callback_receiver.arrived.wait(10)
         delivery = callback_receiver.received[0]

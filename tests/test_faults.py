@@ -62,7 +62,8 @@ def outcome(settings, store, songhash: str) -> str:
         return "pending"
     published = f"{songhash}/default/{state['published']}/"
     names = {item.object_name for item in store.client.list_objects(settings.output_bucket, prefix=published)}
-    return "done" if names == {f"{published}{track}.mp3" for track in FOUR_STEMS} else "pending"
+    stored = {f"{published}{track}.{kind}" for track in FOUR_STEMS for kind in ("mp3", "waveform.json")}
+    return "done" if names == stored else "pending"
 
 
 def wait_all(settings, store, hashes: list[str], timeout: float) -> dict[str, str]:
@@ -297,6 +298,7 @@ def test_a_job_delivered_twice_gives_one_set_of_outputs_and_one_result(
     assert outcomes == {job.songhash: "done"}
     names = sorted(item.object_name for item in store.client.list_objects(settings.output_bucket, recursive=True))
     published = connection.hget(f"status:{job.songhash}", "published")
-    assert names == sorted(f"{job.songhash}/default/{published}/{track}.mp3" for track in FOUR_STEMS)
+    assert names == sorted(f"{job.songhash}/default/{published}/{track}.{kind}" for track in FOUR_STEMS
+                           for kind in ("mp3", "waveform.json"))
     assert len(callback_receiver.received) == 1
     assert callback_receiver.received[0]["headers"]["X-Event-Id"] == job.id

@@ -39,7 +39,7 @@ def test_api_matches_its_openapi_document(rest):
     served = requests.get(f"http://{rest}/apiv1/openapi.json").json()
     schema = schemathesis.openapi.from_dict(served)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 22  # every route: tests/test_openapi.py::test_document_describes_every_route
+    assert len(operations) == 24  # every route: tests/test_openapi.py::test_document_describes_every_route
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -37,6 +37,8 @@ RPC_OF_ROUTE = {
     ("DELETE", "/apiv1/admin/dead/<entry_id>"): "PurgeDeadLetters",
     ("POST", "/apiv1/admin/dead/<entry_id>/retry"): "RetryDeadLetter",
     ("GET", "/apiv1/admin/usage"): "ListUsage",
+    ("POST", "/apiv1/mix/<songhash>"): "RenderMix",
+    ("GET", "/apiv1/waveform/<songhash>/<track>"): "GetWaveform",
 }
 NOT_RPCS = {"/", "/healthz", "/readyz", "/metrics", "/apiv1/openapi.json", "/static/<path:filename>"}
 

@@ -112,7 +112,7 @@ def test_identical_uploads_separate_once_and_a_remove_drops_only_that_claim(keye
     assert call(address, "GET", f"/apiv1/track/{SONGHASH}/vocals.mp3", "bob").content == vocals
     assert store.has_input(SONGHASH)
     removed = call(address, "DELETE", f"/apiv1/remove/{SONGHASH}", "bob")
-    assert removed.json()["removed"] == 5  # the last claim: four tracks and the input
+    assert removed.json()["removed"] == 9  # the last claim: four tracks, their waveforms and the input
     assert list(store.client.list_objects(settings.output_bucket, recursive=True)) == []
 
 

@@ -1,17 +1,16 @@
-"""From Demucs' stems to the files of the tracks a client gets: the level the song is separated at, the one rule
-that keeps a track from clipping, and the encoders.
+"""From Demucs' stems to the files of the tracks a client gets: the level the song is separated at, and the
+encoders.
 
 Demucs hears the song `LEVEL` quieter (whole or in chunks) and writes float WAVs with `--clip-mode none`: it clamps
 float output to ±1, and a stem may peak above full scale before the level is restored. A power of two scales
 without rounding, and Demucs normalises its input by its standard deviation, so the level changes nothing else.
-Each track is then brought back and rescaled here, over the whole track, as Demucs' default `--clip-mode rescale`
-does: divided by 1.01 times its peak when that is above full scale.
+The tracks are then brought back, all by one gain, so that none clips (worker/mixdown.py).
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -24,26 +23,9 @@ from worker import wav
 LEVEL = 2.0**-8
 
 
-def rescaled(blocks: Callable[[], Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
-    """The track whose blocks (at `LEVEL`) `blocks()` gives, back at full level and rescaled not to clip. Two
-    passes: its peak, then the track."""
-    peak = max((float(np.abs(block).max()) for block in blocks() if block.size), default=0.0) / LEVEL
-    gain = np.float32(1 / (LEVEL * max(1.01 * peak, 1)))
-    for block in blocks():
-        yield block * gain
-
-
 def blocks_of(stem: np.ndarray) -> Iterator[np.ndarray]:
     for at in range(0, len(stem), wav.BLOCK):
         yield stem[at : at + wav.BLOCK]
-
-
-def write_track(blocks: Callable[[], Iterable[np.ndarray]], frames: int, path: Path, kind: str,
-                mp3_bitrate: int) -> None:
-    """Write the track of `frames` frames whose blocks (at `LEVEL`) `blocks()` gives to `path`, as `kind`."""
-    with Encoder(path, kind, frames, mp3_bitrate) as encoder:
-        for block in rescaled(blocks):
-            encoder.write(block)
 
 
 class Encoder:
@@ -72,14 +54,17 @@ class Encoder:
         else:
             wav.write_header(self.file, frames, float_samples=False)
 
-    def write(self, block: np.ndarray) -> None:
-        pcm = (np.clip(block, -1, 1) * (2**15 - 1)).astype("<i2").tobytes()  # Demucs' i16_pcm
+    def write(self, block: np.ndarray) -> np.ndarray:
+        """Encode `block` (full scale ±1); the 16-bit samples encoded."""
+        samples = (np.clip(block, -1, 1) * (2**15 - 1)).astype("<i2")  # Demucs' i16_pcm
+        pcm = samples.tobytes()
         if self.lame:
             self.file.write(self.lame.encode(pcm))
         elif self.ffmpeg:
             self.ffmpeg.stdin.write(pcm)
         else:
             self.file.write(pcm)
+        return samples
 
     def __enter__(self) -> Encoder:
         return self

@@ -32,6 +32,7 @@ from msaas.scratch import claim
 from msaas.settings import Settings
 from msaas.status import SongStatus
 from msaas.storage import ObjectStore
+from worker import mixdown
 from worker.callbacks import CallbackSender
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
 from worker.metrics import WorkerMetrics
@@ -246,8 +247,8 @@ class Worker:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
             log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, options.model,
                      delivery.attempts + 1)
-            tracks, seconds = separate(run, options.tracks(), self.separation, Path(scratch) / "demucs.log", check,
-                                       report)
+            tracks, seconds, waveforms, reconstruction_db = separate(
+                run, mixdown.separated_tracks(options), self.separation, Path(scratch) / "demucs.log", check, report)
             separated = time.monotonic()
             cpu_seconds = _children_cpu() - cpu_before
             self.metrics.separated(options.model, separated - started, seconds)
@@ -257,7 +258,9 @@ class Worker:
                     cancellation.raise_if_gone()  # asked before each upload
                     written.append(result.attempt_key(token, track, options.format))
                     self.store.put_output(written[-1], str(path), options.format)
-                if not self.status.publish(delivery, self.name, self.done_expiry(separated), seconds, cpu_seconds):
+                mixdown.store_waveforms(self.store, result, token, waveforms, written)
+                if not self.status.publish(delivery, self.name, self.done_expiry(separated), seconds, cpu_seconds,
+                                           reconstruction_db):
                     cancellation.raise_if_gone()
                     raise Lost()
             except BaseException:

@@ -6,16 +6,14 @@ segment per CPU with one Torch thread each (`-j`) is faster than Torch's own thr
 processes on parts of the song, without their seams; so a song that fits the memory budget goes whole, in one
 process. One that does not is cut in the longest chunks that fit (worker/chunks.py), one process each, in turn,
 and joined. Demucs writes float WAVs, and the worker rescales and encodes the tracks in parallel (Demucs encodes
-them one by one; worker/encoding.py). Each run is worker/demucs_run.py's.
+them one by one; worker/mixdown.py). Each run is worker/demucs_run.py's.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -24,9 +22,8 @@ from msaas import audio, models
 from msaas.audio import SAMPLE_RATE
 from msaas.deadline import Deadline
 from msaas.errors import BadRequest, ConfigError
-from msaas.options import Options
 from msaas.settings import Settings
-from worker import chunks, encoding, resources, wav
+from worker import chunks, encoding, mixdown, resources, wav
 from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, last_line, run, tail
 from worker.policies import TimeLimit
 
@@ -117,6 +114,8 @@ def layout(seconds: float, model: str, config: SeparationConfig, worker_mib: flo
 class Separated(NamedTuple):
     tracks: dict[str, Path]  # each track's file
     seconds: float  # the song's length, as decoded
+    waveforms: dict[str, Path]  # each track's waveform (worker/mixdown.py)
+    reconstruction_db: float  # how closely the tracks sum to the song
 
 
 def separate(
@@ -131,7 +130,7 @@ def separate(
 
     One way through: decode the song as its door did (msaas/audio.py), lay it out from that one length
     (`layout`), run Demucs on the song, or on each chunk of it in turn (worker/chunks.py), then rescale and encode
-    each track, in parallel (worker/encoding.py). Past its time limit, or when `abandon()` turns true, a Demucs run's
+    each track, in parallel (worker/mixdown.py). Past its time limit, or when `abandon()` turns true, a Demucs run's
     whole process group is killed. `report` hears the progress percentage about once a second.
     """
     folder = song.out_dir.parent / "input"
@@ -162,7 +161,9 @@ def separate(
         part.inputs[0].unlink()
     stems = {track: [song.track_path(track, path) for path in inputs] for track in tracks}
     check_stems(stems, grid, log_path)
-    return Separated(write_tracks(stems, grid, song.out_dir / "joined", song.options, config.cpus), seconds)
+    mixed = mixdown.write_tracks(stems, grid, song.out_dir / "joined", song.options, config.cpus, song.input_path,
+                                 config.max_seconds)
+    return Separated(mixed.tracks, seconds, mixed.waveforms, mixed.reconstruction_db)
 
 
 def decode(song: Path, whole: Path, max_seconds: float) -> int:
@@ -173,25 +174,6 @@ def decode(song: Path, whole: Path, max_seconds: float) -> int:
             return audio.decode(str(song), max_seconds, writer.write)
     except BadRequest as refusal:  # a job pushed without passing the door, or a door with another ffmpeg
         raise SeparationFailed(refusal.message) from None
-
-
-def write_tracks(stems: dict[str, list[Path]], grid: list[chunks.Chunk], folder: Path, options: Options,
-                 cpus: int) -> dict[str, Path]:
-    """Each track's file in `folder`, from its stem of the song, or of each chunk joined (worker/encoding.py)."""
-    folder.mkdir()
-    outputs = {track: folder / f"{track}.{options.format}" for track in stems}
-
-    def write(track: str) -> None:
-        if len(grid) > 1:
-            blocks = functools.partial(chunks.joined, stems[track], grid)
-        else:
-            blocks = functools.partial(encoding.blocks_of, wav.read(stems[track][0]))
-        encoding.write_track(blocks, grid[-1].end, outputs[track], options.format, options.mp3_bitrate)
-
-    # One track per CPU at a time: lameenc and numpy let go of the GIL while they work.
-    with ThreadPoolExecutor(max(1, min(cpus, len(stems)))) as pool:
-        list(pool.map(write, stems))  # raises what an encoding raised
-    return outputs
 
 
 def check_stems(stems: dict[str, list[Path]], grid: list[chunks.Chunk], log_path: Path) -> None:

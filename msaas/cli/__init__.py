@@ -15,7 +15,7 @@ import os
 import sys
 import urllib.parse
 
-from msaas.cli import commands
+from msaas.cli import commands, mixing
 from msaas.cli.client import Client
 from msaas.cli.exits import BUG, INTERRUPTED, SERVER, USAGE, Failure
 from msaas.options import SPECS
@@ -77,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     remove.add_argument("track", nargs="?")
     cancel = sub.add_parser("cancel", parents=[common], help="stop a song's queued and running jobs; results stay")
     cancel.add_argument("songhash")
+    mixing.add_parser(sub, [common, selection])
     return main_parser
 
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     command = {
         "separate": commands.separate, "status": commands.status, "queue": commands.queue,
         "get": commands.get, "rm": commands.remove, "cancel": commands.cancel, "usage": commands.usage,
-        "admin": commands.admin,
+        "admin": commands.admin, "mix": mixing.mix,
     }[args.command]
     try:
         client = client_for(server_url(args.server or os.environ.get("MSAAS_URL") or DEFAULT_SERVER),

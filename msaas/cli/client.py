@@ -16,6 +16,7 @@ from msaas.cli.exits import NOT_FOUND, SERVER, USAGE, Failure
 USER_AGENT = "msaas-cli/1"
 CHUNK = 256 * 1024
 TIMEOUT = 60.0  # seconds for one request; an upload of a large song on a slow link may need it
+MIX_TIMEOUT = 1200.0  # seconds for a mix: the server renders it first (an hour's song may take minutes)
 
 
 class ApiError(Failure):
@@ -40,8 +41,8 @@ class Client:
         return self.server + target
 
     def request(
-        self, method: str, path: str, query: dict[str, str] | None = None, body: BinaryIO | None = None,
-        headers: dict[str, str] | None = None,
+        self, method: str, path: str, query: dict[str, str] | None = None, body: BinaryIO | bytes | None = None,
+        headers: dict[str, str] | None = None, timeout: float = TIMEOUT,
     ):
         """An open response for a 2xx answer; ApiError otherwise."""
         request = urllib.request.Request(self.url(path, query), data=body, method=method)
@@ -51,7 +52,7 @@ class Client:
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
-            return urllib.request.urlopen(request, timeout=TIMEOUT)  # noqa: S310 - the user names the server
+            return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - the user names the server
         except urllib.error.HTTPError as error:
             raise _api_error(error) from None
         except (urllib.error.URLError, OSError) as error:
@@ -120,6 +121,21 @@ class Client:
 
     def cancel(self, songhash: str) -> dict:
         return self.json("POST", f"/apiv1/cancel/{songhash}")
+
+    def mix(self, songhash: str, options: dict[str, str], recipe: dict, destination: BinaryIO) -> dict:
+        """Stream the mix `recipe` asks for into `destination`; what the server says of it (digest, cache)."""
+        body, headers = json.dumps(recipe).encode(), {"Content-Type": "application/json"}
+        with self.request("POST", f"/apiv1/mix/{songhash}", options, body, headers, MIX_TIMEOUT) as response:
+            while chunk := response.read(CHUNK):
+                destination.write(chunk)
+            return {"digest": response.headers.get("X-Mix-Digest"), "cache": response.headers.get("X-Mix-Cache")}
+
+    def mix_link(self, songhash: str, options: dict[str, str], recipe: dict) -> dict:
+        """A link to the mix (valid 15 minutes), its size, digest and file name."""
+        body, headers = json.dumps(recipe).encode(), {"Content-Type": "application/json"}
+        with self.request("POST", f"/apiv1/mix/{songhash}", {**options, "link": "1"}, body, headers,
+                          MIX_TIMEOUT) as response:
+            return json.loads(response.read())
 
     def watch(self, songhash: str, options: dict[str, str], interval: float, timeout: float | None) -> Iterator[dict]:
         """The song's status every `interval` seconds until the caller stops (it ended); stops at `timeout`."""

@@ -7,7 +7,9 @@ import argparse
 import json
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from msaas.cli.client import Client
 from msaas.cli.exits import OK, SONG_FAILED, TIMEOUT, USAGE, Failure
@@ -71,10 +73,15 @@ def wait(
 
 def save(client: Client, url: str, path: Path) -> Path:
     """Download into `path`, via a partial file, so a failed download never leaves a truncated track."""
+    return save_into(path, lambda file: client.download(url, file))
+
+
+def save_into(path: Path, fill: Callable[[BinaryIO], object]) -> Path:
+    """`fill` a partial file, then give it `path`'s name: a failure never leaves a truncated file there."""
     partial = path.with_name(path.name + ".part")
     try:
         with partial.open("wb") as file:
-            client.download(url, file)
+            fill(file)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

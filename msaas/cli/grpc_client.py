@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import grpc
 
-from msaas.cli.client import CHUNK, TIMEOUT, ApiError
+from msaas.cli.client import CHUNK, MIX_TIMEOUT, TIMEOUT, ApiError
 from msaas.errors import ERRORS
 from msaas.options import SPECS
 from msaas.shapes import FIELDS, CallbackState, SongState
@@ -134,6 +134,29 @@ class GrpcClient:
         answer = self._call(self.stub.CancelSong, pb.SongRequest(songhash=songhash), timeout=TIMEOUT)
         return {"hash": answer.songhash, "cancelled": answer.cancelled, "reason": answer.reason}
 
+    def mix(self, songhash: str, options: dict[str, str], recipe: dict, destination: BinaryIO) -> dict:
+        """Stream the mix `recipe` asks for into `destination`; what the server says of it (digest, cache)."""
+        described: dict = {}
+        try:
+            for part in self.stub.RenderMix(_mix_request(songhash, options, recipe), timeout=MIX_TIMEOUT,
+                                            metadata=self.metadata):
+                if part.HasField("info"):
+                    described = {"digest": part.info.digest, "cache": part.info.cache}
+                destination.write(part.chunk)
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return described
+
+    def mix_link(self, songhash: str, options: dict[str, str], recipe: dict) -> dict:
+        """A link to the mix (valid 15 minutes), its size, digest and file name."""
+        request = _mix_request(songhash, options, recipe)
+        request.link = True
+        try:
+            info = next(iter(self.stub.RenderMix(request, timeout=MIX_TIMEOUT, metadata=self.metadata))).info
+        except grpc.RpcError as error:
+            raise self._error(error) from None
+        return {name: getattr(info, name) for name in ("url", "size", "content_type", "digest", "filename", "cache")}
+
     def _call(self, method, request, timeout: float | None = None):
         try:
             return method(request, timeout=timeout, metadata=self.metadata)
@@ -153,6 +176,10 @@ def _options(values: dict[str, str]) -> pb.Options:
     """The CLI's options (text, as for REST's query) as the contract's typed fields."""
     kinds = {spec.name: spec.kind for spec in SPECS}
     return pb.Options(**{name: kinds[name](value) for name, value in values.items() if name in kinds})
+
+
+def _mix_request(songhash: str, options: dict[str, str], recipe: dict) -> pb.MixRequest:
+    return pb.MixRequest(songhash=songhash, options=_options(options), recipe=pb.MixRecipe(**recipe))
 
 
 def _status(message: pb.SongStatus) -> dict:

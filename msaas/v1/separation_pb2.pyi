@@ -12,20 +12,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Options(_message.Message):
-    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap", "shifts")
+    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap", "shifts", "residual", "sample_format")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TWO_STEMS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     MP3_BITRATE_FIELD_NUMBER: _ClassVar[int]
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
     SHIFTS_FIELD_NUMBER: _ClassVar[int]
+    RESIDUAL_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     model: str
     two_stems: str
     format: str
     mp3_bitrate: int
     overlap: float
     shifts: int
-    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ..., shifts: _Optional[int] = ...) -> None: ...
+    residual: int
+    sample_format: str
+    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ..., shifts: _Optional[int] = ..., residual: _Optional[int] = ..., sample_format: _Optional[str] = ...) -> None: ...
 
 class Callback(_message.Message):
     __slots__ = ("url", "data")
@@ -70,7 +74,7 @@ class StatusRequest(_message.Message):
     def __init__(self, songhash: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
 
 class SongStatus(_message.Message):
-    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback", "eta_seconds")
+    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback", "eta_seconds", "reconstruction_db")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[SongStatus.State]
@@ -104,6 +108,7 @@ class SongStatus(_message.Message):
     TRACKS_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RECONSTRUCTION_DB_FIELD_NUMBER: _ClassVar[int]
     songhash: str
     state: SongStatus.State
     options: Options
@@ -116,7 +121,8 @@ class SongStatus(_message.Message):
     tracks: _containers.RepeatedScalarFieldContainer[str]
     callback: CallbackOutcome
     eta_seconds: float
-    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ..., eta_seconds: _Optional[float] = ...) -> None: ...
+    reconstruction_db: float
+    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ..., eta_seconds: _Optional[float] = ..., reconstruction_db: _Optional[float] = ...) -> None: ...
 
 class CallbackOutcome(_message.Message):
     __slots__ = ("state", "delivered", "attempts", "outcome")
@@ -359,3 +365,76 @@ class CancelSongResponse(_message.Message):
     cancelled: int
     reason: str
     def __init__(self, songhash: _Optional[str] = ..., cancelled: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class MixRecipe(_message.Message):
+    __slots__ = ("gains", "mute", "preset", "format", "mp3_bitrate", "sample_format")
+    class GainsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    GAINS_FIELD_NUMBER: _ClassVar[int]
+    MUTE_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    MP3_BITRATE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    gains: _containers.ScalarMap[str, float]
+    mute: _containers.RepeatedScalarFieldContainer[str]
+    preset: str
+    format: str
+    mp3_bitrate: int
+    sample_format: str
+    def __init__(self, gains: _Optional[_Mapping[str, float]] = ..., mute: _Optional[_Iterable[str]] = ..., preset: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., sample_format: _Optional[str] = ...) -> None: ...
+
+class MixRequest(_message.Message):
+    __slots__ = ("songhash", "options", "recipe", "link")
+    SONGHASH_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    songhash: str
+    options: Options
+    recipe: MixRecipe
+    link: bool
+    def __init__(self, songhash: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., recipe: _Optional[_Union[MixRecipe, _Mapping]] = ..., link: _Optional[bool] = ...) -> None: ...
+
+class MixInfo(_message.Message):
+    __slots__ = ("size", "content_type", "filename", "digest", "cache", "url")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    content_type: str
+    filename: str
+    digest: str
+    cache: str
+    url: str
+    def __init__(self, size: _Optional[int] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., digest: _Optional[str] = ..., cache: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class RenderMixResponse(_message.Message):
+    __slots__ = ("info", "chunk")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    info: MixInfo
+    chunk: bytes
+    def __init__(self, info: _Optional[_Union[MixInfo, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class Waveform(_message.Message):
+    __slots__ = ("track", "seconds", "buckets", "min", "max")
+    TRACK_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    track: str
+    seconds: float
+    buckets: int
+    min: _containers.RepeatedScalarFieldContainer[int]
+    max: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, track: _Optional[str] = ..., seconds: _Optional[float] = ..., buckets: _Optional[int] = ..., min: _Optional[_Iterable[int]] = ..., max: _Optional[_Iterable[int]] = ...) -> None: ...

@@ -91,6 +91,16 @@ class SeparationServiceStub:
                 request_serializer=msaas_dot_v1_dot_separation__pb2.SongRequest.SerializeToString,
                 response_deserializer=msaas_dot_v1_dot_separation__pb2.CancelSongResponse.FromString,
                 _registered_method=True)
+        self.RenderMix = channel.unary_stream(
+                '/msaas.v1.SeparationService/RenderMix',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.MixRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.RenderMixResponse.FromString,
+                _registered_method=True)
+        self.GetWaveform = channel.unary_unary(
+                '/msaas.v1.SeparationService/GetWaveform',
+                request_serializer=msaas_dot_v1_dot_separation__pb2.TrackRequest.SerializeToString,
+                response_deserializer=msaas_dot_v1_dot_separation__pb2.Waveform.FromString,
+                _registered_method=True)
 
 
 class SeparationServiceServicer:
@@ -185,6 +195,24 @@ class SeparationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenderMix(self, request, context):
+        """A mix of a done song's tracks, each at its gain or muted, rendered from the stored tracks (never separated
+        again), once per recipe, and kept beside them (REST: POST /apiv1/mix/<songhash>). Streamed as a track is:
+        first `info`, then its bytes; with `link`, only `info`, holding a link. INVALID_ARGUMENT for a recipe the
+        song cannot take, FAILED_PRECONDITION while the song is not done (docs/mixes.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWaveform(self, request, context):
+        """A track's waveform, computed once by the worker: the lowest and highest sample in each of up to 2,000 spans of
+        the song (REST: GET /apiv1/waveform/<songhash>/<track>).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SeparationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +270,16 @@ def add_SeparationServiceServicer_to_server(servicer, server):
                     servicer.CancelSong,
                     request_deserializer=msaas_dot_v1_dot_separation__pb2.SongRequest.FromString,
                     response_serializer=msaas_dot_v1_dot_separation__pb2.CancelSongResponse.SerializeToString,
+            ),
+            'RenderMix': grpc.unary_stream_rpc_method_handler(
+                    servicer.RenderMix,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.MixRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.RenderMixResponse.SerializeToString,
+            ),
+            'GetWaveform': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWaveform,
+                    request_deserializer=msaas_dot_v1_dot_separation__pb2.TrackRequest.FromString,
+                    response_serializer=msaas_dot_v1_dot_separation__pb2.Waveform.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -543,6 +581,60 @@ class SeparationService:
             '/msaas.v1.SeparationService/CancelSong',
             msaas_dot_v1_dot_separation__pb2.SongRequest.SerializeToString,
             msaas_dot_v1_dot_separation__pb2.CancelSongResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenderMix(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/msaas.v1.SeparationService/RenderMix',
+            msaas_dot_v1_dot_separation__pb2.MixRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.RenderMixResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWaveform(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/msaas.v1.SeparationService/GetWaveform',
+            msaas_dot_v1_dot_separation__pb2.TrackRequest.SerializeToString,
+            msaas_dot_v1_dot_separation__pb2.Waveform.FromString,
             options,
             channel_credentials,
             insecure,
