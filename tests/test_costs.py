@@ -8,6 +8,7 @@ estimate, which looks at up to `eta.AHEAD` jobs ahead of it one by one, never mo
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -28,6 +29,7 @@ from support import SHORT_SAMPLE, job_for, stored_result
 SONG = SHORT_SAMPLE.read_bytes()
 QUEUE_SIZES = (100, 1_000, 10_000)
 OTHER_SONGS = 300_000
+PADDING = itertools.count(1)
 PAGE = 50  # the listings' pages measured: two full ones even with 100 songs queued
 MAX_PAGE_BYTES = 64 * 1024  # a full page of ListQueue (100 songs) is about 20 KB; the message limit is 512 KiB
 # Other songs' records, made by the thousands in one script: a done result's status, its owner, its song's results
@@ -63,9 +65,9 @@ def other_songs(settings, count: int, batch: int = 20_000) -> None:
                    min(batch, count - first)])
 
 
-def submit(rest: str, number: int) -> str:
-    """A song of its own (the sample, with `number` bytes of padding) through REST: the last one queued."""
-    mp3 = SONG + b"\0" * number
+def submit(rest: str) -> str:
+    """A song of its own (the sample, padded with zeros as no song before it) through REST: the last one queued."""
+    mp3 = SONG + b"\0" * next(PADDING)
     answer = requests.post(f"http://{rest}/apiv1/separate", data=mp3, headers={"Content-Type": "audio/mpeg"})
     assert answer.status_code == 200, answer.text
     return songhash_of(mp3)
@@ -154,17 +156,17 @@ def test_a_requests_cost_does_not_grow_with_the_queue(settings, rest, rpc, monit
     cancel and remove, with 100, 1,000 and 10,000 songs queued."""
     measured = Requests(monitor, rest, rpc)
     queue_songs(settings, 2 * PAGE, 0)
-    warm = submit(rest, 1)
+    warm = submit(rest)
     measured.queued_song(warm, None)
-    measured.end(warm, submit(rest, 2), None)
+    measured.end(warm, submit(rest), None)
     queued = 2 * PAGE
     for size in QUEUE_SIZES:
         queue_songs(settings, size - queued, queued)
         queued = size
-        last = submit(rest, 10 + size)
+        last = submit(rest)
         measured.queued_song(last, size)
         assert measured.get(f"/apiv1/status/{last}")["position"] == size + 1
-        measured.end(last, submit(rest, 11 + size), size)
+        measured.end(last, submit(rest), size)
     # A queued song's estimate looks at the jobs ahead of it one by one, up to AHEAD of them: with 100 queued, it
     # reads the 100 ahead (a range of 100, and 100 entries), with 1,000 and 10,000 the first AHEAD (and counts the
     # workers once more, for the mean of the jobs beyond them).
@@ -183,16 +185,15 @@ def test_a_requests_cost_does_not_grow_with_the_keyspace(settings, rest, rpc, mo
     for others in (None, 0, OTHER_SONGS):  # None: the warm-up
         other_songs(settings, (others or 0) - filled)
         filled = others or 0
-        number = 1000 + filled + (0 if others is None else 100)
-        queued = submit(rest, number)
+        queued = submit(rest)
         status = measured.measure("REST status", others, measured.get, f"/apiv1/status/{queued}")
         assert status["state"] == "queued"
         measured.measure("gRPC GetStatus", others, measured.grpc.GetStatus, pb.StatusRequest(songhash=queued))
         measured.measure("REST /metrics", others, measured.get, "/metrics")
-        measured.end(queued, submit(rest, number + 1), others)
-        cancel = pb.SongRequest(songhash=submit(rest, number + 2))
+        measured.end(queued, submit(rest), others)
+        cancel = pb.SongRequest(songhash=submit(rest))
         assert measured.measure("gRPC CancelSong", others, measured.grpc.CancelSong, cancel).cancelled == 1
-        done = f"{number:056x}"
+        done = f"{next(PADDING):056x}"
         stored_result(redis_client, store, done, {"vocals": track})
         removed = measured.measure("REST remove song, done", others, measured.call, "DELETE", f"/apiv1/remove/{done}")
         assert removed["removed"] == 1
