@@ -4,8 +4,8 @@ included (MONITOR shows both), and how many elements each may touch. Two counts 
 
 A command touches one element (a hash field, a member found by its score or rank: O(1) or O(log n)), except:
 a range touches as many as it may return (`ZRANGE k 0 49`: 50; without a bound, the whole key as it stands after
-the request); a read of a whole key (`SMEMBERS`, `HGETALL`) touches the key's size; and a walk of the keyspace
-(`SCAN`, `KEYS`) is not a cost that can be bounded at all: `walks` lists them.
+the request); a read of a whole key (`SMEMBERS`, `HGETALL`) touches the key's size; a step of a walk of the keyspace
+(`SCAN`) its COUNT, and `KEYS` the whole keyspace. No request may walk the keyspace at all: `walks` lists them.
 """
 
 from __future__ import annotations
@@ -121,8 +121,11 @@ class Monitor:
         found.append(Cost(tuple(commands), sum(self._touched(command) for command in commands)))
 
     def _touched(self, command: Command) -> int:
-        if command.name in WALKS:
-            return 10**9
+        if command.name == "KEYS":
+            return self.client.dbsize()
+        if command.name in WALKS:  # one step of a walk: about COUNT slots of the keyspace (10 unless told)
+            upper = [arg.upper() for arg in command.args]
+            return int(command.args[upper.index("COUNT") + 1]) if "COUNT" in upper else 10
         if command.name in RANGES and not _unbounded(command):
             return _width(command)
         if _unbounded(command):
