@@ -14,17 +14,15 @@ import time
 import pytest
 import requests
 
-from msaas.claims import Claims
+from devstack import backlog
 from msaas.connections import connect_redis
 from msaas.eta import AHEAD
-from msaas.jobqueue import JobQueue
 from msaas.naming import songhash_of
-from msaas.records import claim_key, owners_key, results_key, status_key
 from msaas.songs import QUEUE_PAGE
 from msaas.v1 import separation_pb2 as pb
 from redis_costs import Cost, Monitor
 from rpc_support import stub
-from support import SHORT_SAMPLE, job_for, stored_result
+from support import SHORT_SAMPLE, stored_result
 
 SONG = SHORT_SAMPLE.read_bytes()
 QUEUE_SIZES = (100, 1_000, 10_000)
@@ -32,37 +30,14 @@ OTHER_SONGS = 300_000
 PADDING = itertools.count(1)
 PAGE = 50  # the listings' pages measured: two full ones even with 100 songs queued
 MAX_PAGE_BYTES = 64 * 1024  # a full page of ListQueue (100 songs) is about 20 KB; the message limit is 512 KiB
-# Other songs' records, made by the thousands in one script: a done result's status, its owner, its song's results
-# and the tenant's claim, as a worker and the APIs leave them (msaas/records.py).
-OTHERS = """
-local status, owners, results, claims, tenant, first, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-  tonumber(ARGV[6]), tonumber(ARGV[7])
-for i = first, first + count - 1 do
-  local r = redis.sha1hex('another song ' .. i) .. string.format('%016x', i)
-  redis.call('HSET', status .. r, 'state', 'done', 'reason', '', 'queued_at', '1700000000.000', 'done_at',
-             '1700000060.000', 'published', '7', 'job_id', 'job-' .. i, 'attempts', 1, 'seconds', 8, 'tenant', tenant)
-  redis.call('SADD', owners .. r, tenant)
-  redis.call('SADD', results .. r, r)
-  redis.call('HSET', claims .. r, 'submitted_at', '1700000000.000')
-end
-return count
-"""
 
 
 def queue_songs(settings, count: int, first: int) -> None:
-    """`count` songs queued for the open tenant, each as REST queues one (its claim, status and job in one script)."""
-    connection = connect_redis(settings)
-    claims = Claims(connection, JobQueue(connection, settings.worker_queue, settings.demucs_model))
-    for index in range(first, first + count):
-        claims.submit("open", job_for(f"{index:056x}", settings), None)
+    backlog.queue_songs(connect_redis(settings), settings.worker_queue, settings.demucs_model, count, first)
 
 
-def other_songs(settings, count: int, batch: int = 20_000) -> None:
-    connection = connect_redis(settings)
-    make = connection.register_script(OTHERS)
-    for first in range(0, count, batch):
-        make(args=[status_key(""), owners_key(""), results_key(""), claim_key("open", ""), "open", first,
-                   min(batch, count - first)])
+def other_songs(settings, count: int) -> None:
+    backlog.other_songs(connect_redis(settings), count)
 
 
 def submit(rest: str) -> str:
