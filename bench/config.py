@@ -59,6 +59,8 @@ class Plan:
     chunk_overlap_seconds: float | None = None
     grpc_bytes: int = 60_000_000  # GRPC: the song uploaded through gRPC and through REST's raw upload
     grpc_rounds: int = 5  # per API, alternating
+    costs_seconds: float = 30.0  # COSTS: how long status is polled at 20/s, per API and phase
+    costs_other_songs: int = 300_000  # COSTS: other songs' records the keyspace is crowded with
 
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
@@ -89,6 +91,7 @@ QUICK = Plan(
     b6_slow_seconds=20,
     flood_seconds=15,
     grpc_rounds=4,
+    costs_seconds=15.0,
 )
 FULL = Plan(
     reps=2,

@@ -46,6 +46,7 @@ from bench import (  # noqa: E402
     b9_seams,
     b10_door,
     b10_flood_grpc,
+    b11_costs,
     flood_rest,
     threads,
 )
@@ -71,6 +72,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "GRPC": b7_grpc.run,  # the gRPC API's upload against REST's raw one
     "FLOOD_GRPC": b10_flood_grpc.run,  # gRPC health under stalled streams; time to 503 with Redis frozen
     "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
+    "COSTS": b11_costs.run,  # requests with 100 and 10,000 songs queued, among 0 and 300,000 others; needs no model
 }
 
 
