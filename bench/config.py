@@ -61,6 +61,7 @@ class Plan:
     grpc_rounds: int = 5  # per API, alternating
     costs_seconds: float = 30.0  # COSTS: how long status is polled at 20/s, per API and phase
     costs_other_songs: int = 300_000  # COSTS: other songs' records the keyspace is crowded with
+    fairness_songs: int = 88  # FAIRNESS: songs measured for the shares of tenants of weights 3 and 1 (8 turns of 11)
 
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
@@ -92,6 +93,7 @@ QUICK = Plan(
     flood_seconds=15,
     grpc_rounds=4,
     costs_seconds=15.0,
+    fairness_songs=66,
 )
 FULL = Plan(
     reps=2,

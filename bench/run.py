@@ -47,6 +47,7 @@ from bench import (  # noqa: E402
     b10_door,
     b10_flood_grpc,
     b11_costs,
+    b12_fairness,
     flood_rest,
     threads,
 )
@@ -73,6 +74,7 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "FLOOD_GRPC": b10_flood_grpc.run,  # gRPC health under stalled streams; time to 503 with Redis frozen
     "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
     "COSTS": b11_costs.run,  # requests with 100 and 10,000 songs queued, among 0 and 300,000 others; needs no model
+    "FAIRNESS": b12_fairness.run,  # tenants' turns: a backlog and a song, weights 3:1; the tiny model, always
 }
 
 
