@@ -39,6 +39,7 @@ ONE_AT_A_TIME = 20  # cancels, and removes, per phase
 TARGET = 0.050
 QUEUES = (100, 10_000)
 TIMEOUT = 60.0
+WARM_UP_SECONDS = 3.0
 
 
 @dataclass
@@ -71,7 +72,10 @@ def _measure(plan: Plan, stack: Stack, rpc: RpcService) -> Section:
     connection = connect_redis(stack.settings)
     settings = stack.settings
     rows: dict[tuple[str, str], Latencies] = {}
-    queued = 0
+    backlog.queue_songs(connection, settings.worker_queue, settings.demucs_model, QUEUES[0])
+    queued = QUEUES[0]
+    warm_up: dict[tuple[str, str], Latencies] = {}  # each process' first requests (imports, connections): not kept
+    _poll(stack, rpc, [backlog.songhash(index) for index in range(queued)], WARM_UP_SECONDS, "warm-up", warm_up)
     for size in QUEUES:
         made = time.monotonic()
         backlog.queue_songs(connection, settings.worker_queue, settings.demucs_model, size - queued, queued)

@@ -13,7 +13,7 @@ from msaas.jobs import Job
 from msaas.options import Options
 from msaas.records import claim_key, owners_key, results_key, status_key
 
-OTHERS_PER_SCRIPT = 20_000
+OTHERS_PER_SCRIPT = 5_000  # Redis answers no one while a script runs: a fraction of a second each
 OTHERS = """
 local status, owners, results, claims, tenant, first, count = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
   tonumber(ARGV[6]), tonumber(ARGV[7])

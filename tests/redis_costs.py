@@ -56,9 +56,10 @@ class Cost:
     def walks(self) -> list[Command]:
         return [command for command in self.commands if command.name in WALKS]
 
-    def reads_whole(self, key: str) -> list[Command]:
-        """Commands that read all of `key` (a range without a bound, or a whole-key read)."""
-        return [command for command in self.commands if command.args[:1] == (key,) and _unbounded(command)]
+    def reads_whole(self, prefix: str) -> list[Command]:
+        """Commands that read all of a key named `prefix...` (a range without a bound, or a whole-key read)."""
+        return [command for command in self.commands
+                if command.args[:1] and command.args[0].startswith(prefix) and _unbounded(command)]
 
     def __str__(self) -> str:
         """The commands by name, and those that read more than one element in full."""
@@ -70,52 +71,24 @@ class Cost:
 
 
 class Monitor:
-    """MONITOR on a connection of its own, read by a thread; `measure()` delimits one request with markers."""
+    """`monitor.measure()` delimits one request with markers, and reads what Redis ran meanwhile from a MONITOR
+    connection of its own, open only while it measures (so filling Redis between measurements costs it nothing)."""
 
     def __init__(self, host: str, port: int, ignored_keys: tuple[str, ...] = ()) -> None:
+        self.host, self.port = host, port
         self.client = redis.Redis(host=host, port=port, decode_responses=True)
         self.ignored_keys = set(ignored_keys)  # the log list: what a service logs meanwhile is not the request's
-        self.connection = redis.connection.Connection(host=host, port=port)
-        self.lines: list[str] = []
-        self.seen = threading.Condition()
-
-    def __enter__(self) -> Monitor:
-        self.connection.connect()
-        self.connection.send_command("MONITOR")
-        self.connection.read_response()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.connection.disconnect()
-        self.reader.join(10)
-
-    def _read(self) -> None:
-        while True:
-            try:
-                line = self.connection.read_response()
-            except (redis.ConnectionError, OSError, AttributeError, ValueError):  # closed by __exit__
-                return
-            with self.seen:
-                self.lines.append(line.decode(errors="replace") if isinstance(line, bytes) else str(line))
-                self.seen.notify_all()
 
     @contextmanager
     def measure(self) -> Iterator[list[Cost]]:
         """`with monitor.measure() as cost: request()` then `cost[0]` is what the request cost."""
         marker = uuid.uuid4().hex
-        self.client.echo(f"start-{marker}")
-        found: list[Cost] = []
-        yield found
-        self.client.echo(f"end-{marker}")
-        with self.seen:
-            if not self.seen.wait_for(lambda: any(f"end-{marker}" in line for line in self.lines[-50:]), 30):
-                raise AssertionError("MONITOR never showed the end marker")
-            lines = self.lines
-            start = next(i for i, line in enumerate(lines) if f"start-{marker}" in line)
-            end = next(i for i, line in enumerate(lines) if f"end-{marker}" in line)
-            taken, self.lines = lines[start + 1:end], lines[end + 1:]
+        with _Lines(self.host, self.port) as lines:
+            self.client.echo(f"start-{marker}")
+            found: list[Cost] = []
+            yield found
+            self.client.echo(f"end-{marker}")
+            taken = lines.between(f"start-{marker}", f"end-{marker}")
         commands = [command for line in taken if (command := _parse(line)) is not None
                     and command.name not in HOUSEKEEPING and not self.ignored_keys & set(command.args[:1])]
         found.append(Cost(tuple(commands), sum(self._touched(command) for command in commands)))
@@ -178,3 +151,43 @@ def _width(command: Command) -> int:
     if command.name in ("LRANGE", "ZRANGE", "ZREVRANGE") and _limit(args) is None:
         return max(0, int(args[2]) - int(args[1]) + 1)
     return _limit(args) or 0
+
+
+class _Lines:
+    """The lines of a MONITOR connection, read by a thread while in use."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.connection = redis.connection.Connection(host=host, port=port, socket_timeout=None)
+        self.lines: list[str] = []
+        self.seen = threading.Condition()
+
+    def __enter__(self) -> _Lines:
+        self.connection.connect()
+        self.connection.send_command("MONITOR")
+        self.connection.read_response()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.connection.disconnect()
+        self.reader.join(10)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                line = self.connection.read_response()
+            except (redis.RedisError, OSError, AttributeError, ValueError):  # closed by __exit__
+                return
+            with self.seen:
+                self.lines.append(line.decode(errors="replace") if isinstance(line, bytes) else str(line))
+                self.seen.notify_all()
+
+    def between(self, start: str, end: str) -> list[str]:
+        """The lines after the one holding `start` and before the one holding `end` (waited for)."""
+        with self.seen:
+            if not self.seen.wait_for(lambda: any(end in line for line in self.lines[-50:]), 60):
+                raise AssertionError("MONITOR never showed the end marker")
+            first = next(index for index, line in enumerate(self.lines) if start in line)
+            last = next(index for index, line in enumerate(self.lines) if end in line)
+            return self.lines[first + 1:last]

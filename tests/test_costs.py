@@ -51,8 +51,9 @@ def submit(rest: str) -> str:
 class Requests:
     """Each request measured, by name, as its cost at each size."""
 
-    def __init__(self, monitor: Monitor, rest: str, rpc: str) -> None:
+    def __init__(self, monitor: Monitor, rest: str, rpc: str, queue: str) -> None:
         self.monitor = monitor
+        self.queue = queue  # the worker queue's name: no request may read the whole of any of its keys
         self.rest = f"http://{rest}"
         self.grpc = stub(rpc)
         self.costs: dict[str, dict[int, Cost]] = {}
@@ -92,6 +93,7 @@ class Requests:
         later_page = self.measure("gRPC ListQueue, a later page", size, self.grpc.ListQueue,
                                   pb.ListQueueRequest(limit=PAGE, cursor=page.next_cursor))
         assert list(later_page.songhashes) == later["queue"]
+        self.measure("REST /metrics", size, self.get, "/metrics")
 
     def end(self, cancelled: str, removed: str, size: int | None) -> None:
         answer = self.measure("REST cancel", size, self.call, "POST", f"/apiv1/cancel/{cancelled}")
@@ -109,6 +111,8 @@ class Requests:
                                           f"elements at {size}" for size in sizes))
             problems += [f"{name} walks the keyspace at {size}: {by_size[size]}"
                          for size in sizes if by_size[size].walks]
+            problems += [f"{name} reads the whole queue at {size}: {by_size[size]}"
+                         for size in sizes if by_size[size].reads_whole(self.queue)]
             smallest, largest = by_size[sizes[0]], by_size[sizes[-1]]
             more_commands, more_elements = (slack or {}).get(name, (0, 0))
             if (len(largest.commands) - len(smallest.commands) > more_commands
@@ -122,14 +126,13 @@ class Requests:
 
 @pytest.fixture
 def monitor(settings):
-    with Monitor(settings.redis_host, settings.redis_port, ignored_keys=(settings.log_list,)) as watching:
-        yield watching
+    return Monitor(settings.redis_host, settings.redis_port, ignored_keys=(settings.log_list,))
 
 
 def test_a_requests_cost_does_not_grow_with_the_queue(settings, rest, rpc, monitor):
     """Status (REST and gRPC) of the last song queued, the listings' first and a later page (REST and gRPC),
     cancel and remove, with 100, 1,000 and 10,000 songs queued."""
-    measured = Requests(monitor, rest, rpc)
+    measured = Requests(monitor, rest, rpc, settings.worker_queue)
     queue_songs(settings, 2 * PAGE, 0)
     warm = submit(rest)
     measured.queued_song(warm, None)
@@ -152,7 +155,7 @@ def test_a_requests_cost_does_not_grow_with_the_queue(settings, rest, rpc, monit
 def test_a_requests_cost_does_not_grow_with_the_keyspace(settings, rest, rpc, monitor, store, tmp_path):
     """Status, cancel, remove (a queued song, and a done one with its tracks) and /metrics, among no other songs
     and among 300,000 other songs' records."""
-    measured = Requests(monitor, rest, rpc)
+    measured = Requests(monitor, rest, rpc, settings.worker_queue)
     track = tmp_path / "vocals.mp3"
     track.write_bytes(SONG)
     redis_client = connect_redis(settings)
