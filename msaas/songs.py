@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -357,9 +358,12 @@ def _parse_cursor(cursor: str | None) -> tuple[float, str] | None:
         return None
     score, _, member = cursor.partition(":")
     try:
-        return float(score), member
+        at = float(score)
     except ValueError:
-        raise BadRequest(f"cursor {cursor[:80]!r} is not one a listing gave", "invalid_cursor") from None
+        at = math.nan
+    if not math.isfinite(at):  # a listing gives times; NaN would reach Redis, which refuses it (not an outage)
+        raise BadRequest(f"cursor {cursor[:80]!r} is not one a listing gave", "invalid_cursor")
+    return at, member
 
 
 def _iso(timestamp: str) -> str:

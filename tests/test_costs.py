@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import grpc
 import pytest
 import requests
 
@@ -18,10 +19,12 @@ from devstack import backlog
 from msaas.connections import connect_redis
 from msaas.eta import AHEAD
 from msaas.naming import songhash_of
+from msaas.records import active_key
+from msaas.reliable import page
 from msaas.songs import QUEUE_PAGE
 from msaas.v1 import separation_pb2 as pb
 from redis_costs import Cost, Monitor
-from rpc_support import stub
+from rpc_support import error_code, stub
 from support import SHORT_SAMPLE, stored_result
 
 SONG = SHORT_SAMPLE.read_bytes()
@@ -205,3 +208,38 @@ def test_grpc_list_queue_pages_stay_small_and_the_cursor_reaches_the_last(settin
     assert listed == [f"{index:056x}" for index in range(QUEUE_SIZES[-1])]
     assert pages in (QUEUE_SIZES[-1] // QUEUE_PAGE, QUEUE_SIZES[-1] // QUEUE_PAGE + 1)
     print(f"{pages} pages in {time.monotonic() - started:.1f} s")
+
+
+def test_a_cursor_no_listing_gave_is_refused_on_both_apis_not_taken_for_an_outage(settings, client, rpc):
+    """A cursor is the client's to send back as it got it; one it made up is its error (400, INVALID_ARGUMENT),
+    never Redis refusing a NaN and the client told the service is down."""
+    queue_songs(settings, 3, 0)
+    for cursor in ("nan:x", "NaN:x", "inf:x", "-inf:x", "abc", ":"):
+        answer = client.get("/apiv1/queue", query_string={"cursor": cursor})
+        assert (answer.status_code, answer.get_json()["error"]) == (400, "invalid_cursor"), (cursor, answer.text)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub(rpc).ListQueue(pb.ListQueueRequest(cursor=cursor))
+        assert (refused.value.code(), error_code(refused.value)) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                                                    "invalid_cursor"), cursor
+    # A cursor of a song no longer listed (cancelled since) goes on from its place, even past songs submitted in
+    # the same millisecond (the listing's order: by time, then by name).
+    connection = connect_redis(settings)
+    listed = connection.zrange(active_key("open"), 0, -1)
+    connection.zadd(active_key("open"), dict.fromkeys(listed, 1700000000.0))
+    first = client.get("/apiv1/queue", query_string={"limit": 1}).get_json()
+    client.post(f"/apiv1/cancel/{first['queue'][0]}")
+    assert client.get("/apiv1/queue", query_string={"cursor": first["next"]}).get_json()["queue"] == [
+        backlog.songhash(1), backlog.songhash(2)]
+    page = stub(rpc).ListQueue(pb.ListQueueRequest(cursor=first["next"]))
+    assert list(page.songhashes) == [backlog.songhash(1), backlog.songhash(2)]
+
+
+def test_a_page_after_a_member_that_left_lists_the_ties_after_it(redis_client):
+    """msaas/reliable.py's `page`, under every listing: members of equal score sort by name."""
+    redis_client.zadd("listing", {name: 5.0 for name in "abcde"} | {"f": 6.0})
+    assert [name for name, _ in page(redis_client, "listing", (5.0, "b"), 2)] == ["c", "d"]
+    redis_client.zrem("listing", "b")
+    assert page(redis_client, "listing", (5.0, "b"), 3) == [("c", 5.0), ("d", 5.0), ("e", 5.0)]
+    assert page(redis_client, "listing", (5.0, "bb"), 10) == [("c", 5.0), ("d", 5.0), ("e", 5.0), ("f", 6.0)]
+    assert page(redis_client, "listing", (5.5, "zz"), 10) == [("f", 6.0)]
+    assert redis_client.zcard("listing") == 5 and redis_client.zscore("listing", "bb") is None  # nothing left behind
