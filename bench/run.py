@@ -1,4 +1,4 @@
-"""The benchmarks of issues 6, 12, 14, 16 and 20: each runs the service and its comparison in the same run,
+"""The benchmarks of issues 6, 12, 14, 16, 20 and 21: each runs the service and its comparison in the same run,
 alternating, and reports medians, ratios and the targets met or missed.
 
     .venv/bin/python bench/run.py [--quick] [--only B1,B3] [--out FILE]     (or: make bench BENCH_ARGS=--quick)
