@@ -59,6 +59,9 @@ class Plan:
     chunk_overlap_seconds: float | None = None
     grpc_bytes: int = 60_000_000  # GRPC: the song uploaded through gRPC and through REST's raw upload
     grpc_rounds: int = 5  # per API, alternating
+    costs_seconds: float = 30.0  # COSTS: how long status is polled at 20/s, per API and phase
+    costs_other_songs: int = 300_000  # COSTS: other songs' records the keyspace is crowded with
+    fairness_songs: int = 88  # FAIRNESS: songs measured for the shares of tenants of weights 3 and 1 (8 turns of 11)
 
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
@@ -89,6 +92,8 @@ QUICK = Plan(
     b6_slow_seconds=20,
     flood_seconds=15,
     grpc_rounds=4,
+    costs_seconds=15.0,
+    fairness_songs=66,
 )
 FULL = Plan(
     reps=2,

@@ -1,4 +1,4 @@
-"""The benchmarks of issues 6, 12, 14, 16 and 20: each runs the service and its comparison in the same run,
+"""The benchmarks of issues 6, 12, 14, 16, 20 and 21: each runs the service and its comparison in the same run,
 alternating, and reports medians, ratios and the targets met or missed.
 
     .venv/bin/python bench/run.py [--quick] [--only B1,B3] [--out FILE]     (or: make bench BENCH_ARGS=--quick)
@@ -46,7 +46,9 @@ from bench import (  # noqa: E402
     b9_seams,
     b10_door,
     b10_flood_grpc,
+    b11_costs,
     b11_engines,
+    b12_fairness,
     b12_mixes,
     flood_rest,
     threads,
@@ -75,6 +77,8 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
     "ENGINES": b11_engines.run,  # the RoFormer models against htdemucs, CPU
     "MIXES": b12_mixes.run,  # a 4 minute song's mix against its separation; waveform data per track
+    "COSTS": b11_costs.run,  # requests with 100 and 10,000 songs queued, among 0 and 300,000 others; needs no model
+    "FAIRNESS": b12_fairness.run,  # tenants' turns: a backlog and a song, weights 3:1; the tiny model, always
 }
 
 

@@ -266,13 +266,25 @@ class ReliableQueue:
         return bool(self.script("revive", entry_id))
 
 
+# KEYS[1]: the set; ARGV: the cursor's score and member, the page's size. A cursor whose member has left the set
+# (a song done, a letter purged) is put back for a moment to find its place: members of its score that sort after
+# it are still listed (ties are common: songs queued in one millisecond, letters buried by one reap).
+PAGE_AFTER = """
+local key, score, member, limit = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local rank = redis.call('ZRANK', key, member)
+if rank then return redis.call('ZRANGE', key, rank + 1, rank + limit, 'WITHSCORES') end
+redis.call('ZADD', key, score, member)
+rank = redis.call('ZRANK', key, member)
+redis.call('ZREM', key, member)
+return redis.call('ZRANGE', key, rank, rank + limit - 1, 'WITHSCORES')
+"""
+
+
 def page(connection: redis.Redis, key: str, after: tuple[float, str] | None, limit: int) -> list[tuple[str, float]]:
-    """Members of a sorted set after the cursor `after` ((score, member) of the last one seen), in order: from the
-    cursor's member if it is still there, else from its score on; O(log n + limit) either way."""
+    """Members of a sorted set after the cursor `after` ((score, member) of the last one seen), in order, whether or
+    not the cursor's member is still there; O(log n + limit)."""
     if after is None:
         return connection.zrange(key, 0, limit - 1, withscores=True)
     score, member = after
-    rank = connection.zrank(key, member)
-    if rank is not None:
-        return connection.zrange(key, rank + 1, rank + limit, withscores=True)
-    return connection.zrangebyscore(key, f"({score!r}", "+inf", start=0, num=limit, withscores=True)
+    flat = connection.register_script(PAGE_AFTER)(keys=[key], args=[repr(float(score)), member, limit])
+    return [(name, float(value)) for name, value in zip(flat[::2], flat[1::2], strict=True)]

@@ -99,6 +99,8 @@ if not current(q, job_id, token, r) then return 0 end
 redis.call('HDEL', skey(r), 'worker', 'progress')
 set_state(r, state, reason)
 if state == '{FAILED}' then
+  -- the attempt that failed counts, as a reaped one does: a letter shows every attempt made
+  if ARGV[8] == '1' then redis.call('HINCRBY', entry(q, job_id), 'attempts', 1) end
   bury(q, job_id, reason)
   deactivate(r)
 else

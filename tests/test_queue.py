@@ -180,7 +180,7 @@ def test_an_operator_can_requeue_or_purge_a_dead_job(redis_client, settings):
     assert status.fail(delivery, "demucs exited with code 1: boom")
     [letter] = queue.dead_letters()
     assert (letter.reason, letter.attempts, letter.last_worker, letter.tenant) == (
-        "demucs exited with code 1: boom", 0, "w", "open")
+        "demucs exited with code 1: boom", 1, "w", "open")  # its one attempt counted
     assert status.get(SONG)["state"] == "failed"
     assert status.revive(letter.id) == "revived"
     assert status.get(SONG)["state"] == QUEUED and queue.position(letter.id) == 1

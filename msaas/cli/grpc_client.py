@@ -196,8 +196,7 @@ def _status(message: pb.SongStatus) -> dict:
             status["options"] = {spec.name: getattr(message.options, spec.name)
                                  if message.options.HasField(spec.name) else None for spec in SPECS}
         elif item.name == "timestamps":
-            status["timestamps"] = {state: when.ToDatetime(datetime.UTC).isoformat(timespec="milliseconds")
-                                    for state, when in message.timestamps.items()}  # as REST writes them
+            status["timestamps"] = {state: _iso(when) for state, when in message.timestamps.items()}
         elif item.name == "tracks":
             options = status["options"]
             query = urllib.parse.urlencode({key: value for key, value in options.items() if value is not None})
@@ -234,5 +233,9 @@ def _usage(usage: pb.Usage) -> dict:
 def _letter(letter: pb.DeadLetter) -> dict:
     return {"id": letter.id, "songhash": letter.songhash or None, "reason": letter.reason,
             "attempts": letter.attempts, "last_worker": letter.last_worker, "tenant": letter.tenant,
-            "buried_at": letter.buried_at.ToDatetime(datetime.UTC).isoformat(timespec="milliseconds"),
-            "job": letter.job}
+            "buried_at": _iso(letter.buried_at), "job": letter.job}
+
+
+def _iso(timestamp) -> str:
+    """A Timestamp as REST writes times (msaas/songs.py, DeadLetter.as_json): `...T19:31:10.901+00:00`."""
+    return timestamp.ToDatetime(tzinfo=datetime.UTC).isoformat(timespec="milliseconds")
