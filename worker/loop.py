@@ -259,8 +259,13 @@ class Worker:
                     written.append(result.attempt_key(token, track, options.format))
                     self.store.put_output(written[-1], str(path), options.format)
                 mixdown.store_waveforms(self.store, result, token, waveforms, written)
-                if not self.status.publish(delivery, self.name, self.done_expiry(separated), seconds, cpu_seconds,
-                                           reconstruction_db):
+                try:
+                    published = self.status.publish(delivery, self.name, self.done_expiry(separated), seconds,
+                                                    cpu_seconds, reconstruction_db)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    written.clear()  # it may have run, its answer lost: its files may be the result's now
+                    raise
+                if not published:
                     cancellation.raise_if_gone()
                     raise Lost()
             except BaseException:
