@@ -10,16 +10,18 @@ import socket
 import struct
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import requests
 
 from devstack.processes import free_port
+from msaas.claims import SUBMIT
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
 from msaas.status import PUBLISH
 from rest import create_app
-from support import SHORT_SAMPLE, serve, start_service, wait_for
+from support import SHORT_SAMPLE, Statuses, queued, serve, start_service, wait_for
 
 pytestmark = pytest.mark.demucs
 SONG = SHORT_SAMPLE.read_bytes()
@@ -108,3 +110,18 @@ def test_a_publish_whose_answer_was_lost_keeps_its_tracks(settings, redis_client
 
 def _status(rest: str) -> dict:
     return requests.get(f"http://{rest}/apiv1/status/{SONGHASH}").json()
+
+
+def test_a_submission_whose_answer_was_lost_keeps_the_song_its_job_needs(settings, redis_client, redis_server, store):
+    """Redis queues the job and the answer is lost: REST answers 503 (it cannot tell), but must not remove the MP3
+    the queued job will fetch."""
+    redis_client.script_load(SUBMIT)
+    proxy = CuttingProxy(redis_server.port, hashlib.sha1(SUBMIT.encode()).hexdigest().encode(), 1)
+    client = create_app(replace(settings, redis_port=proxy.port)).test_client()
+    try:
+        answer = client.post("/apiv1/separate", data=SONG, content_type="audio/mpeg")
+    finally:
+        proxy.close()
+    assert proxy.cut.is_set() and answer.status_code == 503
+    assert Statuses(settings).get(SONGHASH)["state"] == "queued" and queued(settings) == 1
+    assert store.has_input(SONGHASH)
