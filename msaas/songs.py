@@ -134,12 +134,15 @@ class Songs:
             self.store.put_input(songhash, upload.path)
         try:
             before, new_claim, took_callback = self.claims.submit(tenant.name, job, callback, tenant.weight)
-            if new_claim:
-                self.claims.count_song(tenant.name, seconds)
         except redis.RedisError as error:
-            if not already_stored:  # never leave an MP3 behind that no job will ever pick up
+            # Refused (a ResponseError), nothing was queued: leave no MP3 behind that no job will pick up. Cut off
+            # (a connection or timeout error), Redis may have queued the job before its answer was lost: it stays.
+            if not already_stored and isinstance(error, redis.ResponseError):
                 self.store.remove_input(songhash)
-            raise BackendUnavailable(f"the job queue (Redis) is unreachable; nothing was queued: {error}") from None
+            raise BackendUnavailable(f"the job queue (Redis) is unreachable; the song may not be queued: {error}") \
+                from None
+        if new_claim:  # once the job is queued: an error here is a 503, the MP3 it needs staying
+            self.claims.count_song(tenant.name, seconds)
         if before in (DONE, *ACTIVE):
             return Submitted(songhash, _already(before, None if took_callback else callback), False)
         log.info("song %s enqueued for %s (%s, %.0f s, callback %s)", songhash, tenant.name, result.tag or "defaults",

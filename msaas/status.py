@@ -71,6 +71,9 @@ return 1
 # dB ('': not measured).
 PUBLISH = LIB + LUA + FENCE + f"""
 local q, cbq, job_id, token, r, songhash = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+-- sent again after its answer was lost (a client's retry): it ran, and says so
+local state, published, owner = unpack(redis.call('HMGET', skey(r), 'state', 'published', 'job_id'))
+if state == '{DONE}' and published == token and owner == job_id then return 1 end
 if not current(q, job_id, token, r) or redis.call('HGET', skey(r), 'state') ~= '{PROCESSING}' then return 0 end
 set_state(r, '{DONE}', '', {{'published', token, 'progress', 100, 'worker', ARGV[7], 'reconstruction_db', ARGV[12]}})
 if tonumber(ARGV[8]) > 0 then redis.call('EXPIRE', skey(r), ARGV[8]) end

@@ -20,6 +20,8 @@ import json
 import logging
 import math
 import os
+import re
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,11 @@ from msaas.jobs import OPEN_TENANT, TENANT_NAME
 
 log = logging.getLogger(__name__)
 RELOAD_SECONDS = 5.0  # how often the file's modification time is looked at
+MAX_FILE_BYTES = 16 * 2**20  # 10,000 tenants with two keys each take about 2 MiB
+# What a key can be: an HTTP header carries it as Latin-1 bytes (curl sends UTF-8: another digest), gRPC metadata as
+# ASCII only, and a bearer token is stripped of spaces, so anything else would never match.
+KEY = re.compile(r"[\x21-\x7e]+")
+KEY_RULE = "keys are printable ASCII without spaces"
 LIMITS = ("requests_per_minute", "audio_minutes_per_day", "songs_queued")  # 0: no limit of the tenant's own
 
 
@@ -119,6 +126,8 @@ def parse(text: str, admin_keys: str = "") -> Directory:
     admins = document.get("admin_keys", [])
     if not isinstance(admins, list) or not all(isinstance(key, str) and key for key in admins):
         raise ConfigError("the tenants file's 'admin_keys' must be a list of keys")
+    if not all(KEY.fullmatch(key) for key in admins):
+        raise ConfigError(f"the tenants file's 'admin_keys' has a key that no client could send: {KEY_RULE}")
     return directory(tenants, [*admins, *(key.strip() for key in admin_keys.split(",") if key.strip())])
 
 
@@ -131,6 +140,8 @@ def _tenant(entry: object, index: int) -> Tenant:
     keys = entry.get("keys")
     if not isinstance(keys, list) or not keys or not all(isinstance(key, str) and key for key in keys):
         raise ConfigError(f"tenant {name} needs a list 'keys' of one or more keys")
+    if not all(KEY.fullmatch(key) for key in keys):
+        raise ConfigError(f"tenant {name} has a key that no client could send: {KEY_RULE}")
     unknown = set(entry) - {"name", "keys", "weight", *LIMITS}
     if unknown:
         raise ConfigError(f"tenant {name} has unknown fields: {', '.join(sorted(unknown))}")
@@ -209,7 +220,22 @@ def _version(path: Path) -> tuple[float, int, int] | None:
 
 
 def _read(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_FILE_BYTES (a link swapped to /dev/zero, a FIFO or a huge file
+    would otherwise hold the process that reads it, and its memory, for ever: it is read in a request)."""
     try:
-        return path.read_text()
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO's open does not wait for a writer
     except OSError as error:
         raise ConfigError(f"TENANTS_FILE {path} cannot be read: {error.strerror}") from None
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ConfigError(f"TENANTS_FILE {path} is not a regular file")
+        try:
+            data = file.read(MAX_FILE_BYTES + 1)
+        except OSError as error:
+            raise ConfigError(f"TENANTS_FILE {path} cannot be read: {error.strerror}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError(f"TENANTS_FILE {path} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ConfigError(f"TENANTS_FILE {path} is not UTF-8 text") from None

@@ -12,6 +12,7 @@ from msaas.settings import Settings
 from rest import admin, api, catalogue, errors, guards, limits, metrics, mixes
 from rest.backends import Backends
 from rest.metrics import RestMetrics
+from rest.send_deadline import SendDeadline
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_FORM_MEMORY_SIZE"] = limits.MAX_FIELD_BYTES  # a multipart field but the file, refused as it streams
     app.config["MAX_FORM_PARTS"] = limits.MAX_FORM_PARTS
     app.wsgi_app = limits.BodyDeadline(app.wsgi_app, settings.body_grace_seconds, settings.body_min_rate)
+    app.wsgi_app = SendDeadline(app.wsgi_app, settings.body_grace_seconds, settings.body_min_rate)  # answers, too
     # All of a request's Redis commands share REDIS_TIMEOUT; then 503 with Retry-After (rest/errors.py).
     app.wsgi_app = with_redis_budget(app.wsgi_app, settings.redis_timeout)
     claim(settings.work_dir, "rest")  # now, so the spool files of a killed REST process are swept at start-up

@@ -5,24 +5,29 @@ holds, and the HTTP framing gunicorn lets through that RFC 9112 does not."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
+import requests
 import yaml
 
 from devstack.floods import IdleFlood, held_by_server
 from devstack.processes import Child, free_port
 from msaas.errors import ConfigError
 from rest.idle_connections import IdleConnections, client_of
-from support import GUNICORN, ROOT, child_env, start_gunicorn
+from support import GUNICORN, ROOT, child_env, start_gunicorn, stored_result, wait_for
 
 FLOOD = 1100  # issue 20: what pushed /healthz from 9 ms to 2.1 s (p50)
 FLOOD_SECONDS = 12  # past the kernel's wait for a silent connection's first bytes (keepalive, 5 s, rounded up to
 # 7 s of SYN-ACK retransmissions): the flood's connections have reached gunicorn and been closed by the caps
 PER_CLIENT, IN_ALL = 40, 150  # small caps, so a few hundred connections are beyond them
 FLOOD_SOURCES = tuple(f"127.0.0.{host}" for host in range(2, 8))
+SONGHASH = "ab" * 28
+TRACK_BYTES = 8 << 20  # more than the kernel buffers between REST and a client that reads nothing
+STALLED_SOURCE = "127.0.0.9"
 
 
 def probe_timeouts() -> dict[str, float]:
@@ -189,3 +194,53 @@ def test_http_1_1_without_host_is_refused_in_json(gunicorn):
     # RFC 9112 asks Host of HTTP/1.1 only; HTTP/1.0 without it, and HTTP/1.1 with it, are served.
     assert exchange(gunicorn.port, b"GET /healthz HTTP/1.0\r\n\r\n", 10)[0] == 200
     assert exchange(gunicorn.port, get("/healthz"), 10)[0] == 200
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off_and_a_steady_one_is_served(settings, redis_client, store,
+                                                                                     tmp_path):
+    """A client that asks for a track and reads nothing held a greenlet, its connection and the store's for ever:
+    3,100 of them took /healthz down. Now it is cut off (here within a minute: BODY_GRACE_SECONDS 1 and
+    BODY_MIN_RATE 1 MiB/s) while it still reads nothing, and a client reading at 4 MiB/s gets the whole track."""
+    track = tmp_path / "vocals.mp3"
+    track.write_bytes(os.urandom(TRACK_BYTES))
+    stored_result(redis_client, store, SONGHASH, {"vocals": track})
+    child = start_gunicorn(settings, tmp_path / "rest.log", BODY_GRACE_SECONDS="1", BODY_MIN_RATE=str(1 << 20))
+    path = f"/apiv1/track/{SONGHASH}/vocals.mp3"
+    stalled = socket.socket()
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.bind((STALLED_SOURCE, 0))
+        stalled.connect(("127.0.0.1", child.port))
+        stalled.sendall(f"GET {path} HTTP/1.1\r\nHost: rest\r\n\r\n".encode())
+        wait_for(lambda: held_by_server(child.port)[STALLED_SOURCE] == 1, 10, "REST to take the request")
+        steady = _read_steadily(f"http://127.0.0.1:{child.port}{path}", 4 << 20)
+        wait_for(lambda: held_by_server(child.port)[STALLED_SOURCE] == 0, 60, "REST to cut off the stalled client")
+        received = _drain(stalled)
+    finally:
+        stalled.close()
+        child.stop()
+    assert steady == TRACK_BYTES
+    assert received < TRACK_BYTES
+
+
+def _read_steadily(url: str, rate: int) -> int:
+    """Bytes of the answer's body, read at about `rate` bytes per second."""
+    received = 0
+    with requests.get(url, stream=True, timeout=30) as answer:
+        assert answer.status_code == 200
+        for piece in answer.iter_content(64 * 1024):
+            received += len(piece)
+            time.sleep(len(piece) / rate)
+    return received
+
+
+def _drain(connection: socket.socket) -> int:
+    """Bytes of the answer's body that still reach a client once it reads (the rest was cut off)."""
+    connection.settimeout(10)
+    answer = b""
+    try:
+        while piece := connection.recv(1 << 20):
+            answer += piece
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return len(answer.partition(b"\r\n\r\n")[2])

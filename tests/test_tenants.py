@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from dataclasses import replace
@@ -12,11 +13,12 @@ from dataclasses import replace
 import pytest
 import requests
 
+from devstack.processes import Child, free_port
 from msaas.errors import ConfigError
 from msaas.naming import songhash_of
 from msaas.tenants import RELOAD_SECONDS, Tenants
 from rest import create_app
-from support import SHORT_SAMPLE, queued, serve, start_service, wait_for
+from support import GUNICORN, ROOT, SHORT_SAMPLE, child_env, queued, serve, start_service, wait_for
 
 SONG = SHORT_SAMPLE.read_bytes()
 SONGHASH = songhash_of(SONG)
@@ -221,7 +223,42 @@ def test_a_tenants_file_that_does_not_parse_fails_start_up_naming_why(tmp_path):
     for text, words in (("{not json", "not JSON"), ('{"tenants": [{"name": "Bad Name", "keys": ["k"]}]}', "name"),
                         ('{"tenants": [{"name": "a", "keys": []}]}', "keys"),
                         ('{"tenants": [{"name": "a", "keys": ["k"], "weight": 0}]}', "weight"),
-                        ('{"tenants": [{"name": "a", "keys": ["k"]}, {"name": "b", "keys": ["k"]}]}', "also")):
+                        ('{"tenants": [{"name": "a", "keys": ["k"]}, {"name": "b", "keys": ["k"]}]}', "also"),
+                        ('{"tenants": [{"name": "a", "keys": ["cl\u00e9"]}]}', "printable ASCII"),
+                        ('{"tenants": [{"name": "a", "keys": ["k k"]}]}', "printable ASCII"),
+                        ('{"tenants": [], "admin_keys": ["\u5bc6\u94a5"]}', "printable ASCII")):
         path.write_text(text)
         with pytest.raises(ConfigError, match=words):
             Tenants(path)
+
+
+def test_a_tenants_file_swapped_for_dev_zero_keeps_the_last_good_one(settings, tmp_path):
+    """TENANTS_FILE turned into a link to /dev/zero (or a FIFO, or a huge file) was read whole, in a request: the
+    process grew until it died. Now REST, as deployed, keeps the last good tenants and says why; its address space
+    is capped here, so the old behaviour fails the test instead of the machine."""
+    path = tmp_path / "tenants.json"
+    tenants_file(path)
+    port = free_port()
+    rest = Child("rest", ["prlimit", f"--as={2 << 30}", "--", *GUNICORN],
+                 child_env(replace(settings, tenants_file=path), PORT=str(port)), tmp_path / "rest.log", port, ROOT)
+    rest.start()
+    try:
+        rest.wait_ready()
+        headers = {"Authorization": f"Bearer {KEYS['alice']}"}
+        wait_for(lambda: requests.get(f"http://127.0.0.1:{port}/apiv1/queue", headers=headers, timeout=5).ok, 30,
+                 "REST to serve alice")
+        (tmp_path / "zero").symlink_to("/dev/zero")
+        os.replace(tmp_path / "zero", path)
+        answers = []
+        deadline = time.monotonic() + 3 * RELOAD_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                answers.append(requests.get(f"http://127.0.0.1:{port}/apiv1/queue", headers=headers, timeout=5)
+                               .status_code)
+            except requests.RequestException as error:
+                answers.append(type(error).__name__)
+            time.sleep(0.2)
+    finally:
+        rest.stop()
+    assert set(answers) == {200}, answers
+    assert "is not a regular file" in (tmp_path / "rest.log").read_text()

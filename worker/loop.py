@@ -36,7 +36,7 @@ from worker import mixdown
 from worker.callbacks import CallbackSender
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
 from worker.metrics import WorkerMetrics
-from worker.policies import Cancellation, Cancelled, Lost, Retry, Stopped
+from worker.policies import Cancellation, Cancelled, Lost, Retry, Stopped, outage
 from worker.separation import SeparationConfig, separate
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class Worker:
                         self.queue.wait(TAKE_WAIT)
                     else:
                         self.handle(delivery)
-                except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as error:
+                except (redis.RedisError, BackendUnavailable) as error:
+                    if not outage(error):
+                        raise
                     delay = backoff.next_delay()
                     log.warning("worker %s: backend unavailable (%s); retrying in %.1f s", self.name, error, delay)
                     time.sleep(delay)
@@ -151,7 +153,12 @@ class Worker:
             self.queue.bury(delivery, delivery.error or "unreadable job")
             self.metrics.jobs_dead_lettered.inc()
             return
-        started = self.status.start(delivery, self.name)
+        try:
+            started = self.status.start(delivery, self.name)
+        except redis.ResponseError as error:  # Redis full: not started, handed back as after any outage
+            if outage(error):
+                self._hand_back_after_outage(delivery, error)
+            raise
         if not started.started:
             log.info("worker %s: job %s not run: %s", self.name, job.songhash, started.outcome)
             return
@@ -171,12 +178,12 @@ class Worker:
         except Abandoned:
             log.warning("worker %s: job %s handed back unfinished (shutting down)", self.name, job.songhash)
             self.status.retry(delivery, "handed back by a worker that shut down", 0.0, counted=False)
-        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as error:
-            self._hand_back_after_outage(delivery, error)
-            raise
         except SeparationFailed as failure:
             self.fail(delivery, str(failure))
         except Exception as error:  # a bug must not crash-loop the worker on the same job forever
+            if outage(error):
+                self._hand_back_after_outage(delivery, error)
+                raise
             log.exception("worker %s: job %s raised", self.name, job.songhash)
             self.fail(delivery, getattr(error, "message", None) or f"internal error: {error!r}")
         else:
@@ -259,8 +266,13 @@ class Worker:
                     written.append(result.attempt_key(token, track, options.format))
                     self.store.put_output(written[-1], str(path), options.format)
                 mixdown.store_waveforms(self.store, result, token, waveforms, written)
-                if not self.status.publish(delivery, self.name, self.done_expiry(separated), seconds, cpu_seconds,
-                                           reconstruction_db):
+                try:
+                    published = self.status.publish(delivery, self.name, self.done_expiry(separated), seconds,
+                                                    cpu_seconds, reconstruction_db)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    written.clear()  # it may have run, its answer lost: its files may be the result's now
+                    raise
+                if not published:
                     cancellation.raise_if_gone()
                     raise Lost()
             except BaseException:

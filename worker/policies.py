@@ -8,7 +8,8 @@
   attempt fails (and is retried, by `Retry`).
 - `Cancellation`: a running attempt asks, about once a second, whether it still holds its job: cancelled by a client,
   or lost to a lease that ran out while its worker was paused. Either way it stops and removes only its own files.
-- Shutdown and outages hand the job back, not counted: neither is the job's fault.
+- Shutdown and outages hand the job back, not counted: neither is the job's fault. `outage` says which errors are
+  outages: Redis or the store unreachable, and Redis refusing writes for now (full under `noeviction`, a replica).
 """
 
 from __future__ import annotations
@@ -18,7 +19,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import redis
+
+from msaas.errors import BackendUnavailable
 from msaas.settings import Settings
+
+# How Redis refuses a write it may take later: full (maxmemory with noeviction), or a replica. Inside a script, Redis
+# before 7 reports it as "Error running script ... -OOM ...", which redis-py cannot tell from a script's own error.
+REFUSED_WRITES = ("OOM command not allowed", "READONLY ")
+
+
+def outage(error: BaseException) -> bool:
+    """Whether `error` is the backing services' (wait and try again), not the job's."""
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError | BackendUnavailable):
+        return True
+    return isinstance(error, redis.ResponseError) and any(words in str(error) for words in REFUSED_WRITES)
 
 
 class Stopped(Exception):
