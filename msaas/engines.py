@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 
 from msaas.errors import BadRequest, ConfigError
-from msaas.models import ENGINES, MODELS, engines_of
+from msaas.models import ENGINES, MODELS, engines_of, relative_cost
 
 LANE_KINDS = ("preview", "normal")  # a preview is taken before any song of the normal lanes
 ENGINE_SETS = tuple(dict.fromkeys(model.engine for model in MODELS.values()))  # "demucs", "roformer", ...
@@ -30,6 +30,20 @@ def lane(engine: str, kind: str) -> str:
 
 
 ALL_LANES = tuple(lane(engine, kind) for kind in LANE_KINDS for engine in ENGINE_SETS)
+
+
+def lua_tables() -> str:
+    """Lua tables for the queue's admission (msaas/jobqueue.py): each model's engine (absent: Demucs) and its cost
+    against htdemucs (absent: 1)."""
+    engines = ", ".join(f"['{name}']='{model.engine}'" for name, model in MODELS.items() if model.engine != "demucs")
+    costs = ", ".join(f"['{name}']={relative_cost(name):.4f}" for name in MODELS if relative_cost(name) != 1.0)
+    return f"local ENGINE = {{{engines}}}\nlocal COST = {{{costs}}}\n"
+
+
+def lanes_of(lane_name: str) -> tuple[str, ...]:
+    """The lanes of the engine whose lane `lane_name` is, previews first (a job's position counts only these)."""
+    engine = lane_name.rpartition(":")[0] or "demucs"
+    return tuple(lane(engine, kind) for kind in LANE_KINDS)
 
 
 def parse_engines(value: str) -> tuple[str, ...]:
