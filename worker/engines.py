@@ -17,9 +17,11 @@ import numpy as np
 from msaas import models
 from msaas.audio import SAMPLE_RATE
 from msaas.deadline import Deadline
+from msaas.engines import Capability, longest_song
 from msaas.models import MODELS
 from worker import chunks, wav
 from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, run
+from worker.policies import TimeLimit
 from worker.roformer_run import RoformerConfig, RoformerRun
 
 log = logging.getLogger(__name__)
@@ -94,3 +96,14 @@ def combine(vocals: DemucsRun, rest: DemucsRun, pair: DemucsRun, path: Path) -> 
     for leftover in (rest.track_path("vocals", path), rest.track_path("other", path),
                      vocals.track_path("no_vocals", path)):
         leftover.unlink(missing_ok=True)
+
+
+def capability(served: tuple[str, ...], device: str, cpus: int, time_limit: TimeLimit,
+               max_seconds: float) -> Capability:
+    """What this worker says in its heartbeat: the engines it serves, on what, and for each model it serves the longest
+    song it expects to finish within its time limit (the door refuses longer ones: msaas/engines.py)."""
+    longest = {name: longest_song(name, device, cpus,
+                                  lambda seconds, name=name: time_limit.seconds(seconds, 1, models.relative_cost(name)),
+                                  max_seconds)
+               for name, model in MODELS.items() if set(model.engines) <= set(served)}
+    return Capability(served, device, cpus, {name: seconds for name, seconds in longest.items() if seconds is not None})
