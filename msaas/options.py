@@ -51,7 +51,9 @@ class Spec:
 
     def allowed(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(map(str, self.choices))
+            listed = ", ".join(map(str, self.choices))
+            # the models are too many to name in a sentence: the catalogue lists them
+            return "one of " + listed if len(listed) <= 160 else "a model of the catalogue (GET /apiv1/models)"
         if self.bounds:
             return f"a number from {self.bounds[0]:g} to {self.bounds[1]:g}"
         return f"a {self.kind.__name__}"
