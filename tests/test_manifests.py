@@ -8,12 +8,14 @@ routes) and the images with `make test` (the same pinned requirements). A missin
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from flask import Flask
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from msaas.settings import FIELDS, Settings
 from rest import api
@@ -572,3 +576,84 @@ def test_dockerignore_keeps_the_venv_data_and_tests_out():
             if keyword == "COPY" and not arguments.startswith("--from"):
                 for source in arguments.split()[:-1]:
                     assert source.rstrip("/") in let_in, f"{service}/Dockerfile copies {source}, which is ignored"
+
+
+# What each image imports as it starts: the modules its CMD runs (held to the CMD below), and its readiness probe's.
+STARTS = {
+    "worker": ("worker.__main__",),
+    "logs": ("logs.__main__",),
+    "rpc": ("rpc.__main__",),
+    "rest": ("rest", "rest.gunicorn_worker", "gunicorn.app.wsgiapp"),  # the app, gunicorn's worker class, gunicorn
+}
+PROBE_MODULES = ("msaas.connections", "msaas.settings")
+VENV_OWN = ("pip", "setuptools")  # what `python -m venv` puts in every image's virtualenv besides its requirements
+# Imports the modules named after the first argument while the top-level names in it (JSON) cannot be found, as
+# in an image that does not install them; prints each module loaded and its file.
+IMPORT_WITHOUT = """
+import importlib, json, sys
+absent = set(json.loads(sys.argv[1]))
+preloaded = sorted(absent & {name.partition(".")[0] for name in sys.modules})
+assert not preloaded, f"loaded before the check could refuse them: {preloaded}"
+
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in absent:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, Absent())
+for module in sys.argv[2:]:
+    importlib.import_module(module)
+print(json.dumps({name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}))
+"""
+
+
+def installed_with(names: Iterable[str]) -> set[str]:
+    """The distributions pip installs for these requirements: them and their dependencies, no extras."""
+    found, pending = set(), [canonicalize_name(name) for name in names]
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is not installed here: `make test` installs every image's requirements")
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(canonicalize_name(requirement.name))
+    return found
+
+
+@pytest.mark.parametrize("service", IMAGES)
+def test_images_start_with_only_what_they_install_and_copy(service):
+    """A worker that imported the API's msaas.songs (for pybase64) restarted in a loop in its image, which lacks it.
+
+    Here, where every image's requirements are installed, the image's start-up imports run with every package its
+    requirements file does not bring refused; then every module of ours they loaded must be in a folder it copies.
+    """
+    instructions = dockerfile_instructions(ROOT / service / "Dockerfile")
+    final = instructions[max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM") :]
+    (cmd,) = [json.loads(arguments) for keyword, arguments in final if keyword == "CMD"]
+    if cmd[:2] == ["python", "-m"]:
+        assert f"{cmd[2]}.__main__" in STARTS[service], f"STARTS does not name what {service}'s CMD runs: {cmd}"
+    else:
+        assert cmd[0] == "gunicorn" and cmd[-1].partition(":")[0] in STARTS[service], cmd
+    copied = {arguments.split()[0].rstrip("/") for keyword, arguments in final
+              if keyword == "COPY" and not arguments.startswith("--from")}
+    installed = installed_with([*pins(ROOT / f"requirements/{service}.txt"), *VENV_OWN])
+    absent = {top for top, distributions in importlib.metadata.packages_distributions().items()
+              if not {canonicalize_name(name) for name in distributions} & installed}
+    absent -= copied | set(sys.stdlib_module_names)  # ours: the repo's own package is installed here, editable
+    result = run(sys.executable, "-c", IMPORT_WITHOUT, json.dumps(sorted(absent)), *STARTS[service], *PROBE_MODULES)
+    assert result.returncode == 0, (
+        f"{service} imports at start what requirements/{service}.txt does not install:\n{result.stderr[-2000:]}"
+    )
+    prefix = Path(sys.prefix).resolve()
+    ours = {Path(file).resolve() for file in json.loads(result.stdout).values() if file}
+    ours = {path.relative_to(ROOT) for path in ours if path.is_relative_to(ROOT) and not path.is_relative_to(prefix)}
+    assert ours, "the check saw none of our modules load"
+    assert {path for path in ours if path.parts[0] not in copied} == set(), f"{service}/Dockerfile copies {copied}"

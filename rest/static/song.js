@@ -2,6 +2,7 @@
 // then its mixer. A song is identified by its songhash and the options it was separated with.
 import * as api from "./api.js";
 import { el } from "./dom.js";
+import { attachMixTools } from "./mix-tools.js";
 import { Mixer } from "./mixer.js";
 
 const POLL_MS = 1000;
@@ -95,6 +96,7 @@ export class SongCard {
     if (this.mixer) return;
     this.mixer = new Mixer(this.song.name, tracks);
     this.root.append(this.mixer.root);
+    attachMixTools(this.mixer, this.song);
     this.mixer.load().catch(() => {});
   }
 
