@@ -168,6 +168,13 @@ class JobQueue:
         waiting = sum(counts.pop(f"lane:{lane}") for lane in self.entries.lanes)
         return {"waiting": waiting + self.redis.llen(self.name), **counts}
 
+    def waiting_by_engine(self) -> dict[str, int]:
+        """Jobs waiting in each engine's lanes ("demucs", "roformer", "roformer+demucs"): what a pool serving that
+        engine would take (the scalers of deploy/components/keda-gpu); one ZCARD a lane."""
+        counts = self.entries.counts()
+        return {engine: sum(counts[f"lane:{engines.lane(engine, kind)}"] for kind in engines.LANE_KINDS)
+                for engine in engines.ENGINE_SETS}
+
     def dead_letters(self, after: tuple[float, str] | None = None, limit: int = 50) -> list[DeadLetter]:
         rows = self.entries.page("dead", after, limit)
         return [letter for entry_id, _ in rows if (letter := self.dead_letter(entry_id)) is not None]
