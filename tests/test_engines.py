@@ -5,6 +5,7 @@ that serves RoFormers while a Demucs-only worker takes Demucs jobs."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import requests
 
+from data import generate
 from devstack import random_models
 from msaas.connections import connect_redis
 from msaas.engines import Capability, refuse_if_too_long
@@ -21,13 +23,20 @@ from msaas.jobqueue import JobQueue
 from msaas.options import Options
 from rpc_support import requests as submit_messages
 from rpc_support import stub
-from support import ROOT, SHORT_SAMPLE, processes, start_service, wait_for
+from support import SHORT_SAMPLE, processes, start_service, wait_for
 from worker import engines, wav
 from worker.demucs_run import DemucsRun
 
-HUM = SHORT_SAMPLE.read_bytes()
-MARCH = (ROOT / "data" / "short-march.mp3").read_bytes()
+HUM = SHORT_SAMPLE.read_bytes()  # 8 s: for the runs that are killed or refused, never finished
 PAIR = "mel_band_roformer_unittest+demucs_unittest"
+CLIP_SECONDS = 2.0  # the songs that are separated: a RoFormer run's cost is mostly its start, whatever the length
+
+
+@functools.cache
+def clip(index: int) -> bytes:
+    """The first bars of one of the bundled songs (data/generate.py), as an MP3 of CLIP_SECONDS."""
+    song = replace(generate.SONGS[index], seconds=CLIP_SECONDS)
+    return generate.encode_mp3(sum(generate.render(song).values()), 192)
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +102,16 @@ def test_options_that_do_not_apply_to_an_engine_are_refused_with_a_sentence(clie
         "mel_band_roformer_unittest_plus_demucs_unittest-all-mp3320"
 
 
-def test_a_song_with_each_roformer_and_the_pair_goes_end_to_end_on_both_apis(engine_settings, rest, rpc, tmp_path):
+def test_each_roformer_and_the_pair_go_end_to_end_on_both_apis_and_cancel_kills_a_run(engine_settings, rest, rpc,
+                                                                                        tmp_path):
     from msaas.v1 import separation_pb2 as pb
 
     worker = start_service("worker", engine_settings, tmp_path / "worker.log")
     try:
-        hum = submit(rest, HUM, model="mel_band_roformer_unittest", format="wav").json()["hash"]
-        answer = stub(rpc).Submit(submit_messages(MARCH, options=pb.Options(model="bs_roformer_unittest")))
+        hum = submit(rest, clip(0), model="mel_band_roformer_unittest", format="wav").json()["hash"]
+        answer = stub(rpc).Submit(submit_messages(clip(1), options=pb.Options(model="bs_roformer_unittest")))
         march = answer.songhash
-        pair = submit(rest, MARCH, model=PAIR, format="wav", sample_format="float32", residual=1).json()["hash"]
+        pair = submit(rest, clip(1), model=PAIR, format="wav", sample_format="float32", residual=1).json()["hash"]
 
         def done(songhash: str, **query) -> bool:
             state = status(rest, songhash, **query)
@@ -132,6 +142,7 @@ def test_a_song_with_each_roformer_and_the_pair_goes_end_to_end_on_both_apis(eng
             tracks[track] = np.array(wav.read(path))
         assert np.abs(tracks["vocals"]).max() > 0 and np.abs(tracks["drums"]).max() > 0
         assert "separating with mel_band_roformer_unittest+demucs_unittest" in worker.log_path.read_text()
+        cancel_kills_a_running_roformer(worker, rest)
     finally:
         worker.stop()
 
@@ -162,20 +173,17 @@ def test_a_pairs_stems_sum_to_what_demucs_stems_sum_to(tmp_path):
     assert np.allclose(sum(combined.values()), demucs_sum, atol=1e-5)
 
 
-def test_cancel_kills_a_running_roformer(engine_settings, rest, tmp_path):
-    # Overlap 0.9 makes the small model go ten times over each window: long enough to cancel mid-way.
-    worker = start_service("worker", engine_settings, tmp_path / "worker.log")
+def cancel_kills_a_running_roformer(worker, rest: str) -> None:
+    """Cancelling a song while its RoFormer runs kills the run (the worker of the end-to-end case, which is idle)."""
+    assert not runners(worker)
+    # Overlap 0.9 makes the small model go ten times over each window of the 8 s song: long enough to cancel mid-way.
     query = {"model": "mel_band_roformer_unittest", "overlap": 0.9}
-    try:
-        hum = submit(rest, HUM, **query).json()["hash"]
-        wait_for(lambda: status(rest, hum, **query)["state"] == "processing" and runners(worker), 60,
-                 "a RoFormer run")
-        answer = requests.delete(f"http://{rest}/apiv1/remove/{hum}", timeout=10)
-        assert answer.status_code == 200 and answer.json()["cancelled"] == 1
-        wait_for(lambda: not runners(worker), 10, "the RoFormer run killed")
-        assert status(rest, hum, **query)["state"] == "cancelled"
-    finally:
-        worker.stop()
+    hum = submit(rest, HUM, **query).json()["hash"]
+    wait_for(lambda: status(rest, hum, **query)["state"] == "processing" and runners(worker), 60, "a RoFormer run")
+    answer = requests.delete(f"http://{rest}/apiv1/remove/{hum}", timeout=10)
+    assert answer.status_code == 200 and answer.json()["cancelled"] == 1
+    wait_for(lambda: not runners(worker), 10, "the RoFormer run killed")
+    assert status(rest, hum, **query)["state"] == "cancelled"
 
 
 def test_the_time_limit_kills_a_roformer_and_says_so(engine_settings, rest, tmp_path):
@@ -183,36 +191,10 @@ def test_the_time_limit_kills_a_roformer_and_says_so(engine_settings, rest, tmp_
     worker = start_service("worker", settings, tmp_path / "worker.log")
     query = {"model": "bs_roformer_unittest"}
     try:
-        hum = submit(rest, HUM, **query).json()["hash"]
+        hum = submit(rest, clip(0), **query).json()["hash"]
         wait_for(lambda: status(rest, hum, **query)["state"] == "failed", 60, "the time limit")
         assert status(rest, hum, **query)["reason"] == "the RoFormer separation timed out after 0 s and was killed"
         assert not runners(worker)
-    finally:
-        worker.stop()
-
-
-def test_a_song_the_serving_workers_cannot_finish_is_refused_at_the_door(engine_settings, rest, rpc, tmp_path):
-    # A RoFormer worker with one CPU and at most 60 s a separation: the published BS-RoFormer takes about 17.8 s a
-    # second of audio there, so it finishes at most 3 s of song; the 8 s hum is refused before anything is queued.
-    settings = replace(engine_settings, worker_engines="roformer", demucs_threads=1, demucs_timeout_max=60.0)
-    worker = start_service("worker", settings, tmp_path / "worker.log")
-    try:
-        queue = JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model)
-        wait_for(lambda: connect_redis(settings).keys(f"{settings.worker_queue}:worker:*"), 30, "its heartbeat")
-        answer = submit(rest, HUM, model="bs_roformer_viperx_1297")
-        assert answer.status_code == 400, answer.text
-        assert answer.json()["error"] == "too_long_for_model"
-        assert answer.json()["message"].startswith("a 8 s song would not finish within the time limit with model "
-                                                   "bs_roformer_viperx_1297 on the workers that serve it: they "
-                                                   "finish at most 3 s of audio with it")
-        from msaas.v1 import separation_pb2 as pb
-
-        with pytest.raises(Exception) as refused:
-            stub(rpc).Submit(submit_messages(HUM, options=pb.Options(model="bs_roformer_viperx_1297")))
-        assert "would not finish within the time limit" in refused.value.details()
-        assert queue.depths()["waiting"] == 0
-        # Demucs songs are not this pool's to judge: no worker serving Demucs is alive, and the song waits.
-        assert submit(rest, HUM).status_code == 200
     finally:
         worker.stop()
 
@@ -227,25 +209,46 @@ def test_the_door_refuses_only_when_every_serving_worker_would_fail():
     refuse_if_too_long("htdemucs", 8000.0, [cpu])  # no worker serving Demucs says anything
 
 
-def test_a_roformer_job_waits_for_a_roformer_worker_while_a_demucs_worker_takes_demucs_jobs(
-        engine_settings, rest, tmp_path):
+def test_pools_a_roformer_job_waits_for_a_roformer_worker_and_the_door_refuses_what_it_cannot_finish(
+        engine_settings, rest, rpc, tmp_path):
+    from msaas.v1 import separation_pb2 as pb
+
     demucs_only = start_service("worker", replace(engine_settings, worker_engines="demucs", hostname="demucs"),
                                 tmp_path / "demucs.log")
     try:
         roformer_query = {"model": "mel_band_roformer_unittest"}
-        roformer = submit(rest, HUM, **roformer_query).json()["hash"]
-        demucs = submit(rest, MARCH).json()["hash"]
+        roformer = submit(rest, clip(0), **roformer_query).json()["hash"]
+        demucs = submit(rest, clip(1)).json()["hash"]
         wait_for(lambda: status(rest, demucs)["state"] == "done", 120, "the Demucs job")
         waiting = status(rest, roformer, **roformer_query)
         assert waiting["state"] == "queued" and waiting["position"] == 1
         time.sleep(2)  # a few more takes: the Demucs worker still leaves it
         assert status(rest, roformer, **roformer_query)["state"] == "queued"
-        roformer_worker = start_service("worker", replace(engine_settings, worker_engines="roformer",
-                                                          hostname="roformer"), tmp_path / "roformer.log")
+        # A RoFormer worker with one CPU and at most 60 s a separation: the published BS-RoFormer takes about 17.8 s
+        # a second of audio there, so it finishes at most 3 s of song.
+        settings = replace(engine_settings, worker_engines="roformer", hostname="roformer", demucs_threads=1,
+                           demucs_timeout_max=60.0)
+        roformer_worker = start_service("worker", settings, tmp_path / "roformer.log")
         try:
             wait_for(lambda: status(rest, roformer, **roformer_query)["state"] == "done", 120, "the RoFormer job")
             assert "separating with mel_band_roformer_unittest" in roformer_worker.log_path.read_text()
             assert "separating with mel_band_roformer_unittest" not in demucs_only.log_path.read_text()
+            # The door: the 8 s hum is refused before anything is queued, on both APIs.
+            queue = JobQueue(connect_redis(settings), settings.worker_queue, settings.demucs_model)
+            answer = submit(rest, HUM, model="bs_roformer_viperx_1297")
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"] == "too_long_for_model"
+            assert answer.json()["message"].startswith(
+                "a 8 s song would not finish within the time limit with model bs_roformer_viperx_1297 on the "
+                "workers that serve it: they finish at most 3 s of audio with it")
+            with pytest.raises(Exception) as refused:
+                stub(rpc).Submit(submit_messages(HUM, options=pb.Options(model="bs_roformer_viperx_1297")))
+            assert "would not finish within the time limit" in refused.value.details()
+            assert queue.depths()["waiting"] == 0
+            # Demucs songs are not this pool's to judge: the RoFormer worker's bounds refuse none of them.
+            accepted = submit(rest, HUM)
+            assert accepted.status_code == 200
+            requests.delete(f"http://{rest}/apiv1/remove/{accepted.json()['hash']}", timeout=10)  # not to wait on it
         finally:
             roformer_worker.stop()
     finally:
