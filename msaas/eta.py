@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 import redis
 
+from msaas.engines import Capability, lanes_of
 from msaas.jobqueue import JobQueue
 
 AHEAD = 200  # jobs ahead looked at one by one
 SAMPLES = 20  # separations per model a speed is fitted to
 DEFAULT_SPEED = (5.0, 1.0)  # (seconds, seconds per audio second) before a model has been measured
+POOL_READ = 256  # live workers whose capabilities the door reads at most
 MIN_PROGRESS = 5.0  # percent after which a song's own pace predicts its end better than the model's speed
 
 
@@ -42,6 +44,10 @@ def workers_key(queue: str) -> str:
     return f"{queue}:workers"
 
 
+def capability_key(queue: str, worker: str) -> str:
+    return f"{queue}:worker:{worker}"
+
+
 class Estimates:
     def __init__(self, connection: redis.Redis, queue: JobQueue, lease_seconds: float, default_model: str) -> None:
         self.redis = connection
@@ -56,17 +62,30 @@ class Estimates:
             pipe.ltrim(speed_key(model), 0, SAMPLES - 1)
             pipe.execute()
 
-    def alive(self, worker: str) -> None:
+    def alive(self, worker: str, capability: Capability | None = None) -> None:
         """A worker's heartbeat: it counts among the workers the queue is played forward on (and workers silent
-        for ten leases are forgotten, so the set does not grow with every restart)."""
+        for ten leases are forgotten, so the set does not grow with every restart), and says what it serves."""
         now = time.time()
         with self.redis.pipeline() as pipe:
+            if capability is not None:
+                pipe.set(capability_key(self.queue.name, worker), capability.to_json(), ex=int(10 * self.lease_seconds))
             pipe.zadd(workers_key(self.queue.name), {worker: now})
             pipe.zremrangebyscore(workers_key(self.queue.name), "-inf", now - 10 * self.lease_seconds)
             pipe.execute()
 
     def gone(self, worker: str) -> None:
         self.redis.zrem(workers_key(self.queue.name), worker)
+        self.redis.delete(capability_key(self.queue.name, worker))
+
+    def capabilities(self) -> list[Capability]:
+        """What the live workers serve (at most `POOL_READ` of them: enough to know a pool, bounded whatever the
+        fleet)."""
+        since = time.time() - 2 * self.lease_seconds
+        names = self.redis.zrangebyscore(workers_key(self.queue.name), since, "+inf", start=0, num=POOL_READ)
+        if not names:
+            return []
+        said = self.redis.mget([capability_key(self.queue.name, name) for name in names])
+        return [capability for text in said if text and (capability := Capability.from_json(text))]
 
     def workers(self) -> int:
         since = time.time() - 2 * self.lease_seconds
@@ -84,10 +103,10 @@ class Estimates:
 
     def queued(self, job_id: str, model: str, audio_seconds: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""
-        lanes = self.queue.entries.lanes
         lane = self.queue.entries.fields(job_id, "lane")[0]
-        if lane not in lanes:
+        if lane not in self.queue.entries.lanes:
             return None
+        lanes = lanes_of(lane)  # the jobs ahead: those of its engine
         ahead: list[str] = []
         total = 0
         for name in lanes[:lanes.index(lane) + 1]:

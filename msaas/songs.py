@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
+from msaas import engines
 from msaas.audio import measure
 from msaas.callbacks import check_callback_url
 from msaas.claims import Claims
@@ -23,6 +24,7 @@ from msaas.errors import BackendUnavailable, BadRequest, NotFound, OverLimit
 from msaas.eta import Estimates
 from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback, Job
+from msaas.models import relative_cost
 from msaas.naming import Result, check_songhash, parse_track
 from msaas.options import Options
 from msaas.records import ACTIVE, CANCELLED, DONE, FAILED, PROCESSING, QUEUED, STATES
@@ -127,7 +129,10 @@ class Songs:
         # Only songs that may be queued are measured: a repeat of one separated or on its way has its length.
         known = state in (DONE, *ACTIVE) and status.get("seconds")
         seconds = float(status["seconds"]) if known else measure(upload.path, self.policy.max_song_seconds)
-        self.check_limits(tenant, seconds, queues=state != DONE)
+        if state != DONE:  # the workers serving its model can finish it (msaas/engines.py)
+            engines.refuse_if_too_long(options.model, seconds, self.estimates.capabilities())
+        cost = seconds * relative_cost(options.model)  # quotas count a song as htdemucs-seconds
+        self.check_limits(tenant, cost, queues=state != DONE)
         job = Job(songhash, options, result, seconds, tenant=tenant.name)
         already_stored = self.store.has_input(songhash)
         if not already_stored:
@@ -142,7 +147,7 @@ class Songs:
             raise BackendUnavailable(f"the job queue (Redis) is unreachable; the song may not be queued: {error}") \
                 from None
         if new_claim:  # once the job is queued: an error here is a 503, the MP3 it needs staying
-            self.claims.count_song(tenant.name, seconds)
+            self.claims.count_song(tenant.name, cost)
         if before in (DONE, *ACTIVE):
             return Submitted(songhash, _already(before, None if took_callback else callback), False)
         log.info("song %s enqueued for %s (%s, %.0f s, callback %s)", songhash, tenant.name, result.tag or "defaults",

@@ -26,6 +26,7 @@ from flask import Flask
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from msaas.engines import ALL_LANES, ENGINE_SETS, parse_engines, served_lanes
 from msaas.settings import FIELDS, Settings
 from rest import api
 from rest.metrics import QueueDepths
@@ -46,7 +47,7 @@ OVERLAYS = {
     "grpc": ROOT / "deploy/overlays/grpc",
 }
 # All components at once, as a GKE cluster with GPU nodes, KEDA and the gRPC API would run: they must compose.
-COMBINED = ("gke", "gpu", "keda", "grpc")
+COMBINED = ("gke", "gpu", "keda", "keda-gpu", "grpc")
 VARIANTS = (*OVERLAYS, "combined")
 GRPC_VARIANTS = ("grpc", "combined")
 # Custom resources: kubernetes-validate has no schema for them; the tests below check the fields that matter.
@@ -257,8 +258,9 @@ def test_manifests_set_only_settings_the_code_reads(objects, variant):
     docs = objects[variant]
     maps = config_maps(docs)
     used_maps = set()
-    for service in [name for name in IMAGES if any(doc["kind"] == "Deployment" and doc["metadata"]["name"] == name
-                                                   for doc in docs)]:
+    # Each service's Deployments: worker-roformer (deploy/components/gpu) is a pool of the worker.
+    for service in [doc["metadata"]["name"] for doc in docs
+                    if doc["kind"] == "Deployment" and doc["metadata"]["name"].split("-")[0] in IMAGES]:
         container = service_container(docs, service)
         names = [entry["name"] for entry in container.get("env", [])]
         for source in container.get("envFrom", []):
@@ -449,15 +451,44 @@ def test_gke_variant_uses_google_load_balancer(objects, variant):
     assert "ReadWriteMany" in find(docs, "PersistentVolumeClaim", "demucs-models")["spec"]["accessModes"]
 
 
+def pool_engines(docs: list[dict], deployment: str) -> tuple[tuple[str, ...], str]:
+    """The engines a worker Deployment serves (WORKER_ENGINES as the worker parses it) and its DEMUCS_DEVICE."""
+    (container,) = find(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    (name,) = [source["configMapRef"]["name"] for source in container["envFrom"]
+               if source["configMapRef"]["name"].startswith("worker-config")]
+    config = config_maps(docs)[name]
+    return parse_engines(config.get("WORKER_ENGINES", "")), config["DEMUCS_DEVICE"]
+
+
 @pytest.mark.parametrize("variant", ["gpu", "combined"])
-def test_gpu_variant_runs_workers_on_cuda(objects, variant):
+def test_gpu_variant_runs_roformers_on_a_gpu_pool_and_demucs_on_the_cpu_workers(objects, variant):
     docs = objects[variant]
-    pod = find(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    gpu = find(docs, "Deployment", "worker-roformer")
+    pod = gpu["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["containers"][0]["image"].endswith("-cuda")
     assert any(toleration["key"] == "nvidia.com/gpu" for toleration in pod["tolerations"])
-    worker_config = next(config for name, config in config_maps(docs).items() if name.startswith("worker-config"))
-    assert worker_config["DEMUCS_DEVICE"] == "cuda"
+    assert pool_engines(docs, "worker-roformer") == (("roformer", "demucs"), "cuda")
+    cpu = find(docs, "Deployment", "worker")
+    (cpu_container,) = cpu["spec"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in cpu_container["resources"]["limits"]
+    assert "tolerations" not in cpu["spec"]["template"]["spec"]
+    assert not cpu_container["image"].endswith("-cuda")
+    assert pool_engines(docs, "worker") == (("demucs",), "cpu")
+    # Every model's lanes have a pool, and the RoFormers' and the pairs' only the GPU pool.
+    served = {pool: set(served_lanes(pool_engines(docs, pool)[0])) for pool in ("worker", "worker-roformer")}
+    assert served["worker"] | served["worker-roformer"] == set(ALL_LANES)
+    assert not [lane for lane in served["worker"] if "roformer" in lane]
+    # Neither Deployment's selector picks the other's pods; the stores' policies admit both (by name).
+    for one, other in ((cpu, gpu), (gpu, cpu)):
+        selector = one["spec"]["selector"]["matchLabels"].items()
+        assert not selector <= other["spec"]["template"]["metadata"]["labels"].items()
+    for store in ("redis", "minio"):
+        (rule,) = find(docs, "NetworkPolicy", store)["spec"]["ingress"]
+        assert gpu["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] in \
+            rule["from"][0]["podSelector"]["matchExpressions"][0]["values"], store
+    scrape = find(docs, "NetworkPolicy", "worker-roformer")["spec"]
+    assert scrape["podSelector"]["matchLabels"].items() <= gpu["spec"]["template"]["metadata"]["labels"].items()
 
 
 @pytest.mark.parametrize("variant", ["keda", "combined"])
@@ -472,8 +503,22 @@ def test_keda_variant_scales_workers_on_the_waiting_jobs_down_to_zero(objects, v
     url = urlsplit(trigger["metadata"]["url"])
     assert url.hostname == f"rest.{NAMESPACE}.svc.cluster.local" and url.path == "/metrics"
     assert (url.port or 80) in {port["port"] for port in find(docs, "Service", "rest")["spec"]["ports"]}
-    assert trigger["metadata"]["valueLocation"] == "msaas_queue_depth"  # a gauge REST's /metrics serves
-    assert any(family.name == "msaas_queue_depth" for family in QueueDepths._families(0, 0, 0))
+    families = {family.name: family for family in QueueDepths._families(0, 0, 0, {"demucs": 0})}  # REST's gauges
+    if variant == "keda":
+        assert trigger["metadata"]["valueLocation"] == "msaas_queue_depth"
+        assert "msaas_queue_depth" in families
+    else:  # with the RoFormer pool (keda-gpu): each pool on the depth of the lanes it serves
+        assert trigger["metadata"]["valueLocation"] == 'msaas_engine_queue_depth{engine="demucs"}'
+        assert "msaas_engine_queue_depth" in families and families["msaas_engine_queue_depth"].samples[0].labels == {
+            "engine": "demucs"}
+        scaled_gpu = find(docs, "ScaledObject", "worker-roformer")["spec"]
+        assert scaled_gpu["scaleTargetRef"]["name"] == "worker-roformer" and scaled_gpu["minReplicaCount"] == 0
+        measured = {trigger["metadata"]["valueLocation"] for trigger in scaled_gpu["triggers"]}
+        only_gpu = {engine for engine in ENGINE_SETS
+                    if set(engine.split("+")) <= set(pool_engines(docs, "worker-roformer")[0])
+                    and not set(engine.split("+")) <= set(pool_engines(docs, "worker")[0])}
+        assert measured == {f'msaas_engine_queue_depth{{engine="{engine}"}}' for engine in only_gpu}
+        assert "replicas" not in find(docs, "Deployment", "worker-roformer")["spec"], "KEDA owns the replica count"
     assert "replicas" not in find(docs, "Deployment", "worker")["spec"], "KEDA owns the replica count"
 
 

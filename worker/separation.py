@@ -23,9 +23,10 @@ from msaas.audio import SAMPLE_RATE
 from msaas.deadline import Deadline
 from msaas.errors import BadRequest, ConfigError
 from msaas.settings import Settings
-from worker import chunks, encoding, mixdown, resources, wav
-from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, last_line, run, tail
+from worker import chunks, encoding, engines, mixdown, resources, wav
+from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, last_line, tail
 from worker.policies import TimeLimit
+from worker.roformer_run import RoformerConfig
 
 log = logging.getLogger(__name__)
 BUDGET_SHARE = 0.8  # of the container's memory, when MEMORY_BUDGET_MIB is not set
@@ -49,6 +50,8 @@ class SeparationConfig:
     timeout_min: float = 120.0
     timeout_factor: float = 10.0
     max_seconds: float = 3600.0  # the longest song decoded (MAX_SONG_SECONDS, as at the door)
+    timeout_max: float = 0.0
+    roformer: RoformerConfig = RoformerConfig(Path.home() / ".cache" / "roformer", download=True)
 
     @classmethod
     def of(cls, settings: Settings) -> SeparationConfig:
@@ -58,7 +61,11 @@ class SeparationConfig:
         budget = settings.memory_budget_mib or BUDGET_SHARE * resources.memory_limit() / 2**20
         return cls(DemucsConfig.of(settings), separation_cpus(settings.demucs_threads, os.environ),
                    settings.demucs_jobs, budget, settings.chunk_seconds, settings.chunk_overlap_seconds,
-                   settings.demucs_timeout_min, settings.demucs_timeout_factor, settings.max_song_seconds)
+                   settings.demucs_timeout_min, settings.demucs_timeout_factor, settings.max_song_seconds,
+                   settings.demucs_timeout_max, RoformerConfig.of(settings))
+
+    def time_limit(self) -> TimeLimit:
+        return TimeLimit(self.timeout_min, self.timeout_factor, self.timeout_max)
 
 
 def separation_cpus(threads: int, env: Mapping[str, str], cgroup: Path = resources.CGROUP) -> int:
@@ -140,7 +147,7 @@ def separate(
     seconds = frames / SAMPLE_RATE
     plan = layout(seconds, song.model, config)
     grid = chunks.plan(frames, int(plan.chunk_seconds * SAMPLE_RATE), int(config.chunk_overlap_seconds * SAMPLE_RATE),
-                       chunks.segment_grid(song.model, config.demucs.segment, song.options.overlap))
+                       engines.segment_grid(song.model, config.demucs.segment, song.options.overlap))
     inputs = [whole]
     if len(grid) > 1:
         inputs = chunks.write_inputs(whole, grid, folder)
@@ -153,11 +160,12 @@ def separate(
     # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
     # keeps one track's stems while it separates the next, so its peak would be that of two chunks.
     # The time limit policy (worker/policies.py): from the song's length, and how many times Demucs goes over it.
-    deadline = Deadline(TimeLimit(config.timeout_min, config.timeout_factor).seconds(seconds, song.passes()), "demucs")
+    limit = config.time_limit().seconds(seconds, song.passes(), models.relative_cost(song.model))
+    deadline = Deadline(limit, "separation")
     runs = [replace(song, inputs=(path,), jobs=plan.jobs, threads=plan.threads) for path in inputs]
     for done, part in enumerate(runs):
-        run(part, config.demucs, log_path, deadline, abandon,
-            lambda percent, done=done: report((done * 100 + percent) / len(runs)))
+        engines.separate_part(part, part.inputs[0], engines.EngineConfigs(config.demucs, config.roformer), log_path,
+                              deadline, abandon, lambda percent, done=done: report((done * 100 + percent) / len(runs)))
         part.inputs[0].unlink()
     stems = {track: [song.track_path(track, path) for path in inputs] for track in tracks}
     check_stems(stems, grid, log_path)
