@@ -12,13 +12,18 @@ set -euo pipefail
 IMAGE=docker.io/library/python:3.11.14-slim-bookworm
 ROOT_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${ROOT_DIR}/.containers"
-TARBALL="${CACHE}/python-3.11-bookworm-standin.tar"
+# Bumped whenever PACKAGES changes, so a machine that built an older stand-in builds this one.
+STANDIN=2
+TARBALL="${CACHE}/python-3.11-bookworm-standin-${STANDIN}.tar"
 # The archive apt uses on this machine: the first URIs of its Debian sources, else deb.debian.org.
 apt_mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)"
 MIRROR="${DEBIAN_MIRROR:-${apt_mirror:-http://deb.debian.org/debian}}"
-PACKAGES=python3.11,python3.11-venv,python3-pip,python-is-python3,passwd,ca-certificates,netbase,tzdata
+# libpython3.11-dev: the real image carries Python's headers, which a wheel built from source needs (the worker's
+# build stage compiles audio-separator's diffq with gcc).
+PACKAGES=python3.11,python3.11-venv,libpython3.11-dev,python3-pip,python-is-python3,passwd,ca-certificates,netbase,tzdata
 
-if podman image exists "${IMAGE}"; then
+if podman image exists "${IMAGE}" \
+    && podman image inspect --format '{{.Comment}}' "${IMAGE}" | grep -q "stand-in ${STANDIN} "; then
     echo "base image ${IMAGE} is present"
     exit 0
 fi
@@ -41,5 +46,5 @@ podman import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
-    --message 'stand-in for python:3.11.14-slim-bookworm: Debian bookworm python3.11 (tests/containers/base-image.sh)' \
+    --message "stand-in ${STANDIN} for python:3.11.14-slim-bookworm: Debian bookworm python3.11 (tests/containers/base-image.sh)" \
     "${TARBALL}" "${IMAGE}"

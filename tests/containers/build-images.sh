@@ -32,6 +32,16 @@ case "${wheel}" in
 esac
 printf '<!DOCTYPE html><html><body><a href="%s">%s</a></body></html>\n' "${wheel}" "${wheel}" \
     >"${torch_index}/torch/index.html"
+# torchvision (audio-separator's, for the RoFormer engine) from the same index, the version constraints.txt pins:
+# a build for this torch, which the worker's Dockerfile installs beside it with --no-deps.
+vision_pin="$(grep -E '^torchvision==' constraints.txt)"
+if ! compgen -G "${torch_index}/torchvision/torchvision-${vision_pin#torchvision==}-*.whl" >/dev/null; then
+    rm -rf "${torch_index}/torchvision" && mkdir -p "${torch_index}/torchvision"
+    "${PYTHON}" -m pip download --quiet --no-deps --only-binary=:all: -d "${torch_index}/torchvision" "${vision_pin}"
+fi
+vision="$(basename "$(compgen -G "${torch_index}/torchvision/torchvision-*.whl" | head -n 1)")"
+printf '<!DOCTYPE html><html><body><a href="%s">%s</a></body></html>\n' "${vision}" "${vision}" \
+    >"${torch_index}/torchvision/index.html"
 
 common=(--network host --layers)
 host_cas=/etc/ssl/certs/ca-certificates.crt
