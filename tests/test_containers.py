@@ -273,6 +273,16 @@ def test_worker_image_has_the_cpu_build_of_torch_and_no_cuda_packages(ready):
     assert packages and not [line for line in packages.splitlines() if line.lower().startswith("nvidia-")]
 
 
+def test_worker_image_carries_the_roformer_engine(ready):
+    """audio-separator loads (issue 25's second engine), beside the torchvision its metadata asks for at the version
+    constraints.txt pins (else pip would swap the CPU torch for a CUDA one; audio-separator never imports it)."""
+    pin = next(line for line in (ROOT / "constraints.txt").read_text().splitlines() if line.startswith("torchvision=="))
+    found = podman("exec", container("worker"), "python", "-c",
+                   "import importlib.metadata, audio_separator.separator, onnxruntime, worker.roformer_run; "
+                   "print(importlib.metadata.version('torchvision'))")
+    assert found.stdout.strip() == pin.removeprefix("torchvision=="), found.stdout + found.stderr
+
+
 def test_the_worker_runs_demucs_with_tcmalloc_in_its_image(ready):
     """Part of the measured speed (docs/operations.md, "Sizing"): the image installs it and the worker finds it."""
     found = podman("exec", container("worker"), "python", "-c",
