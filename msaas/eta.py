@@ -1,9 +1,12 @@
 """How long until a song is done: from the workers' measured speed per model and the work ahead of it.
 
-Each worker records how long each separation took against the song's length (`record`); a model's speed is a
-least-squares line through its last samples: a fixed cost (loading the model, writing the tracks) plus seconds per
-second of audio. A queued song's estimate plays the queue forward on the live workers: each takes the next job in
-turn when it is free (those busy now are free when their current song's remaining part is done), up to this song.
+Each worker records how long each separation took against its work (`record`): the seconds of audio Demucs went
+over (a range's with its context, times its passes: `Options.work`). A model's speed is a least-squares line
+through its last samples: a fixed cost (loading the model, writing the tracks) plus seconds per second of work. A
+queued song's estimate plays the queue forward on the live workers: each takes the next job in turn when it is free
+(those busy now are free when their current song's remaining part is done), up to this song. A preview waits for no
+song: a busy worker pauses its song for it (worker/loop.py), so previews are played forward on every live worker
+at once.
 At most `AHEAD` jobs ahead are looked at one by one; beyond them, their mean is taken for the rest, so an estimate
 costs the same whatever the queue's length. A processing song's estimate is its remaining share at the pace it has
 kept so far.
@@ -49,10 +52,10 @@ class Estimates:
         self.lease_seconds = lease_seconds
         self.default_model = default_model
 
-    def record(self, model: str, wall_seconds: float, audio_seconds: float) -> None:
+    def record(self, model: str, wall_seconds: float, work: float) -> None:
         """A worker's separation, for the model's speed."""
         with self.redis.pipeline() as pipe:
-            pipe.lpush(speed_key(model), f"{wall_seconds:.3f},{audio_seconds:.3f}")
+            pipe.lpush(speed_key(model), f"{wall_seconds:.3f},{work:.3f}")
             pipe.ltrim(speed_key(model), 0, SAMPLES - 1)
             pipe.execute()
 
@@ -71,13 +74,13 @@ class Estimates:
         samples = [tuple(map(float, sample.split(","))) for sample in self.redis.lrange(speed_key(model), 0, -1)]
         return fit(samples)
 
-    def processing(self, model: str, audio_seconds: float, progress: float, started_at: float) -> float:
+    def processing(self, model: str, work: float, progress: float, started_at: float) -> float:
         elapsed = max(0.0, time.time() - started_at)
         if progress >= MIN_PROGRESS:
             return elapsed * (100 - progress) / progress
-        return max(1.0, self.speed(model).seconds(audio_seconds) - elapsed)
+        return max(1.0, self.speed(model).seconds(work) - elapsed)
 
-    def queued(self, job_id: str, model: str, audio_seconds: float) -> float | None:
+    def queued(self, job_id: str, model: str, work: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""
         lanes = self.queue.entries.lanes
         lane = self.queue.entries.fields(job_id, "lane")[0]
@@ -101,32 +104,34 @@ class Estimates:
                 speeds[model_name] = self.speed(model_name)
             return speeds[model_name].seconds(seconds)
 
-        jobs = [duration(m or self.default_model, float(s or 0)) for m, s in self._fields(ahead, "model", "seconds")]
-        free = sorted(self._busy(duration)) + [0.0] * self.workers()
-        free = free[:max(1, self.workers())] or [0.0]
+        jobs = [duration(m or self.default_model, float(w or s or 0))
+                for m, s, w in self._fields(ahead, "model", "seconds", "work")]
+        busy = [] if lane == "preview" else sorted(self._busy(duration))
+        free = (busy + [0.0] * self.workers())[:max(1, self.workers())]
         heapq.heapify(free)
         for length in jobs:
             heapq.heappush(free, heapq.heappop(free) + length)
         start = heapq.heappop(free)
         if beyond and jobs:
             start += beyond * (sum(jobs) / len(jobs)) / max(1, self.workers())
-        return start + duration(model, audio_seconds)
+        return start + duration(model, work)
 
     def _busy(self, duration) -> list[float]:
         """Seconds until each job being separated now is done."""
         taken = self.redis.zrange(self.queue.entries.key("taken"), 0, 63)
-        fields = self._fields(taken, "model", "seconds", "result")
+        fields = self._fields(taken, "model", "seconds", "work", "result")
         with self.redis.pipeline(transaction=False) as pipe:
-            for _, _, result in fields:
+            for *_, result in fields:
                 pipe.hmget(f"status:{result or '-'}", "progress", "processing_at", "job_id")
             statuses = pipe.execute()
         remaining = []
-        for (model, seconds, _), entry, status in zip(fields, taken, statuses, strict=True):
+        for (model, seconds, work, _), entry, status in zip(fields, taken, statuses, strict=True):
+            work = float(work or seconds or 0)
             if status[2] != entry or status[1] is None:
-                remaining.append(duration(model or self.default_model, float(seconds or 0)))
+                remaining.append(duration(model or self.default_model, work))
                 continue
-            remaining.append(self.processing(model or self.default_model, float(seconds or 0),
-                                             float(status[0] or 0), float(status[1])))
+            remaining.append(self.processing(model or self.default_model, work, float(status[0] or 0),
+                                             float(status[1])))
         return remaining
 
     def _fields(self, entries: list[str], *names: str) -> list[list[str | None]]:

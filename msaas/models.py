@@ -43,15 +43,18 @@ class Model:
     # longer than argument 1"). The htdemucs family has none.
     parallel: bool = False
     bag: int = 1  # models averaged (a bag of models, demucs/remote/*.yaml): each goes over the song in turn
+    # Whether a segment hears a little of its neighbours (Demucs pads it with them to the model's valid length);
+    # HTDemucs hears its segment alone. Decides how much of the song a range is separated with (worker/chunks.py).
+    hears_neighbours: bool = True
 
 
 # Demucs' pretrained models (demucs/remote/*.yaml) plus the tiny built-in model used offline and in tests.
 MODELS = {
     model.name: model
     for model in (
-        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True),
-        Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True, bag=4),
-        Model("htdemucs_6s", SIX_STEMS, Fraction(39, 5), parallel=True),
+        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True, hears_neighbours=False),
+        Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True, bag=4, hears_neighbours=False),
+        Model("htdemucs_6s", SIX_STEMS, Fraction(39, 5), parallel=True, hears_neighbours=False),
         Model("hdemucs_mmi", FOUR_STEMS),
         Model("mdx", FOUR_STEMS, bag=4),
         Model("mdx_extra", FOUR_STEMS, bag=4),
@@ -64,6 +67,11 @@ MODELS = {
 
 def footprint_of(model: str) -> Footprint:
     return MODELS[model].footprint if model in MODELS else HTDEMUCS_FOOTPRINT
+
+
+def hears_neighbours(model: str) -> bool:
+    """Whether a segment of `model` hears beyond itself; so is any model outside the catalogue, to be safe."""
+    return model not in MODELS or MODELS[model].hears_neighbours
 
 
 def parallel(model: str) -> bool:

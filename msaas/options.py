@@ -15,13 +15,16 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from msaas.errors import BadRequest
-from msaas.models import MODELS, SIX_STEMS, stems_of
+from msaas.models import MODELS, SIX_STEMS, bag_size, hears_neighbours, stems_of
 from msaas.naming import FORMATS, Result
 
 MP3_BITRATES = (64, 96, 128, 160, 192, 224, 256, 320)
+PREVIEW_SECONDS = 30.0  # the longest a preview may be
+LONGEST_SECONDS = 86400.0  # bounds a range's ends (the service's MAX_SONG_SECONDS bounds the song)
 # The options the first tags were made of, in their order: results stored under those tags keep their names.
 TAGGED_FIRST = ("model", "two_stems", "format", "mp3_bitrate")
 INTEGER = re.compile(r"[+]?[0-9]{1,9}")
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")  # a flag as text: query, form field, CLI
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,14 @@ class Spec:
     """One row of the table: what an option's values may be, and what it does."""
 
     name: str
-    kind: type  # str, int or float
+    kind: type  # str, int, float or bool
     default: Any  # None: the service's choice (the model) or not used
     help: str
     choices: tuple = ()
     bounds: tuple[float, float] | None = None
     error: str = "invalid_option"  # the error code a wrong value gets
     number: int = 0  # its field number in the proto's Options message: never reused (proto/generate.py)
+    tagged: bool = True  # part of the result's name; a request's manner (preview) is not
 
     def parse(self, raw: object) -> Any:
         """A JSON value, or the text of a query string, form field or flag -> the option's value; BadRequest
@@ -52,11 +56,11 @@ class Spec:
             return "one of " + ", ".join(map(str, self.choices))
         if self.bounds:
             return f"a number from {self.bounds[0]:g} to {self.bounds[1]:g}"
-        return f"a {self.kind.__name__}"
+        return "true or false" if self.kind is bool else f"a {self.kind.__name__}"
 
     def schema(self) -> dict:
         """This option as an OpenAPI schema."""
-        schema: dict[str, Any] = {"type": {str: "string", int: "integer", float: "number"}[self.kind]}
+        schema: dict[str, Any] = {"type": {str: "string", int: "integer", float: "number", bool: "boolean"}[self.kind]}
         if self.choices:
             schema["enum"] = list(self.choices)
         if self.bounds:
@@ -69,7 +73,11 @@ class Spec:
 
 def _typed(kind: type, raw: object) -> Any:
     """`raw` as a value of `kind`, or None. Text is parsed (query strings, flags); JSON values must already be
-    of the kind (an integral float is an integer); booleans, lists, objects, NaN and infinities never are."""
+    of the kind (an integral float is an integer); booleans (but for a flag), lists, objects, NaN and infinities
+    never are."""
+    if kind is bool:
+        text = raw.strip().lower() if isinstance(raw, str) else None
+        return raw if isinstance(raw, bool) else True if text in TRUE else False if text in FALSE else None
     if isinstance(raw, bool) or raw is None:
         return None
     if kind is str:
@@ -97,8 +105,8 @@ def _typed(kind: type, raw: object) -> Any:
 
 
 def option(number: int, name: str, kind: type, default: Any, help: str, choices: tuple = (), bounds=None,
-           error: str = "invalid_option") -> Any:
-    spec = Spec(name, kind, default, help, tuple(choices), bounds, error, number)
+           error: str = "invalid_option", tagged: bool = True) -> Any:
+    spec = Spec(name, kind, default, help, tuple(choices), bounds, error, number, tagged)
     return field(default=default, metadata={"spec": spec})
 
 
@@ -117,6 +125,13 @@ class Options:
                             "--overlap): more is smoother and slower", bounds=(0.0, 0.9))
     shifts: int = option(6, "shifts", int, 1, "random time shifts of the song Demucs separates and averages (Demucs' "
                          "--shifts): each one more is a whole separation more; 0 makes runs repeatable", bounds=(0, 10))
+    start: float = option(7, "start", float, 0.0, "seconds into the song where the range to separate begins",
+                          bounds=(0.0, LONGEST_SECONDS), error="invalid_range")
+    end: float | None = option(8, "end", float, None, "seconds into the song where the range ends (none: the song's "
+                               "end)", bounds=(0.0, LONGEST_SECONDS), error="invalid_range")
+    preview: bool = option(9, "preview", bool, False, f"hear it sooner: a range of at most {PREVIEW_SECONDS:g} s (the "
+                           "song's loudest, unless start and end both say which), separated before other songs",
+                           tagged=False)
 
     @classmethod
     def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:
@@ -128,6 +143,15 @@ class Options:
             if "mp3_bitrate" in given:
                 raise BadRequest("mp3_bitrate applies to format mp3 only", "invalid_option")
             options = replace(options, mp3_bitrate=None)
+        if options.end is not None and options.end <= options.start:
+            raise BadRequest(f"end {options.end:g} must be after start {options.start:g}", "invalid_range")
+        if options.preview and options.end is None and options.start > 0:
+            raise BadRequest("a preview takes start and end together, or neither (the service then picks the song's "
+                             f"loudest {PREVIEW_SECONDS:g} s)", "invalid_range")
+        if options.preview and options.end is not None and options.end - options.start > PREVIEW_SECONDS:
+            raise BadRequest(f"a preview is at most {PREVIEW_SECONDS:g} s; this range is "
+                             f"{options.end - options.start:g} s (ask without preview for a longer one)",
+                             "invalid_range")
         if options.two_stems and options.two_stems not in stems_of(options.model):
             raise BadRequest(
                 f"two_stems {options.two_stems!r} is not a source of model {options.model} "
@@ -135,6 +159,35 @@ class Options:
                 "invalid_option",
             )
         return options
+
+    def within(self, seconds: float) -> Options:
+        """These options, checked against a song of `seconds`: BadRequest, saying why, for a range past its end."""
+        if self.start >= seconds or (self.end is not None and self.end > seconds):
+            asked = f"{self.start:g} to {'the end' if self.end is None else f'{self.end:g}'}"
+            raise BadRequest(f"range {asked} s is past the song's end ({seconds:.3f} s)", "invalid_range")
+        return self
+
+    def range_seconds(self, seconds: float) -> float:
+        """How much of a song of `seconds` these options separate."""
+        return (seconds if self.end is None else self.end) - self.start
+
+    @property
+    def is_range(self) -> bool:
+        return self.start > 0 or self.end is not None
+
+    @property
+    def passes(self) -> int:
+        """How many times Demucs goes over the song: once per random shift (at least once), per model of the bag."""
+        return max(1, self.shifts) * bag_size(self.model)
+
+    def work(self, seconds: float) -> float:
+        """What separating `seconds` of song (of its range) costs, in seconds of audio Demucs goes over: each pass,
+        and for a range, the song either side that Demucs hears with it (on average: worker/chunks.py `window`)."""
+        segment = float(MODELS[self.model].segment or 0) if self.model in MODELS else 0.0
+        stride = (1 - self.overlap) * segment
+        reach = stride if hears_neighbours(self.model) else 0.0
+        context = segment + (segment - stride) + 2 * reach if self.is_range else 0.0
+        return (seconds + context) * self.passes
 
     def tracks(self) -> tuple[str, ...]:
         if self.two_stems:
@@ -147,13 +200,13 @@ class Options:
         tag = f"{self.model}-{self.two_stems or 'all'}-{self.format}{self.mp3_bitrate or ''}"
         for spec in SPECS:
             value = getattr(self, spec.name)
-            if spec.name not in TAGGED_FIRST and value != spec.default:
-                tag += f"-{spec.name}{value:g}" if isinstance(value, float) else f"-{spec.name}{value}"
+            if spec.tagged and spec.name not in TAGGED_FIRST and value != spec.default:
+                tag += f"-{spec.name}{text(value)}"
         return tag
 
     def result(self, songhash: str, default_model: str) -> Result:
         """The result these options make of a song; the reference's defaults keep the reference's names."""
-        plain = self == Options.resolve({}, default_model)
+        plain = self.tag == Options.resolve({}, default_model).tag
         return Result(songhash, "" if plain else self.tag)
 
     def as_fields(self) -> dict[str, Any]:
@@ -162,8 +215,19 @@ class Options:
 
     def as_query(self) -> dict[str, str]:
         """Every option given, as the query parameters that select this result on the read routes."""
-        return {name: f"{value:g}" if isinstance(value, float) else str(value)
-                for name, value in self.as_fields().items() if value is not None}
+        return {name: text(value) for name, value in self.as_fields().items() if value is not None}
+
+
+def text(value: object) -> str:
+    """An option's value as text, for a tag or a query: numbers as short as they go and exact (`0.25`, `30`,
+    `1234.567`, where `:g` would round to 6 digits), flags as `true` and `false`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 SPECS: tuple[Spec, ...] = tuple(item.metadata["spec"] for item in fields(Options))
+SPEC = {spec.name: spec for spec in SPECS}

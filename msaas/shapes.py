@@ -44,6 +44,12 @@ class SongState:
     worker: str = ""
     callback: CallbackState | None = None
     eta_seconds: float | None = None  # queued or processing: seconds until it is expected done
+    ready_seconds: float = 0.0  # processing: seconds of its tracks stored so far, from the start; done: all
+
+    @property
+    def partial(self) -> bool:
+        """Processing, with a part of its tracks ready to download."""
+        return self.state == PROCESSING and self.ready_seconds > 0
 
     @property
     def ended(self) -> bool:
@@ -93,8 +99,13 @@ FIELDS: tuple[Field, ...] = (
           "queued or processing: seconds until it is expected done, from the workers' measured speed and the work "
           "ahead of it", lambda s: None if s.eta_seconds is None else round(s.eta_seconds, 1),
           _when(QUEUED, PROCESSING)),
+    Field("ready_seconds", {"type": "number"},
+          "processing: seconds of the song (of its range) whose tracks can be downloaded now, from its start: the "
+          "track links serve that part; it only grows while one attempt runs (a retry starts again from 0); done: "
+          "all of them", lambda s: round(s.ready_seconds, 3), _when(PROCESSING, DONE)),
     Field("tracks", {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
-          "done: each track's download link (gRPC: the track names)", lambda s: s.tracks, _when(DONE)),
+          "done: each track's download link (gRPC: the track names); processing, once ready_seconds is above 0: the "
+          "same links, serving the part ready so far", lambda s: s.tracks, lambda s: s.state == DONE or s.partial),
     Field("callback", {"type": "object", "required": ["state", "delivered", "attempts", "outcome"], "properties": {
               "state": {"type": "string", "enum": list(CALLBACK_STATES),
                         "description": "pending until the worker delivers it or gives up"},

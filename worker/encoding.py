@@ -1,17 +1,23 @@
 """From Demucs' stems to the files of the tracks a client gets: the level the song is separated at, the one rule
-that keeps a track from clipping, and the encoders.
+that keeps the tracks from clipping, and the encoders.
 
 Demucs hears the song `LEVEL` quieter (whole or in chunks) and writes float WAVs with `--clip-mode none`: it clamps
 float output to ±1, and a stem may peak above full scale before the level is restored. A power of two scales
 without rounding, and Demucs normalises its input by its standard deviation, so the level changes nothing else.
-Each track is then brought back and rescaled here, over the whole track, as Demucs' default `--clip-mode rescale`
-does: divided by 1.01 times its peak when that is above full scale.
+
+The rule (`gain`): every track of a song is brought back by one gain, the song's own: 1 when the song peaks within
+full scale, else 1 / (1.01 x its peak), as Demucs' `--clip-mode rescale` divides a track by 1.01 times its peak. It
+depends on the song alone, known once it is decoded, before any stem exists: so a part of a track served while the
+rest is separated is at the level of the whole, a range's tracks are the whole song's over that range, and the
+stems of a song, summed, are the song at one level (none is rescaled differently from the others, as Demucs' rule
+did stem by stem). Where a stem still goes past full scale (it is louder than the song there: the other stems
+cancel it), it is clipped, as Demucs' `--clip-mode clamp` does, and the worker logs how many samples were.
 """
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -24,13 +30,9 @@ from worker import wav
 LEVEL = 2.0**-8
 
 
-def rescaled(blocks: Callable[[], Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
-    """The track whose blocks (at `LEVEL`) `blocks()` gives, back at full level and rescaled not to clip. Two
-    passes: its peak, then the track."""
-    peak = max((float(np.abs(block).max()) for block in blocks() if block.size), default=0.0) / LEVEL
-    gain = np.float32(1 / (LEVEL * max(1.01 * peak, 1)))
-    for block in blocks():
-        yield block * gain
+def gain(song_peak: float) -> float:
+    """The gain of every track of a song that peaks at `song_peak` (full scale 1): see the module's doc."""
+    return 1 / max(1.01 * song_peak, 1.0)
 
 
 def blocks_of(stem: np.ndarray) -> Iterator[np.ndarray]:
@@ -38,12 +40,27 @@ def blocks_of(stem: np.ndarray) -> Iterator[np.ndarray]:
         yield stem[at : at + wav.BLOCK]
 
 
-def write_track(blocks: Callable[[], Iterable[np.ndarray]], frames: int, path: Path, kind: str,
-                mp3_bitrate: int) -> None:
-    """Write the track of `frames` frames whose blocks (at `LEVEL`) `blocks()` gives to `path`, as `kind`."""
+def between(blocks: Iterable[np.ndarray], start: int, stop: int) -> Iterator[np.ndarray]:
+    """The frames [start, stop) of the track whose blocks are `blocks`."""
+    at = 0
+    for block in blocks:
+        first, last = max(start - at, 0), min(stop - at, len(block))
+        if first < last:
+            yield block[first:last]
+        at += len(block)
+        if at >= stop:
+            return
+
+
+def write_track(blocks: Iterable[np.ndarray], frames: int, path: Path, kind: str, mp3_bitrate: int,
+                track_gain: float) -> int:
+    """Write the track of `frames` frames whose `blocks` (at `LEVEL`) are given to `path`, as `kind`, brought back
+    by `track_gain` (`gain`); the samples clipped."""
+    scale = np.float32(track_gain / LEVEL)
     with Encoder(path, kind, frames, mp3_bitrate) as encoder:
-        for block in rescaled(blocks):
-            encoder.write(block)
+        for block in blocks:
+            encoder.write(block * scale)
+    return encoder.clipped
 
 
 class Encoder:
@@ -52,6 +69,7 @@ class Encoder:
 
     def __init__(self, path: Path, kind: str, frames: int, mp3_bitrate: int) -> None:
         self.kind = kind
+        self.clipped = 0  # samples past full scale, clipped
         self.ffmpeg = self.lame = None
         if kind == "flac":  # ffmpeg writes the file itself: it seeks back to complete the FLAC header
             self.file = None
@@ -73,6 +91,7 @@ class Encoder:
             wav.write_header(self.file, frames, float_samples=False)
 
     def write(self, block: np.ndarray) -> None:
+        self.clipped += int(np.count_nonzero(np.abs(block) > 1))
         pcm = (np.clip(block, -1, 1) * (2**15 - 1)).astype("<i2").tobytes()  # Demucs' i16_pcm
         if self.lame:
             self.file.write(self.lame.encode(pcm))
