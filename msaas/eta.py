@@ -107,7 +107,7 @@ class Estimates:
         jobs = [duration(m or self.default_model, float(w or s or 0))
                 for m, s, w in self._fields(ahead, "model", "seconds", "work")]
         busy = [] if lane == "preview" else sorted(self._busy(duration))
-        free = (busy + [0.0] * self.workers())[:max(1, self.workers())]
+        free = (busy + [0.0] * self.workers())[:max(1, self.workers())] or [0.0]
         heapq.heapify(free)
         for length in jobs:
             heapq.heappush(free, heapq.heappop(free) + length)

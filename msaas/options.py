@@ -137,7 +137,9 @@ class Options:
     def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:
         """The options `values` ask for (JSON values or text; absent, null or "" means the default), checked
         against each other, with the model made concrete. The one place a default model is applied."""
-        given = {spec.name: spec.parse(values[spec.name]) for spec in SPECS if values.get(spec.name) not in (None, "")}
+        # The default model is valid by name even outside the catalogue (a model of DEMUCS_REPO's).
+        given = {spec.name: spec.parse(values[spec.name]) for spec in SPECS
+                 if values.get(spec.name) not in (None, "", default_model if spec.name == "model" else None)}
         options = replace(cls(model=default_model), **given)
         if options.format != "mp3":
             if "mp3_bitrate" in given:

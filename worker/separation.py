@@ -167,7 +167,8 @@ def separate(song: DemucsRun, tracks: tuple[str, ...], config: SeparationConfig,
         whole.unlink()  # the chunks hold it all now; disk is scarce in a pod
     log.info("%s: %.0f s%s, separating %s%s", song.input_path.name, decoded.frames / SAMPLE_RATE,
              f", its range {options.start:g} to {options.end or 'the end'} s" if options.is_range else "",
-             plan.describe(len(parts)), f", the first {(head - keep[0]) / SAMPLE_RATE:.0f} s first" if head else "")
+             plan.describe(len(parts) - bool(head)),
+             f", its first {(chunks.final_until(parts, 0) - keep[0]) / SAMPLE_RATE:.1f} s first" if head else "")
     if plan.peak_mib > plan.budget_mib:
         log.warning("MEMORY_BUDGET_MIB (%.0f MiB) is below what the smallest layout needs (about %.0f MiB for %.0f s "
                     "chunks): separating anyway, and Demucs may be killed for memory", config.memory_budget_mib,
