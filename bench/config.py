@@ -59,6 +59,12 @@ class Plan:
     chunk_overlap_seconds: float | None = None
     grpc_bytes: int = 60_000_000  # GRPC: the song uploaded through gRPC and through REST's raw upload
     grpc_rounds: int = 5  # per API, alternating
+    sooner_seconds: float = 240  # SOONER's and PREVIEW's songs
+    sooner_reps: int = 1  # SOONER: runs per side, alternating
+    preview_queue: int = 20  # PREVIEW: songs queued behind the one being separated
+    # ETA: songs of mixed lengths submitted at once, in this order, after songs that teach the workers their speed
+    eta_seconds: tuple[float, ...] = (60, 15, 120, 35, 90, 25, 150, 45, 105, 75)
+    eta_warm_seconds: tuple[float, ...] = (10, 40, 90)
 
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
@@ -106,6 +112,8 @@ FULL = Plan(
     b6_slow_seconds=60,
     flood_seconds=30,
     footprint_seconds=(60, 240, 600),
+    sooner_reps=2,
+    eta_seconds=(120, 30, 240, 70, 180, 50, 300, 90, 210, 150),
 )
 
 

@@ -1,4 +1,4 @@
-"""The benchmarks of issues 6, 12, 14, 16 and 20: each runs the service and its comparison in the same run,
+"""The benchmarks of issues 6, 12, 14, 16, 20 and 23: each runs the service and its comparison in the same run,
 alternating, and reports medians, ratios and the targets met or missed.
 
     .venv/bin/python bench/run.py [--quick] [--only B1,B3] [--out FILE]     (or: make bench BENCH_ARGS=--quick)
@@ -46,6 +46,7 @@ from bench import (  # noqa: E402
     b9_seams,
     b10_door,
     b10_flood_grpc,
+    b13_sooner,
     flood_rest,
     threads,
 )
@@ -71,6 +72,9 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "GRPC": b7_grpc.run,  # the gRPC API's upload against REST's raw one
     "FLOOD_GRPC": b10_flood_grpc.run,  # gRPC health under stalled streams; time to 503 with Redis frozen
     "DOOR": b10_door.run,  # what deciding a song costs where it is accepted; needs no model
+    "SOONER": b13_sooner.sooner,  # a 4 minute song's first stems, and what they cost the whole
+    "PREVIEW": b13_sooner.preview,  # a preview behind 20 four-minute songs
+    "ETA": b13_sooner.eta,  # estimates against the truth, 10 songs on 2 workers
 }
 
 

@@ -8,8 +8,8 @@ queued song's estimate plays the queue forward on the live workers: each takes t
 song: a busy worker pauses its song for it (worker/loop.py), so previews are played forward on every live worker
 at once.
 At most `AHEAD` jobs ahead are looked at one by one; beyond them, their mean is taken for the rest, so an estimate
-costs the same whatever the queue's length. A processing song's estimate is its remaining share at the pace it has
-kept so far.
+costs the same whatever the queue's length. A processing song's estimate moves from what the model's speed leaves of
+it to its remaining share at the pace it has kept so far, as its progress grows.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from msaas.jobqueue import JobQueue
 AHEAD = 200  # jobs ahead looked at one by one
 SAMPLES = 20  # separations per model a speed is fitted to
 DEFAULT_SPEED = (5.0, 1.0)  # (seconds, seconds per audio second) before a model has been measured
-MIN_PROGRESS = 5.0  # percent after which a song's own pace predicts its end better than the model's speed
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,15 @@ class Estimates:
         return fit(samples)
 
     def processing(self, model: str, work: float, progress: float, started_at: float) -> float:
+        """Seconds until a song being separated is done: what the model's speed leaves of it, and what its own pace
+        leaves, weighed by its progress. Early on its pace is mostly the model's loading and the song's decoding
+        (not in the progress), late the speed misses how busy the machine is now."""
         elapsed = max(0.0, time.time() - started_at)
-        if progress >= MIN_PROGRESS:
-            return elapsed * (100 - progress) / progress
-        return max(1.0, self.speed(model).seconds(work) - elapsed)
+        expected = max(1.0, self.speed(model).seconds(work) - elapsed)
+        if progress <= 0:
+            return expected
+        share = min(progress, 100.0) / 100
+        return (1 - share) * expected + share * elapsed * (1 - share) / share
 
     def queued(self, job_id: str, model: str, work: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""

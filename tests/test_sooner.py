@@ -22,7 +22,9 @@ from devstack import random_models
 from msaas import audio
 from msaas.audio import SAMPLE_RATE
 from msaas.errors import BadRequest
+from msaas.eta import Estimates, Speed, fit
 from msaas.jobqueue import JobQueue
+from msaas.jobs import Job
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
 from msaas.options import Options
@@ -335,3 +337,39 @@ def test_a_preview_overtakes_five_queued_long_songs(settings, rest, tmp_path):
               if "demucs.separate" in command and str(tmp_path) in command]
     assert not demucs, "a stopped separation outlived its worker"
 
+
+
+# --- Estimates ------------------------------------------------------------------------------------------------------
+
+def test_estimates_count_the_work_ahead_and_previews_wait_for_no_song(settings, redis_client):
+    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
+    estimates = Estimates(redis_client, queue, 30, settings.demucs_model)
+    for work in (10, 40, 90):  # a separation costs 2 s, and half a second per second of work
+        estimates.record(settings.demucs_model, 2 + 0.5 * work, work)
+    assert fit([(wall, work) for wall, work in ((7, 10), (22, 40), (47, 90))]) == Speed(2.0, 0.5)
+    for worker in ("one", "two"):
+        estimates.alive(worker)
+    busy = Job.of("a" * 56, Options.resolve({"shifts": 2}, settings.demucs_model), settings.demucs_model, 100.0)
+    queue.push(busy)
+    statuses = SongStatus(redis_client, queue, "callbacks")
+    assert statuses.start(queue.take("one", 30), "one").started  # 200 s of work: 102 s, just begun
+    waiting = Job.of("b" * 56, Options.resolve({}, settings.demucs_model), settings.demucs_model, 20.0)
+    preview_options = Options.resolve({"preview": True, "start": 0, "end": 30}, settings.demucs_model)
+    preview = replace(Job.of("c" * 56, preview_options, settings.demucs_model, 30.0), lane="preview")
+    queue.push(waiting)
+    queue.push(preview)
+    # The preview (its range and what Demucs hears around it) takes the free worker first, then the song waits for
+    # the first worker free, and takes 12 s.
+    previewing = 2 + 0.5 * preview_options.work(30.0)
+    assert previewing < 102
+    assert estimates.queued(waiting.id, settings.demucs_model, 20.0) == pytest.approx(previewing + 12, abs=0.5)
+    # A preview waits for no song: a busy worker pauses its own for it.
+    estimates.alive("two")
+    redis_client.zrem(f"{settings.worker_queue}:workers", "two")
+    assert estimates.workers() == 1
+    assert estimates.queued(preview.id, settings.demucs_model, preview_options.work(30.0)) == pytest.approx(previewing)
+    # Under way: the model's estimate at first, its own pace more and more.
+    now = time.time()
+    assert estimates.processing(settings.demucs_model, 100, 0, now - 20) == pytest.approx(32, abs=0.1)
+    assert estimates.processing(settings.demucs_model, 100, 50, now - 20) == pytest.approx(26, abs=0.1)
+    assert estimates.processing(settings.demucs_model, 100, 90, now - 60) == pytest.approx(0.1 + 6, abs=0.1)
