@@ -33,20 +33,23 @@ ETA_POLL = 1.0  # ...and for the estimates of ten songs
 def sooner(plan: Plan, scratch: Path) -> list[Section]:
     mp3 = songs.song(plan.sooner_seconds).read_bytes()
     sides = {"parts": {}, "whole": {"FIRST_PART_SECONDS": "0"}}
-    runs: dict[str, list[tuple[float | None, float]]] = {side: [] for side in sides}
+    runs: dict[str, list[tuple[float | None, float, float]]] = {side: [] for side in sides}
     with Callbacks() as callbacks:
         stacks = {side: Stack(scratch / f"sooner-{side}", plan.model, 1, {**plan.worker_env(plan.cores), **env})
                   for side, env in sides.items()}
         with stacks["parts"], stacks["whole"]:
             for rep in range(plan.sooner_reps):
                 for side in sides if rep % 2 == 0 else reversed(list(sides)):
+                    cpu = _cpu_seconds(stacks[side])
                     first, total = _timed(stacks[side], callbacks, songs.variant(mp3, f"sooner-{rep}-{side}"))
-                    runs[side].append((first, total))
+                    runs[side].append((first, total, _cpu_seconds(stacks[side]) - cpu))
                     print(f"SOONER run {rep + 1}/{plan.sooner_reps}, {side}: first part "
-                          f"{'-' if first is None else seconds(first)}, whole {seconds(total)}", flush=True)
+                          f"{'-' if first is None else seconds(first)}, whole {seconds(total)}, "
+                          f"{runs[side][-1][2]:.0f} CPU-seconds", flush=True)
     first = statistics.median(run[0] for run in runs["parts"])
     total, today = (statistics.median(run[1] for run in runs[side]) for side in sides)
-    rows = [[side, str(index), "-" if run[0] is None else seconds(run[0]), seconds(run[1])]
+    cpu, cpu_today = (statistics.median(run[2] for run in runs[side]) for side in sides)
+    rows = [[side, str(index), "-" if run[0] is None else seconds(run[0]), seconds(run[1]), f"{run[2]:.0f} s"]
             for side in sides for index, run in enumerate(runs[side], start=1)]
     return [Section(
         "SOONER: a 4 minute song's first stems, and what they cost the whole",
@@ -54,14 +57,22 @@ def sooner(plan: Plan, scratch: Path) -> list[Section]:
          "default layout (whole, 2 segments at once). `parts`: FIRST_PART_SECONDS's default (10 s: a first chunk "
          "of 4 htdemucs segments, 13.65 s of song, then the rest in the same Demucs process); `whole`: "
          "FIRST_PART_SECONDS=0, the worker as before issue 23. First part: POST until a track of the part "
-         f"downloads (status read every {POLL:g} s); whole: POST until the callback, every track downloadable. "
+         f"downloads (status read every {POLL:g} s); whole: POST until the callback, every track downloadable; "
+         "CPU time: the worker's children during the song (`/apiv1/usage`). "
          f"{plan.sooner_reps} run(s) per side, alternating."],
-        [("runs", Table(["side", "run", "first part", "whole"], rows))],
+        [("runs", Table(["side", "run", "first part", "whole", "Demucs' CPU time"], rows))],
         [Check(f"time to the first stems / the whole separation ({seconds(first)} / {seconds(total)})",
                f"{first / total:.3f}", "≤ 0.15", first / total <= 0.15),
          Check(f"whole song with parts / without ({seconds(total)} / {seconds(today)})", f"{total / today:.3f}",
-               "≤ 1.05", total / today <= 1.05)],
+               "≤ 1.05", total / today <= 1.05),
+         Check(f"the same in CPU time of the separation ({cpu:.0f} s / {cpu_today:.0f} s: what a busy machine "
+               "blurs in wall time)", f"{cpu / cpu_today:.3f}", "report")],
     )]
+
+
+def _cpu_seconds(stack: Stack) -> float:
+    """CPU seconds the stack's separations used so far (usage: the worker's children, Demucs and ffmpeg)."""
+    return requests.get(f"{stack.url}/apiv1/usage", timeout=30).json()["cpu_seconds"]
 
 
 def _timed(stack: Stack, callbacks: Callbacks, mp3: bytes) -> tuple[float | None, float]:

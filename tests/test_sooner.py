@@ -12,6 +12,7 @@ import wave
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import requests
@@ -21,6 +22,9 @@ from test_chunks import signal_to_difference, song
 from devstack import random_models
 from msaas import audio
 from msaas.audio import SAMPLE_RATE
+from msaas.cli import parser
+from msaas.cli.commands import options_of
+from msaas.cli.progress import describe
 from msaas.errors import BadRequest
 from msaas.eta import Estimates, Speed, fit
 from msaas.jobqueue import JobQueue
@@ -31,7 +35,10 @@ from msaas.options import Options
 from msaas.previews import Loudness
 from msaas.settings import Settings
 from msaas.status import SongStatus
+from msaas.v1 import separation_pb2 as pb
 from rest import create_app
+from rpc_support import error_code, stub
+from rpc_support import requests as rpc_requests
 from support import job_for, processes, serve, start_service, wait_for
 from worker import chunks
 from worker.demucs_run import DemucsConfig, DemucsRun
@@ -175,7 +182,20 @@ def test_ranges_and_previews_at_the_door(settings, rest, redis_client, tmp_path)
     assert never.status_code == 404
 
 
-def test_a_stale_attempt_can_never_name_its_part_of_the_tracks(settings, redis_client, store, tmp_path):
+def test_grpc_answers_a_previews_range_and_serves_parts(settings, rpc, tmp_path):
+    mp3 = song(40, tmp_path / "song.mp3").read_bytes()
+    service = stub(rpc)
+    answer = service.Submit(rpc_requests(mp3, options=pb.Options(preview=True)))
+    assert answer.queued and answer.options.preview and answer.options.end - answer.options.start == 30
+    found = service.GetStatus(pb.StatusRequest(songhash=songhash_of(mp3), options=pb.Options(preview=True)))
+    assert (found.options.start, found.options.end) == (answer.options.start, answer.options.end)
+    assert found.eta_seconds > 0 and found.ready_seconds == 0
+    with pytest.raises(grpc.RpcError) as refused:
+        service.Submit(rpc_requests(mp3, options=pb.Options(start=10, end=45)))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error_code(refused.value) == "invalid_range"
+
+
+def test_a_stale_attempt_can_never_name_its_part_of_the_tracks(settings, redis_client, store, rpc, tmp_path):
     """The part a status names is the running attempt's: one whose lease ran out changes nothing, and the part
     only grows."""
     queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
@@ -204,6 +224,10 @@ def test_a_stale_attempt_can_never_name_its_part_of_the_tracks(settings, redis_c
         assert status(address, "a" * 56)["ready_seconds"] == 2.0
     finally:
         server.shutdown()
+    parts = list(stub(rpc).DownloadTrack(pb.TrackRequest(songhash="a" * 56, track="vocals")))
+    assert parts[0].info.ready_seconds == 2.0 and b"".join(part.chunk for part in parts[1:]) == b"fresh"
+    watched = next(iter(stub(rpc).WatchStatus(pb.StatusRequest(songhash="a" * 56), timeout=10)))
+    assert watched.ready_seconds == 2.0 and list(watched.tracks) == list(FOUR_STEMS)
 
 
 # --- Real workers ---------------------------------------------------------------------------------------------------
@@ -373,3 +397,14 @@ def test_estimates_count_the_work_ahead_and_previews_wait_for_no_song(settings, 
     assert estimates.processing(settings.demucs_model, 100, 0, now - 20) == pytest.approx(32, abs=0.1)
     assert estimates.processing(settings.demucs_model, 100, 50, now - 20) == pytest.approx(26, abs=0.1)
     assert estimates.processing(settings.demucs_model, 100, 90, now - 60) == pytest.approx(0.1 + 6, abs=0.1)
+
+
+def test_the_cli_says_how_long_is_left_and_what_is_ready():
+    assert describe({"state": "queued", "position": 3, "eta_seconds": 4000.2}) == (
+        "queued, position 3, about 1 h 6 min left")
+    assert describe({"state": "processing", "progress": 45.2, "eta_seconds": 99.6, "ready_seconds": 13.65}) == (
+        "processing 45%, about 1 min 40 s left, 13.7 s ready")
+    assert describe({"state": "processing", "progress": 5, "eta_seconds": None, "ready_seconds": 0}) == (
+        "processing 5%")
+    parsed = parser().parse_args(["status", "a" * 56, "--preview", "--start", "1234.5678", "--end", "1264"])
+    assert options_of(parsed) == {"start": "1234.5678", "end": "1264", "preview": "true"}  # exact, not :g's

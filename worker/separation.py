@@ -158,9 +158,9 @@ def separate(song: DemucsRun, tracks: tuple[str, ...], config: SeparationConfig,
                                f"({decoded.frames / SAMPLE_RATE:.3f} s)")
     keep = (asked[0] - first, (asked[1] or decoded.frames) - first)  # the range, in the frames decoded
     plan = layout(decoded.kept / SAMPLE_RATE, song.model, config)
-    head = first_part(keep, config)
-    overlap = int(config.chunk_overlap_seconds * SAMPLE_RATE)
-    parts = chunks.plan(decoded.kept, int(plan.chunk_seconds * SAMPLE_RATE), overlap, grid, head)
+    chunk, overlap = int(plan.chunk_seconds * SAMPLE_RATE), int(config.chunk_overlap_seconds * SAMPLE_RATE)
+    parts = chunks.plan(decoded.kept, chunk, overlap, grid, first_part(keep, config))
+    head = parts != chunks.plan(decoded.kept, chunk, overlap, grid)  # a first part fit in before the rest
     inputs = [whole]
     if len(parts) > 1:
         inputs = chunks.write_inputs(whole, parts, folder)
@@ -184,14 +184,14 @@ def separate(song: DemucsRun, tracks: tuple[str, ...], config: SeparationConfig,
         decoded.kept / SAMPLE_RATE, song.passes()), "demucs")
     groups = [[0, 1], *([index] for index in range(2, len(inputs)))] if head else [[i] for i in range(len(inputs))]
     length = {index: part.end - part.start for index, part in enumerate(parts)}
-    separated = 0  # frames of the chunks separated so far
+    total, separated = sum(length.values()), 0  # frames of the chunks, and of those separated so far
     try:
         for group in groups:
             frames = sum(length[index] for index in group)
             part = replace(song, inputs=tuple(inputs[index] for index in group), jobs=plan.jobs, threads=plan.threads)
             run(part, config.demucs, log_path, deadline, hooks.abandon,
                 lambda percent, done=separated, frames=frames: hooks.report(
-                    100 * (done + frames * percent / 100) / decoded.kept),
+                    100 * (done + frames * percent / 100) / total),
                 lambda index, group=group: writer.written(group[index]),
                 tuple(length[index] / frames for index in group), hooks.preempt)
             separated += frames
