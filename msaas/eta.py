@@ -8,8 +8,10 @@ queued song's estimate plays the queue forward on the live workers: each takes t
 song: a busy worker pauses its song for it (worker/loop.py), so previews are played forward on every live worker
 at once.
 At most `AHEAD` jobs ahead are looked at one by one; beyond them, their mean is taken for the rest, so an estimate
-costs the same whatever the queue's length. A processing song's estimate moves from what the model's speed leaves of
-it to its remaining share at the pace it has kept so far, as its progress grows.
+costs the same whatever the queue's length. A processing song's estimate is what the model's speed leaves of it,
+then, once Demucs draws its bars, the rest at the pace it keeps; that pace against the model's speed is its
+worker's pace now (a machine busier than when the speed was learnt is slower), and the jobs the worker takes
+next are played forward at it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from msaas.jobqueue import JobQueue
 AHEAD = 200  # jobs ahead looked at one by one
 SAMPLES = 20  # separations per model a speed is fitted to
 DEFAULT_SPEED = (5.0, 1.0)  # (seconds, seconds per audio second) before a model has been measured
+MIN_PROGRESS = 2.0  # percent of Demucs' run after which a song's own pace predicts the rest of it
+MIN_FACTOR, MAX_FACTOR = 0.5, 4.0  # how far a worker's pace now may stray from the model's learnt speed
 
 
 @dataclass(frozen=True)
@@ -73,16 +77,25 @@ class Estimates:
         samples = [tuple(map(float, sample.split(","))) for sample in self.redis.lrange(speed_key(model), 0, -1)]
         return fit(samples)
 
-    def processing(self, model: str, work: float, progress: float, started_at: float) -> float:
-        """Seconds until a song being separated is done: what the model's speed leaves of it, and what its own pace
-        leaves, weighed by its progress. Early on its pace is mostly the model's loading and the song's decoding
-        (not in the progress), late the speed misses how busy the machine is now."""
-        elapsed = max(0.0, time.time() - started_at)
-        expected = max(1.0, self.speed(model).seconds(work) - elapsed)
-        if progress <= 0:
-            return expected
+    def processing(self, model: str, work: float, progress: float, started_at: float,
+                   running_at: float | None = None) -> float:
+        """Seconds until a song being separated is done."""
+        return self._running(self.speed(model), work, progress, started_at, running_at)[0]
+
+    @staticmethod
+    def _running(speed: Speed, work: float, progress: float, started_at: float,
+                 running_at: float | None) -> tuple[float, float]:
+        """(seconds until a song being separated is done, its worker's pace against the model's speed). Before
+        Demucs draws its first bars, what the model's speed leaves of it; then the rest of Demucs' run at the pace
+        kept since its first bar (the model's loading and the song's decoding before it are not in the progress),
+        and the half of the fixed cost that comes after (the tracks' encoding and upload)."""
+        now = time.time()
+        if progress < MIN_PROGRESS or running_at is None:
+            return max(1.0, speed.seconds(work) - (now - started_at)), 1.0
         share = min(progress, 100.0) / 100
-        return (1 - share) * expected + share * elapsed * (1 - share) / share
+        pace = max(0.0, now - running_at) / share  # seconds the whole run takes at this pace
+        factor = min(max(pace / max(speed.per_second * work, 1e-6), MIN_FACTOR), MAX_FACTOR)
+        return max(1.0, pace * (1 - share) + speed.fixed / 2), factor
 
     def queued(self, job_id: str, model: str, work: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""
@@ -103,40 +116,51 @@ class Estimates:
         beyond = total - len(ahead)
         speeds: dict[str, Speed] = {}
 
-        def duration(model_name: str, seconds: float) -> float:
-            if model_name not in speeds:
-                speeds[model_name] = self.speed(model_name)
-            return speeds[model_name].seconds(seconds)
+        def speed(name: str | None) -> Speed:
+            name = name or self.default_model
+            if name not in speeds:
+                speeds[name] = self.speed(name)
+            return speeds[name]
 
-        jobs = [duration(m or self.default_model, float(w or s or 0))
-                for m, s, w in self._fields(ahead, "model", "seconds", "work")]
-        busy = [] if lane == "preview" else sorted(self._busy(duration))
-        free = (busy + [0.0] * self.workers())[:max(1, self.workers())] or [0.0]
+        def duration(name: str | None, work: float, factor: float) -> float:
+            """A job's seconds on a worker going at `factor` times the model's speed."""
+            return speed(name).fixed + factor * speed(name).per_second * work
+
+        # Each worker: when it is free, and its pace now (its song's, against the model's speed: a busy machine
+        # is slower than the one the speed was learnt on). Previews wait for no song (see the module's doc).
+        workers = max(1, self.workers())
+        busy = [] if lane == "preview" else self._busy(speed)
+        paces = [factor for _, factor in busy] or [1.0]
+        typical = sorted(paces)[len(paces) // 2]
+        free = (sorted(busy) + [(0.0, typical)] * workers)[:workers]
         heapq.heapify(free)
-        for length in jobs:
-            heapq.heappush(free, heapq.heappop(free) + length)
-        start = heapq.heappop(free)
-        if beyond and jobs:
-            start += beyond * (sum(jobs) / len(jobs)) / max(1, self.workers())
-        return start + duration(model, work)
+        lengths = []
+        for name, seconds, work_ahead in self._fields(ahead, "model", "seconds", "work"):
+            at, factor = heapq.heappop(free)
+            lengths.append(duration(name, float(work_ahead or seconds or 0), factor))
+            heapq.heappush(free, (at + lengths[-1], factor))
+        start, factor = heapq.heappop(free)
+        if beyond and lengths:
+            start += beyond * (sum(lengths) / len(lengths)) / workers
+        return start + duration(model, work, factor)
 
-    def _busy(self, duration) -> list[float]:
-        """Seconds until each job being separated now is done."""
+    def _busy(self, speed) -> list[tuple[float, float]]:
+        """(seconds until it is done, its worker's pace) for each job being separated now."""
         taken = self.redis.zrange(self.queue.entries.key("taken"), 0, 63)
         fields = self._fields(taken, "model", "seconds", "work", "result")
         with self.redis.pipeline(transaction=False) as pipe:
             for *_, result in fields:
-                pipe.hmget(f"status:{result or '-'}", "progress", "processing_at", "job_id")
+                pipe.hmget(f"status:{result or '-'}", "progress", "processing_at", "job_id", "running_at")
             statuses = pipe.execute()
-        remaining = []
+        busy = []
         for (model, seconds, work, _), entry, status in zip(fields, taken, statuses, strict=True):
             work = float(work or seconds or 0)
             if status[2] != entry or status[1] is None:
-                remaining.append(duration(model or self.default_model, work))
+                busy.append((speed(model).seconds(work), 1.0))
                 continue
-            remaining.append(self.processing(model or self.default_model, work, float(status[0] or 0),
-                                             float(status[1])))
-        return remaining
+            busy.append(self._running(speed(model), work, float(status[0] or 0), float(status[1]),
+                                      float(status[3]) if status[3] else None))
+        return busy
 
     def _fields(self, entries: list[str], *names: str) -> list[list[str | None]]:
         with self.redis.pipeline(transaction=False) as pipe:

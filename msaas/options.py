@@ -183,13 +183,16 @@ class Options:
         return max(1, self.shifts) * bag_size(self.model)
 
     def work(self, seconds: float) -> float:
-        """What separating `seconds` of song (of its range) costs, in seconds of audio Demucs goes over: each pass,
-        and for a range, the song either side that Demucs hears with it (on average: worker/chunks.py `window`)."""
+        """What separating `seconds` of song (of its range) costs, in seconds of audio Demucs goes over: whole
+        segments of its grid (a 10 s song is two 7.8 s segments of htdemucs), for a range with the song either side
+        that Demucs hears with it (on average: worker/chunks.py `window`), once per pass."""
         segment = float(MODELS[self.model].segment or 0) if self.model in MODELS else 0.0
+        if not segment:
+            return seconds * self.passes
         stride = (1 - self.overlap) * segment
         reach = stride if hears_neighbours(self.model) else 0.0
-        context = segment + (segment - stride) + 2 * reach if self.is_range else 0.0
-        return (seconds + context) * self.passes
+        heard = seconds + (segment + (segment - stride) + 2 * reach if self.is_range else 0.0)
+        return math.ceil(heard / stride) * segment * self.passes
 
     def tracks(self) -> tuple[str, ...]:
         if self.two_stems:

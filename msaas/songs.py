@@ -224,7 +224,8 @@ class Songs:
         if state == QUEUED:
             return self.estimates.queued(fields["job_id"], options.model, work)
         if state == PROCESSING and "processing_at" in fields:
-            return self.estimates.processing(options.model, work, progress, float(fields["processing_at"]))
+            return self.estimates.processing(options.model, work, progress, float(fields["processing_at"]),
+                                             float(fields["running_at"]) if "running_at" in fields else None)
         return None
 
     def track(self, songhash: str, track: str, values: Mapping[str, object]) -> TrackRef:

@@ -55,16 +55,18 @@ if not owner then
   end
 end
 local attempts = tonumber(redis.call('HGET', entry(q, job_id), 'attempts') or '0') + 1
-redis.call('HDEL', skey(r), 'published')
+redis.call('HDEL', skey(r), 'published', 'running_at')
 set_state(r, '{PROCESSING}', '', {{'worker', worker, 'job_id', job_id, 'attempts', attempts, 'progress', 0,
                                   'token', token, 'ready', 0}})
 redis.call('PERSIST', skey(r))
 return 'started'
 """
 
+# The first progress also notes when Demucs' run got going (`running_at`): the estimates' pace counts from there.
 PROGRESS = LIB + LUA + FENCE + """
 if not current(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5])
+if tonumber(ARGV[5]) > 0 then redis.call('HSETNX', skey(ARGV[4]), 'running_at', now_s()) end
 return 1
 """
 

@@ -98,9 +98,10 @@ def test_a_range_names_its_result_exactly_and_is_checked_against_the_song():
     preview = Options.resolve({"preview": "true", "start": 60, "end": 90}, "htdemucs")
     assert preview.tag == Options.resolve({"start": 60, "end": 90}, "htdemucs").tag
     assert Options.resolve({"preview": True}, "htdemucs").result("a" * 56, "htdemucs").tag == ""
-    # A range costs its seconds, and what Demucs hears around it.
-    assert Options.resolve({"shifts": 2}, "htdemucs").work(100) == 200
-    assert 30 < Options.resolve({"start": 60, "end": 90, "shifts": 0}, "htdemucs").work(30) < 30 + 2 * 7.8
+    # What a separation costs: Demucs' whole segments (7.8 s every 5.85 s), once per pass; a range's with what
+    # Demucs hears around it (a segment, and the quarter where its cross-weighting differs).
+    assert Options.resolve({"shifts": 2}, "htdemucs").work(100) == pytest.approx(2 * 18 * 7.8)
+    assert Options.resolve({"start": 60, "end": 90, "shifts": 0}, "htdemucs").work(30) == pytest.approx(7 * 7.8)
 
 
 def test_a_range_is_separated_with_the_segments_that_cover_it_in_the_whole_song():
@@ -365,38 +366,49 @@ def test_a_preview_overtakes_five_queued_long_songs(settings, rest, tmp_path):
 
 # --- Estimates ------------------------------------------------------------------------------------------------------
 
-def test_estimates_count_the_work_ahead_and_previews_wait_for_no_song(settings, redis_client):
-    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
-    estimates = Estimates(redis_client, queue, 30, settings.demucs_model)
+def test_estimates_count_the_work_ahead_at_each_workers_pace_and_previews_wait_for_no_song(settings, redis_client):
+    model = settings.demucs_model
+    queue = JobQueue(redis_client, settings.worker_queue, model)
+    estimates = Estimates(redis_client, queue, 30, model)
+    statuses = SongStatus(redis_client, queue, "callbacks")
     for work in (10, 40, 90):  # a separation costs 2 s, and half a second per second of work
-        estimates.record(settings.demucs_model, 2 + 0.5 * work, work)
+        estimates.record(model, 2 + 0.5 * work, work)
     assert fit([(wall, work) for wall, work in ((7, 10), (22, 40), (47, 90))]) == Speed(2.0, 0.5)
+
+    def cost(options: Options, seconds: float, pace: float = 1.0) -> float:
+        return 2 + pace * 0.5 * options.work(seconds)
+
     for worker in ("one", "two"):
         estimates.alive(worker)
-    busy = Job.of("a" * 56, Options.resolve({"shifts": 2}, settings.demucs_model), settings.demucs_model, 100.0)
+    busy = Job.of("a" * 56, Options.resolve({"shifts": 2}, model), model, 100.0)
     queue.push(busy)
-    statuses = SongStatus(redis_client, queue, "callbacks")
-    assert statuses.start(queue.take("one", 30), "one").started  # 200 s of work: 102 s, just begun
-    waiting = Job.of("b" * 56, Options.resolve({}, settings.demucs_model), settings.demucs_model, 20.0)
-    preview_options = Options.resolve({"preview": True, "start": 0, "end": 30}, settings.demucs_model)
-    preview = replace(Job.of("c" * 56, preview_options, settings.demucs_model, 30.0), lane="preview")
+    assert statuses.start(queue.take("one", 30), "one").started  # just begun
+    waiting = Job.of("b" * 56, Options.resolve({}, model), model, 20.0)
+    preview = replace(Job.of("c" * 56, Options.resolve({"preview": True, "start": 0, "end": 30}, model), model, 30.0),
+                      lane="preview")
     queue.push(waiting)
     queue.push(preview)
-    # The preview (its range and what Demucs hears around it) takes the free worker first, then the song waits for
-    # the first worker free, and takes 12 s.
-    previewing = 2 + 0.5 * preview_options.work(30.0)
-    assert previewing < 102
-    assert estimates.queued(waiting.id, settings.demucs_model, 20.0) == pytest.approx(previewing + 12, abs=0.5)
+    # The preview (its range, and what Demucs hears around it) takes the free worker first; then the song waits for
+    # the first worker free.
+    previewing = cost(preview.options, 30)
+    assert previewing < cost(busy.options, 100)
+    assert estimates.queued(waiting.id, model, waiting.options.work(20)) == pytest.approx(
+        previewing + cost(waiting.options, 20), abs=0.5)
     # A preview waits for no song: a busy worker pauses its own for it.
-    estimates.alive("two")
     redis_client.zrem(f"{settings.worker_queue}:workers", "two")
     assert estimates.workers() == 1
-    assert estimates.queued(preview.id, settings.demucs_model, preview_options.work(30.0)) == pytest.approx(previewing)
-    # Under way: the model's estimate at first, its own pace more and more.
+    assert estimates.queued(preview.id, model, preview.options.work(30)) == pytest.approx(previewing)
+
+    # Under way: the model's estimate until Demucs draws its bars, then the pace kept since the first of them.
     now = time.time()
-    assert estimates.processing(settings.demucs_model, 100, 0, now - 20) == pytest.approx(32, abs=0.1)
-    assert estimates.processing(settings.demucs_model, 100, 50, now - 20) == pytest.approx(26, abs=0.1)
-    assert estimates.processing(settings.demucs_model, 100, 90, now - 60) == pytest.approx(0.1 + 6, abs=0.1)
+    assert estimates.processing(model, 100, 0, now - 20) == pytest.approx(52 - 20, abs=0.1)
+    assert estimates.processing(model, 100, 50, now - 20, now - 10) == pytest.approx(10 + 1, abs=0.1)
+    # ...and a worker slower now than when its speed was learnt takes its next songs at its pace now.
+    redis_client.hset(f"status:{busy.result.id}", mapping={"progress": 50, "running_at": time.time() - cost(
+        busy.options, 100) + 2})  # at twice the model's speed's time: half of it in half the run
+    left = 0.5 * 2 * 0.5 * busy.options.work(100) + 1  # half the run at twice the time, and the tracks' encoding
+    assert estimates.queued(waiting.id, model, waiting.options.work(20)) == pytest.approx(
+        left + cost(preview.options, 30, pace=2) + cost(waiting.options, 20, pace=2), abs=1)
 
 
 def test_the_cli_says_how_long_is_left_and_what_is_ready():
