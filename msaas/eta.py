@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -35,6 +35,7 @@ MIN_FACTOR, MAX_FACTOR = 0.5, 4.0  # how far a worker's pace now may stray from 
 class Speed:
     fixed: float  # seconds a separation costs whatever its length
     per_second: float  # seconds per second of audio
+    after: float = 0.0  # of those, the seconds per second of audio after Demucs' run: the tracks' encoding, upload
 
     def seconds(self, audio_seconds: float) -> float:
         return self.fixed + self.per_second * audio_seconds
@@ -55,10 +56,11 @@ class Estimates:
         self.lease_seconds = lease_seconds
         self.default_model = default_model
 
-    def record(self, model: str, wall_seconds: float, work: float) -> None:
-        """A worker's separation, for the model's speed."""
+    def record(self, model: str, wall_seconds: float, work: float, after: float = 0.0) -> None:
+        """A worker's separation, for the model's speed: its wall time, its work, and the seconds of it that came
+        after Demucs' run."""
         with self.redis.pipeline() as pipe:
-            pipe.lpush(speed_key(model), f"{wall_seconds:.3f},{work:.3f}")
+            pipe.lpush(speed_key(model), f"{wall_seconds:.3f},{work:.3f},{after:.3f}")
             pipe.ltrim(speed_key(model), 0, SAMPLES - 1)
             pipe.execute()
 
@@ -75,7 +77,9 @@ class Estimates:
 
     def speed(self, model: str) -> Speed:
         samples = [tuple(map(float, sample.split(","))) for sample in self.redis.lrange(speed_key(model), 0, -1)]
-        return fit(samples)
+        work = sum(sample[1] for sample in samples)
+        after = sum(sample[2] for sample in samples if len(sample) > 2)  # samples from before are (wall, work)
+        return replace(fit([sample[:2] for sample in samples]), after=after / work if work else 0.0)
 
     def processing(self, model: str, work: float, progress: float, started_at: float,
                    running_at: float | None = None) -> float:
@@ -88,14 +92,14 @@ class Estimates:
         """(seconds until a song being separated is done, its worker's pace against the model's speed). Before
         Demucs draws its first bars, what the model's speed leaves of it; then the rest of Demucs' run at the pace
         kept since its first bar (the model's loading and the song's decoding before it are not in the progress),
-        and the half of the fixed cost that comes after (the tracks' encoding and upload)."""
+        then what comes after it (the tracks' encoding and upload), at the worker's pace."""
         now = time.time()
         if progress < MIN_PROGRESS or running_at is None:
             return max(1.0, speed.seconds(work) - (now - started_at)), 1.0
         share = min(progress, 100.0) / 100
         pace = max(0.0, now - running_at) / share  # seconds the whole run takes at this pace
         factor = min(max(pace / max(speed.per_second * work, 1e-6), MIN_FACTOR), MAX_FACTOR)
-        return max(1.0, pace * (1 - share) + speed.fixed / 2), factor
+        return max(1.0, pace * (1 - share) + factor * speed.after * work), factor
 
     def queued(self, job_id: str, model: str, work: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""

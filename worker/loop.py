@@ -311,8 +311,9 @@ class Worker:
                      delivery.attempts + 1)
             parts: list[str] = []  # the parts of the tracks stored before the whole
             try:
-                tracks, seconds = separate(run, options.tracks(), config, Path(scratch) / "demucs.log",
-                                           Hooks(check, report, self.ready_part(delivery, parts), self.preempt))
+                tracks, seconds, encoded_in = separate(
+                    run, options.tracks(), config, Path(scratch) / "demucs.log",
+                    Hooks(check, report, self.ready_part(delivery, parts), self.preempt))
             except BaseException:
                 self._remove_own(parts)
                 raise
@@ -333,7 +334,8 @@ class Worker:
                 raise
             self._remove_own(parts)  # the whole is served now
             wall = time.monotonic() - started - (self.lent_seconds - lent_seconds)  # its own, previews' time aside
-            self.estimates.record(options.model, wall, options.work(seconds))
+            after = encoded_in + time.monotonic() - separated  # the tracks' encoding, upload and publishing
+            self.estimates.record(options.model, wall, options.work(seconds), after)
         log.info(
             "worker %s: job %s separated in %.1f s, %d tracks published in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -119,6 +120,7 @@ def layout(seconds: float, model: str, config: SeparationConfig, worker_mib: flo
 class Separated(NamedTuple):
     tracks: dict[str, Path]  # each track's file
     seconds: float  # what of the song was separated, as decoded: all of it, or its range
+    encoded_in: float = 0.0  # seconds from Demucs' last run to the tracks written
 
 
 @dataclass(frozen=True)
@@ -199,10 +201,11 @@ def separate(song: DemucsRun, tracks: tuple[str, ...], config: SeparationConfig,
                 path.unlink()
     finally:
         writer.close()
+    ran = time.monotonic()
     check_stems(stems, parts, log_path)
     files = write_tracks(stems, parts, song.out_dir / "joined", options, config.cpus, keep,
                          encoding.gain(decoded.peak))
-    return Separated(files, (keep[1] - keep[0]) / SAMPLE_RATE)
+    return Separated(files, (keep[1] - keep[0]) / SAMPLE_RATE, time.monotonic() - ran)
 
 
 def first_part(keep: tuple[int, int], config: SeparationConfig) -> int:
