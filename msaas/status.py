@@ -62,11 +62,12 @@ redis.call('PERSIST', skey(r))
 return 'started'
 """
 
-# The first progress also notes when Demucs' run got going (`running_at`): the estimates' pace counts from there.
+# The first progress (Demucs drew its first bar, at 0%) also notes when its run got going (`running_at`): the
+# estimates' pace counts from there.
 PROGRESS = LIB + LUA + FENCE + """
 if not current(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
 redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5])
-if tonumber(ARGV[5]) > 0 then redis.call('HSETNX', skey(ARGV[4]), 'running_at', now_s()) end
+redis.call('HSETNX', skey(ARGV[4]), 'running_at', now_s())
 return 1
 """
 
