@@ -36,6 +36,7 @@ class Speed:
     fixed: float  # seconds a separation costs whatever its length
     per_second: float  # seconds per second of audio
     after: float = 0.0  # of those, the seconds per second of audio after Demucs' run: the tracks' encoding, upload
+    running: float = 0.0  # seconds per second of audio from Demucs' first bar to its run's end
 
     def seconds(self, audio_seconds: float) -> float:
         return self.fixed + self.per_second * audio_seconds
@@ -56,11 +57,11 @@ class Estimates:
         self.lease_seconds = lease_seconds
         self.default_model = default_model
 
-    def record(self, model: str, wall_seconds: float, work: float, after: float = 0.0) -> None:
-        """A worker's separation, for the model's speed: its wall time, its work, and the seconds of it that came
-        after Demucs' run."""
+    def record(self, model: str, wall_seconds: float, work: float, after: float = 0.0, running: float = 0.0) -> None:
+        """A worker's separation, for the model's speed: its wall time, its work, the seconds of it after Demucs'
+        run, and those from Demucs' first bar to the run's end."""
         with self.redis.pipeline() as pipe:
-            pipe.lpush(speed_key(model), f"{wall_seconds:.3f},{work:.3f},{after:.3f}")
+            pipe.lpush(speed_key(model), f"{wall_seconds:.3f},{work:.3f},{after:.3f},{running:.3f}")
             pipe.ltrim(speed_key(model), 0, SAMPLES - 1)
             pipe.execute()
 
@@ -77,9 +78,10 @@ class Estimates:
 
     def speed(self, model: str) -> Speed:
         samples = [tuple(map(float, sample.split(","))) for sample in self.redis.lrange(speed_key(model), 0, -1)]
-        work = sum(sample[1] for sample in samples)
-        after = sum(sample[2] for sample in samples if len(sample) > 2)  # samples from before are (wall, work)
-        return replace(fit([sample[:2] for sample in samples]), after=after / work if work else 0.0)
+        samples = [(*sample, 0.0, 0.0)[:4] for sample in samples]  # those from before are (wall, work)
+        work = sum(sample[1] for sample in samples) or 1.0
+        return replace(fit([sample[:2] for sample in samples]), after=sum(sample[2] for sample in samples) / work,
+                       running=sum(sample[3] for sample in samples) / work)
 
     def processing(self, model: str, work: float, progress: float, started_at: float,
                    running_at: float | None = None) -> float:
@@ -98,7 +100,8 @@ class Estimates:
             return max(1.0, speed.seconds(work) - (now - started_at)), 1.0
         share = min(progress, 100.0) / 100
         pace = max(0.0, now - running_at) / share  # seconds the whole run takes at this pace
-        factor = min(max(pace / max(speed.per_second * work, 1e-6), MIN_FACTOR), MAX_FACTOR)
+        usual = (speed.running or speed.per_second) * work  # Demucs' run as long as it usually takes
+        factor = min(max(pace / max(usual, 1e-6), MIN_FACTOR), MAX_FACTOR)
         return max(1.0, pace * (1 - share) + factor * speed.after * work), factor
 
     def queued(self, job_id: str, model: str, work: float) -> float | None:

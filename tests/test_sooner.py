@@ -371,8 +371,8 @@ def test_estimates_count_the_work_ahead_at_each_workers_pace_and_previews_wait_f
     queue = JobQueue(redis_client, settings.worker_queue, model)
     estimates = Estimates(redis_client, queue, 30, model)
     statuses = SongStatus(redis_client, queue, "callbacks")
-    for work in (10, 40, 90):  # 2 s, and half a second per second of work, a tenth of it after Demucs' run
-        estimates.record(model, 2 + 0.5 * work, work, 0.1 * work)
+    for work in (10, 40, 90):  # 2 s, and half a second per second of work: Demucs' run 0.4 of it, 0.1 after it
+        estimates.record(model, 2 + 0.5 * work, work, 0.1 * work, 0.4 * work)
     assert fit([(wall, work) for wall, work in ((7, 10), (22, 40), (47, 90))]) == Speed(2.0, 0.5)
 
     def cost(options: Options, seconds: float, pace: float = 1.0) -> float:
@@ -402,12 +402,12 @@ def test_estimates_count_the_work_ahead_at_each_workers_pace_and_previews_wait_f
     # Under way: the model's estimate until Demucs draws its bars, then the pace kept since the first of them.
     now = time.time()
     assert estimates.processing(model, 100, 0, now - 20) == pytest.approx(52 - 20, abs=0.1)
-    # Half of Demucs' run in 15 s: 15 s more, then the encoding, at the pace kept (0.6 of the model's time).
-    assert estimates.processing(model, 100, 50, now - 20, now - 15) == pytest.approx(15 + 0.6 * 0.1 * 100, abs=0.1)
+    # Half of Demucs' run in 15 s: 15 s more, then the encoding, at the pace kept (its run usually takes 40 s).
+    assert estimates.processing(model, 100, 50, now - 20, now - 15) == pytest.approx(15 + 0.75 * 0.1 * 100, abs=0.1)
     # ...and a worker slower now than when its speed was learnt takes its next songs at its pace now.
-    redis_client.hset(f"status:{busy.result.id}", mapping={"progress": 50, "running_at": time.time() - cost(
-        busy.options, 100) + 2})  # at twice the model's speed's time: half of it in half the run
-    left = (0.5 * 0.5 + 0.1) * 2 * busy.options.work(100)  # half the run, then the encoding, at twice the time
+    usual = 0.4 * busy.options.work(100)  # Demucs' run, as long as it usually takes
+    redis_client.hset(f"status:{busy.result.id}", mapping={"progress": 50, "running_at": time.time() - usual})
+    left = usual + 2 * 0.1 * busy.options.work(100)  # half the run took as long as a whole one: twice the time
     assert estimates.queued(waiting.id, model, waiting.options.work(20)) == pytest.approx(
         left + cost(preview.options, 30, pace=2) + cost(waiting.options, 20, pace=2), abs=1)
 

@@ -279,7 +279,7 @@ class Worker:
     def process(self, delivery: Delivery) -> None:
         job, token = delivery.job, delivery.taken.token
         options, result = job.options, job.result
-        started, cpu_before = time.monotonic(), _children_cpu()
+        started, cpu_before, running = time.monotonic(), _children_cpu(), {}
         lent_cpu, lent_seconds = self.lent_cpu, self.lent_seconds
         cancellation = self.cancellation(delivery)
         config = self.separation
@@ -291,6 +291,7 @@ class Worker:
             return self.should_abandon()
 
         def report(percent: float) -> None:
+            running.setdefault("at", time.monotonic())  # Demucs' first bar
             try:
                 self.status.progress(delivery, percent)
             except redis.RedisError:
@@ -333,9 +334,11 @@ class Worker:
                 self._remove_own(written + parts)
                 raise
             self._remove_own(parts)  # the whole is served now
-            wall = time.monotonic() - started - (self.lent_seconds - lent_seconds)  # its own, previews' time aside
+            lent = self.lent_seconds - lent_seconds  # previews' time while this song was stopped: not its own
             after = encoded_in + time.monotonic() - separated  # the tracks' encoding, upload and publishing
-            self.estimates.record(options.model, wall, options.work(seconds), after)
+            demucs = separated - encoded_in - running.get("at", separated - encoded_in)  # first bar to run's end
+            self.estimates.record(options.model, time.monotonic() - started - lent, options.work(seconds), after,
+                                  max(0.0, demucs - lent))
         log.info(
             "worker %s: job %s separated in %.1f s, %d tracks published in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
