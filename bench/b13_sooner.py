@@ -24,6 +24,9 @@ from bench import songs
 from bench.config import Plan
 from bench.report import Check, Section, Table, seconds
 from bench.stack import Callbacks, Stack, Upload, upload
+from msaas.connections import connect_redis
+from msaas.eta import Estimates, Speed
+from msaas.jobqueue import JobQueue
 from msaas.naming import songhash_of
 
 POLL = 0.25  # seconds between status reads while waiting for a first part (a read costs REST ~5 ms)
@@ -193,6 +196,7 @@ def eta(plan: Plan, scratch: Path) -> list[Section]:
             stack.submit(request)
             followed[request.songhash] = Followed(length, time.perf_counter() - clock)
             _note(stack, followed, request.songhash, clock)
+        learnt = _speed(stack)
         while any(song.done is None for song in followed.values()):
             for songhash, song in followed.items():
                 if song.done is None and (arrived := callbacks.arrivals.get(songhash)) is not None:
@@ -217,7 +221,10 @@ def eta(plan: Plan, scratch: Path) -> list[Section]:
          f"the model's speed; then {len(lengths)} songs ({', '.join(f'{s:g}' for s in lengths)} s, in that order) "
          f"are submitted one after the other, each status read every {ETA_POLL:g} s. The error is |eta − actual| / "
          "actual, where actual is the wait still ahead: at submission (the first estimate, right after the POST) "
-         "and at half of the song's whole wait."],
+         "and at half of the song's whole wait.",
+         f"The speed learnt from the first songs: {learnt.fixed:.1f} s + {learnt.per_second:.3f} s per second of "
+         f"work (Demucs' whole segments: `Options.work`), of which Demucs' run from its first bar "
+         f"{learnt.running:.3f} s and what follows it {learnt.after:.3f} s."],
         [("songs", Table(["song", "POST to done", "eta at submission", "error", "eta half-way", "left half-way",
                           "error"], rows))],
         [Check("mean error at submission", f"{statistics.mean(at_submission):.1%} (worst "
@@ -225,6 +232,13 @@ def eta(plan: Plan, scratch: Path) -> list[Section]:
          Check("mean error half-way", f"{statistics.mean(at_half):.1%} (worst {max(at_half):.0%})", "≤ 20%",
                statistics.mean(at_half) <= 0.20)],
     )]
+
+
+def _speed(stack: Stack) -> Speed:
+    """The model's speed as the service learnt it (msaas/eta.py)."""
+    connection = connect_redis(stack.settings)
+    return Estimates(connection, JobQueue(connection, stack.settings.worker_queue, stack.settings.demucs_model),
+                     stack.settings.lease_seconds, stack.settings.demucs_model).speed(stack.settings.demucs_model)
 
 
 def _note(stack: Stack, followed: dict[str, Followed], songhash: str, clock: float) -> None:
