@@ -47,12 +47,15 @@ local function admit(q, limit)
       redis.call('HSET', qkey(q, 'finish'), tenant, start + math.max(seconds, 1) / weight)
     end
     local model = type(job.model) == 'string' and job.model or ''
-    push(q, id, raw, lane, order, {'tenant', tenant, 'seconds', seconds, 'model', model})
+    local work = tonumber(type(job.work) == 'number' and job.work or seconds) or seconds
+    push(q, id, raw, lane, order, {'tenant', tenant, 'seconds', seconds, 'model', model, 'work', work})
   end
 end
 """
 TAKE = LIB + ADMIT + "admit(ARGV[1], " + str(ADMIT_BATCH) + ") return take(ARGV[1], ARGV[2], tonumber(ARGV[3]), {" + \
     ", ".join(f"'{lane}'" for lane in LANES) + "})"
+TAKE_PREVIEW = LIB + ADMIT + "admit(ARGV[1], " + str(ADMIT_BATCH) + ") return take(ARGV[1], ARGV[2], " \
+    "tonumber(ARGV[3]), {'preview'})"
 ADMIT_ONLY = LIB + ADMIT + "admit(ARGV[1], tonumber(ARGV[2])) return 1"
 
 
@@ -102,6 +105,7 @@ class JobQueue:
         self.default_model = default_model  # for entries that name no model (pushed by a script)
         self.entries = ReliableQueue(connection, name, LANES)
         self._take = connection.register_script(TAKE)
+        self._take_preview = connection.register_script(TAKE_PREVIEW)
         self._admit = connection.register_script(ADMIT_ONLY)
 
     def push(self, job: Job, pipeline: redis.client.Pipeline | None = None) -> None:
@@ -114,9 +118,11 @@ class JobQueue:
     def decode(self, raw: str) -> Job:
         return Job.from_json(raw, self.default_model)
 
-    def take(self, worker: str, lease_seconds: float) -> Delivery | None:
-        """The next job in turn, held by `worker` for `lease_seconds` unless renewed; None if none is queued."""
-        taken = self._take(args=[self.name, worker, int(lease_seconds * 1000)])
+    def take(self, worker: str, lease_seconds: float, previews_only: bool = False) -> Delivery | None:
+        """The next job in turn (`previews_only`: the next preview), held by `worker` for `lease_seconds` unless
+        renewed; None if none is queued."""
+        take = self._take_preview if previews_only else self._take
+        taken = take(args=[self.name, worker, int(lease_seconds * 1000)])
         if not taken:
             return None
         taken = Taken(taken[0], taken[1], taken[2], int(taken[3] or 0))
@@ -124,6 +130,10 @@ class JobQueue:
             return Delivery(taken, self.decode(taken.body))
         except InvalidJob as error:
             return Delivery(taken, None, error.message)
+
+    def previews_waiting(self) -> bool:
+        """A preview waits in its lane (one counter read: a busy worker asks every second)."""
+        return bool(self.redis.zcard(self.entries.key("lane:preview")))
 
     def wait(self, timeout: float) -> None:
         self.entries.wait(timeout)
