@@ -29,6 +29,7 @@ SAMPLES = 20  # separations per model a speed is fitted to
 DEFAULT_SPEED = (5.0, 1.0)  # (seconds, seconds per audio second) before a model has been measured
 MIN_PROGRESS = 2.0  # percent of Demucs' run after which a song's own pace predicts the rest of it
 MIN_FACTOR, MAX_FACTOR = 0.5, 4.0  # how far a worker's pace now may stray from the model's learnt speed
+TRUSTED_SHARE = 0.5  # of Demucs' run, from which its own pace alone predicts the rest of it
 
 
 @dataclass(frozen=True)
@@ -89,25 +90,36 @@ class Estimates:
                        running=sum(sample[3] for sample in samples) / work)
 
     def processing(self, model: str, work: float, progress: float, started_at: float,
-                   running_at: float | None = None) -> float:
+                   running_at: float | None = None, progress_at: float | None = None) -> float:
         """Seconds until a song being separated is done."""
-        return self._running(self.speed(model), work, progress, started_at, running_at)[0]
+        return self._running(self.speed(model), work, progress, started_at, running_at, progress_at)[0]
 
     @staticmethod
-    def _running(speed: Speed, work: float, progress: float, started_at: float,
-                 running_at: float | None) -> tuple[float, float]:
+    def _running(speed: Speed, work: float, progress: float, started_at: float, running_at: float | None,
+                 progress_at: float | None = None) -> tuple[float, float]:
         """(seconds until a song being separated is done, its worker's pace against the model's speed). Before
         Demucs draws its first bars, what the model's speed leaves of it; then the rest of Demucs' run at the pace
-        kept since its first bar (the model's loading and the song's decoding before it are not in the progress),
-        then what comes after it (the tracks' encoding and upload), at the worker's pace."""
+        it kept from its first bar to its last percentage (`progress_at`: the model's loading and the song's
+        decoding before it are not in the progress), less the time since that percentage, then what comes after it
+        (the tracks' encoding and upload), at the worker's pace.
+
+        The progress moves in steps (a percentage per Demucs segment, read once a second): its pace is the time it
+        took to reach its last step, never the time since the run began over that step, which counted every second
+        spent on the next segment as no progress at all (a song one segment into eleven looked up to twice as slow
+        as it was, and every job its worker takes next with it)."""
         now = time.time()
         if progress < MIN_PROGRESS or running_at is None:
             return max(1.0, speed.seconds(work) - (now - started_at)), 1.0
         share = min(progress, 100.0) / 100
-        pace = max(0.0, now - running_at) / share  # seconds the whole run takes at this pace
+        reached = now if progress_at is None else min(progress_at, now)
+        pace = max(0.0, reached - running_at) / share  # seconds the whole run takes at this pace
         usual = (speed.running or speed.per_second) * work  # Demucs' run as long as it usually takes
-        factor = min(max(pace / max(usual, 1e-6), MIN_FACTOR), MAX_FACTOR)
-        return max(1.0, pace * (1 - share) + factor * speed.after * work), factor
+        # The first segments also pay for the run's warm-up: their pace is trusted as the run goes on, in full
+        # from TRUSTED_SHARE of it; before, it is weighed against the model's speed.
+        weight = min(1.0, share / TRUSTED_SHARE)
+        factor = min(max(1 + (pace / max(usual, 1e-6) - 1) * weight, MIN_FACTOR), MAX_FACTOR)
+        left = max(0.0, factor * usual * (1 - share) - (now - reached))
+        return max(1.0, left + factor * speed.after * work), factor
 
     def queued(self, job_id: str, model: str, work: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""
@@ -162,7 +174,8 @@ class Estimates:
         fields = self._fields(taken, "model", "seconds", "work", "result")
         with self.redis.pipeline(transaction=False) as pipe:
             for *_, result in fields:
-                pipe.hmget(f"status:{result or '-'}", "progress", "processing_at", "job_id", "running_at")
+                pipe.hmget(f"status:{result or '-'}", "progress", "processing_at", "job_id", "running_at",
+                           "progress_at")
             statuses = pipe.execute()
         busy = []
         for (model, seconds, work, _), entry, status in zip(fields, taken, statuses, strict=True):
@@ -171,7 +184,8 @@ class Estimates:
                 busy.append((speed(model).seconds(work), 1.0))
                 continue
             busy.append(self._running(speed(model), work, float(status[0] or 0), float(status[1]),
-                                      float(status[3]) if status[3] else None))
+                                      float(status[3]) if status[3] else None,
+                                      float(status[4]) if status[4] else None))
         return busy
 
     def _fields(self, entries: list[str], *names: str) -> list[list[str | None]]:

@@ -231,7 +231,8 @@ class Songs:
             return self.estimates.queued(fields["job_id"], options.model, work)
         if state == PROCESSING and "processing_at" in fields:
             return self.estimates.processing(options.model, work, progress, float(fields["processing_at"]),
-                                             float(fields["running_at"]) if "running_at" in fields else None)
+                                             *(float(fields[name]) if name in fields else None
+                                               for name in ("running_at", "progress_at")))
         return None
 
     def track(self, songhash: str, track: str, values: Mapping[str, object]) -> TrackRef:

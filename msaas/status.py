@@ -55,19 +55,23 @@ if not owner then
   end
 end
 local attempts = tonumber(redis.call('HGET', entry(q, job_id), 'attempts') or '0') + 1
-redis.call('HDEL', skey(r), 'published', 'running_at')
+redis.call('HDEL', skey(r), 'published', 'running_at', 'progress_at')
 set_state(r, '{PROCESSING}', '', {{'worker', worker, 'job_id', job_id, 'attempts', attempts, 'progress', 0,
                                   'token', token, 'ready', 0}})
 redis.call('PERSIST', skey(r))
 return 'started'
 """
 
-# The first progress (Demucs drew its first bar, at 0%) also notes when its run got going (`running_at`): the
-# estimates' pace counts from there.
+# The first progress (Demucs drew its first bar, at 0%) also notes when its run got going (`running_at`), and each
+# new percentage when it was reached (`progress_at`; the worker repeats an unchanged one every second): the
+# estimates' pace is the time the progress took, not the time since the run began (msaas/eta.py).
 PROGRESS = LIB + LUA + FENCE + """
 if not current(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5])
-redis.call('HSETNX', skey(ARGV[4]), 'running_at', now_s())
+local now = now_s()
+if redis.call('HGET', skey(ARGV[4]), 'progress') ~= ARGV[5] then
+  redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5], 'progress_at', now)
+end
+redis.call('HSETNX', skey(ARGV[4]), 'running_at', now)
 return 1
 """
 

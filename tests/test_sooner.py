@@ -333,7 +333,7 @@ def test_parts_of_the_tracks_are_served_as_they_are_ready_and_are_the_whole_trac
 def test_a_preview_overtakes_five_queued_long_songs(settings, rest, tmp_path):
     """One worker, busy with a long song, five more queued: the preview is done before any of them, while the
     song it found running waits, stopped, and goes on after."""
-    longs = [song(60 + index, tmp_path / f"long-{index}.mp3").read_bytes() for index in range(6)]
+    longs = [song(30 + index, tmp_path / f"long-{index}.mp3").read_bytes() for index in range(6)]
     slow = {"shifts": 10}  # ten passes over each long song
     worker = start_service("worker", settings, tmp_path / "worker.log")
     try:
@@ -342,7 +342,7 @@ def test_a_preview_overtakes_five_queued_long_songs(settings, rest, tmp_path):
                  "the first long song under way")
         for mp3 in longs[1:]:
             assert post(rest, mp3, **slow).status_code == 200
-        preview = song(45, tmp_path / "preview.mp3").read_bytes()
+        preview = song(35, tmp_path / "preview.mp3").read_bytes()
         assert post(rest, preview, preview="true").status_code == 200
         wait_for(lambda: status(rest, songhash_of(preview), preview="true")["state"] == "done", 240,
                  "the preview")
@@ -404,6 +404,13 @@ def test_estimates_count_the_work_ahead_at_each_workers_pace_and_previews_wait_f
     assert estimates.processing(model, 100, 0, now - 20) == pytest.approx(52 - 20, abs=0.1)
     # Half of Demucs' run in 15 s: 15 s more, then the encoding, at the pace kept (its run usually takes 40 s).
     assert estimates.processing(model, 100, 50, now - 20, now - 15) == pytest.approx(15 + 0.75 * 0.1 * 100, abs=0.1)
+    # The progress moves a segment at a time: half reached 5 s ago, 10 s after the first bar, is a 20 s run with 5 s
+    # left, not a run as slow as if the last 5 s had made no progress (30 s, 15 s left).
+    assert estimates.processing(model, 100, 50, now - 20, now - 15, now - 5) == pytest.approx(
+        5 + 0.5 * 0.1 * 100, abs=0.1)
+    # Early on, its pace (the first segments pay for the run's warm-up) is weighed against the model's speed.
+    early = estimates.processing(model, 100, 10, now - 20, now - 15, now)  # 10 % in 15 s: a 150 s run at this pace
+    assert 0.4 * 100 * 0.9 < early < 150 * 0.9
     # ...and a worker slower now than when its speed was learnt takes its next songs at its pace now.
     usual = 0.4 * busy.options.work(100)  # Demucs' run, as long as it usually takes
     redis_client.hset(f"status:{busy.result.id}", mapping={"progress": 50, "running_at": time.time() - usual})
