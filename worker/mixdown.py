@@ -18,6 +18,10 @@ how closely the tracks as stored rebuild the song, and each track's waveform.
 
 Two passes over the stems, as the rescale needs: the peaks (and the residual, written beside them), then every
 track a block at a time in step, each encoded on a thread of its own, their sum compared with the song's block.
+
+A range's tracks, and the parts of the tracks served before the whole (issue 23), are written the same way over
+their own frames (`keep`): a part's gain is decided over the part, so it is the whole track's start sample for
+sample unless a later part of some 16-bit track peaks higher; then the whole comes at that lower gain.
 """
 
 from __future__ import annotations
