@@ -22,7 +22,7 @@ from bench.measure import PeakRss
 from bench.report import Section, Table, mib, seconds
 from devstack import random_models
 from msaas.options import Options
-from worker.demucs_run import DemucsConfig, DemucsRun, _ffmpeg_dir, tcmalloc
+from worker.demucs_run import DemucsConfig, DemucsRun, ffmpeg_dir, tcmalloc
 from worker.roformer_run import RoformerConfig, RoformerRun
 from worker.separation import SeparationConfig, layout
 
@@ -102,7 +102,7 @@ def _roformer(plan: Plan, model: str, folder: Path, song: Path, out: Path) -> Ti
 
 
 def _timed(command: list[str], threads: int) -> Timed:
-    env = child_env(**torch_threads_env(threads), PATH=f"{_ffmpeg_dir()}:{child_env()['PATH']}",
+    env = child_env(**torch_threads_env(threads), PATH=f"{ffmpeg_dir()}:{child_env()['PATH']}",
                     **({"LD_PRELOAD": library} if (library := tcmalloc()) else {}))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()

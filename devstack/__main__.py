@@ -33,6 +33,21 @@ STABLE_AFTER = 60.0  # a service that ran this long starts its next crash loop f
 log = logging.getLogger("devstack")
 
 
+def small_roformers(env: dict[str, str]) -> None:
+    """MODEL_DIR, unless set: .devstack/models with the small random-weight RoFormers (`*_unittest`, written once by
+    devstack/random_models.py), so songs with them run offline, as demucs_unittest's do."""
+    if env.get("MODEL_DIR"):
+        return
+    from devstack import random_models
+    from msaas.models import MODELS
+
+    folder = STATE / "models"
+    if not all((folder / MODELS[name].weights).is_file() for name in random_models.SMALL_ROFORMERS):
+        log.info("writing the small RoFormers' random weights into %s", folder)
+        random_models.write_roformer(folder)
+    env["MODEL_DIR"] = str(folder)
+
+
 def build_children(settings: Settings, env: dict[str, str]) -> list[Child]:
     logs_dir = STATE / "logs"
     redis_dir = STATE / "redis"
@@ -90,6 +105,7 @@ def supervise(children: list[Child]) -> None:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s devstack %(levelname)s %(message)s")
     env = {**LOCAL_DEFAULTS, **os.environ, "PYTHONUNBUFFERED": "1"}
+    small_roformers(env)
     settings = Settings.from_env(env)
     children = build_children(settings, env)
     busy = [f"{child.name} ({child.port})" for child in children if child.port and port_in_use(child.port)]
@@ -106,7 +122,8 @@ def main() -> int:
         f"  s3      http://{settings.s3_endpoint}   (SeaweedFS, objects in {STATE / 's3' / 'data'}; buckets "
         f"{settings.queue_bucket}, {settings.output_bucket})\n"
         f"  worker  model {settings.demucs_model} on {settings.demucs_device}"
-        f"{f' from {settings.demucs_repo}' if settings.demucs_repo else ''}\n"
+        f"{f' from {settings.demucs_repo}' if settings.demucs_repo else ''}; RoFormers' weights from "
+        f"{settings.model_dir}, else downloaded\n"
         f"  web     http://localhost:{settings.port}/   (the page; or the `msaas` command: msaas separate song.mp3)\n"
         f"  metrics http://localhost:{settings.port}/metrics   and the worker's "
         f"http://localhost:{settings.worker_metrics_port}/metrics, gRPC's "

@@ -22,11 +22,13 @@ from dataclasses import dataclass, replace
 
 import redis
 
+from msaas.engines import Capability, lanes_of, preview_lanes
 from msaas.jobqueue import JobQueue
 
 AHEAD = 200  # jobs ahead looked at one by one
 SAMPLES = 20  # separations per model a speed is fitted to
 DEFAULT_SPEED = (5.0, 1.0)  # (seconds, seconds per audio second) before a model has been measured
+POOL_READ = 256  # live workers whose capabilities the door reads at most
 MIN_PROGRESS = 2.0  # percent of Demucs' run after which a song's own pace predicts the rest of it
 MIN_FACTOR, MAX_FACTOR = 0.5, 4.0  # how far a worker's pace now may stray from the model's learnt speed
 TRUSTED_SHARE = 0.5  # of Demucs' run, from which its own pace alone predicts the rest of it
@@ -51,6 +53,10 @@ def workers_key(queue: str) -> str:
     return f"{queue}:workers"
 
 
+def capability_key(queue: str, worker: str) -> str:
+    return f"{queue}:worker:{worker}"
+
+
 class Estimates:
     def __init__(self, connection: redis.Redis, queue: JobQueue, lease_seconds: float, default_model: str) -> None:
         self.redis = connection
@@ -66,21 +72,39 @@ class Estimates:
             pipe.ltrim(speed_key(model), 0, SAMPLES - 1)
             pipe.execute()
 
-    def alive(self, worker: str) -> None:
+    def alive(self, worker: str, capability: Capability | None = None) -> None:
         """A worker's heartbeat: it counts among the workers the queue is played forward on (and workers silent
-        for ten leases are forgotten, so the set does not grow with every restart)."""
+        for ten leases are forgotten, so the set does not grow with every restart), and says what it serves."""
         now = time.time()
         with self.redis.pipeline() as pipe:
+            if capability is not None:
+                pipe.set(capability_key(self.queue.name, worker), capability.to_json(), ex=int(10 * self.lease_seconds))
             pipe.zadd(workers_key(self.queue.name), {worker: now})
             pipe.zremrangebyscore(workers_key(self.queue.name), "-inf", now - 10 * self.lease_seconds)
             pipe.execute()
 
     def gone(self, worker: str) -> None:
         self.redis.zrem(workers_key(self.queue.name), worker)
+        self.redis.delete(capability_key(self.queue.name, worker))
+
+    def capabilities(self) -> list[Capability]:
+        """What the live workers serve (at most `POOL_READ` of them: enough to know a pool, bounded whatever the
+        fleet)."""
+        since = time.time() - 2 * self.lease_seconds
+        names = self.redis.zrangebyscore(workers_key(self.queue.name), since, "+inf", start=0, num=POOL_READ)
+        if not names:
+            return []
+        said = self.redis.mget([capability_key(self.queue.name, name) for name in names])
+        return [capability for text in said if text and (capability := Capability.from_json(text))]
 
     def workers(self) -> int:
         since = time.time() - 2 * self.lease_seconds
         return self.redis.zcount(workers_key(self.queue.name), since, "+inf")
+
+    def workers_serving(self, model: str) -> int:
+        """The live workers that serve `model`'s engine (all live workers where none says what it serves)."""
+        said = self.capabilities()
+        return sum(capability.serves(model) for capability in said) if said else self.workers()
 
     def speed(self, model: str) -> Speed:
         samples = [tuple(map(float, sample.split(","))) for sample in self.redis.lrange(speed_key(model), 0, -1)]
@@ -123,10 +147,10 @@ class Estimates:
 
     def queued(self, job_id: str, model: str, work: float) -> float | None:
         """Seconds until a queued job is done; None if it is not waiting (any more)."""
-        lanes = self.queue.entries.lanes
         lane = self.queue.entries.fields(job_id, "lane")[0]
-        if lane not in lanes:
+        if lane not in self.queue.entries.lanes:
             return None
+        lanes = lanes_of(lane)  # the jobs ahead: those of its engine
         ahead: list[str] = []
         total = 0
         for name in lanes[:lanes.index(lane) + 1]:
@@ -152,8 +176,8 @@ class Estimates:
 
         # Each worker: when it is free, and its pace now (its song's, against the model's speed: a busy machine
         # is slower than the one the speed was learnt on). Previews wait for no song (see the module's doc).
-        workers = max(1, self.workers())
-        busy = [] if lane == "preview" else self._busy(speed)
+        workers = max(1, self.workers_serving(model))
+        busy = [] if lane in preview_lanes(lanes) else self._busy(speed, lanes)
         paces = [factor for _, factor in busy] or [1.0]
         typical = sorted(paces)[len(paces) // 2]
         free = (sorted(busy) + [(0.0, typical)] * workers)[:workers]
@@ -168,10 +192,12 @@ class Estimates:
             start += beyond * (sum(lengths) / len(lengths)) / workers
         return start + duration(model, work, factor)
 
-    def _busy(self, speed) -> list[tuple[float, float]]:
-        """(seconds until it is done, its worker's pace) for each job being separated now."""
+    def _busy(self, speed, lanes: tuple[str, ...]) -> list[tuple[float, float]]:
+        """(seconds until it is done, its worker's pace) for each job of `lanes` (an engine's) being separated now."""
         taken = self.redis.zrange(self.queue.entries.key("taken"), 0, 63)
-        fields = self._fields(taken, "model", "seconds", "work", "result")
+        fields = self._fields(taken, "model", "seconds", "work", "result", "lane")
+        kept = [(entry, row[:4]) for entry, row in zip(taken, fields, strict=True) if row[4] in lanes]
+        taken, fields = [entry for entry, _ in kept], [row for _, row in kept]
         with self.redis.pipeline(transaction=False) as pipe:
             for *_, result in fields:
                 pipe.hmget(f"status:{result or '-'}", "progress", "processing_at", "job_id", "running_at",

@@ -17,15 +17,16 @@ from dataclasses import dataclass
 
 import redis
 
+from msaas import engines
 from msaas.errors import InvalidJob
-from msaas.jobs import LANES, OPEN_TENANT, Job
+from msaas.jobs import OPEN_TENANT, Job
 from msaas.reliable import LIB, Reaped, ReliableQueue, Taken
 
 ADMIT_BATCH = 100  # jobs admitted per call: a flood of scripted pushes is admitted over several takes
 # Moves up to ARGV[2] jobs from the list `q` into the lanes (see the module's doc). A job's id is its `id` when that
 # is a plain name, else the SHA-1 of its text, so pushing the same job twice admits it once.
-ADMIT = """
-local function admit(q, limit)
+ADMIT = engines.lua_tables() + """
+local function admit(q, limit, default_model)
   for _ = 1, limit do
     local raw = redis.call('RPOP', q)
     if not raw then return end
@@ -36,27 +37,30 @@ local function admit(q, limit)
     local tenant = job.tenant
     if type(tenant) ~= 'string' or tenant == '' then tenant = '""" + OPEN_TENANT + """' end
     local seconds = tonumber(type(job.seconds) == 'number' and job.seconds or 0) or 0
-    local lane, order = 'normal', 0
+    local model = type(job.model) == 'string' and job.model or (default_model or '')
+    -- each engine its lanes and its fair turns (msaas/engines.py); a song weighs its seconds times its model's cost
+    local engine = ENGINE[model] or 'demucs'
+    local prefix = engine == 'demucs' and '' or (engine .. ':')
+    local lane, order = prefix .. 'normal', 0
     if job.lane == 'preview' then
-      lane, order = 'preview', redis.call('INCR', qkey(q, 'arrivals'))
+      lane, order = prefix .. 'preview', redis.call('INCR', qkey(q, 'arrivals'))
     else
       local weight = tonumber(redis.call('HGET', qkey(q, 'weights'), tenant) or '1') or 1
-      local start = math.max(tonumber(redis.call('GET', qkey(q, 'front:normal')) or '0'),
-                             tonumber(redis.call('HGET', qkey(q, 'finish'), tenant) or '0'))
+      local finish = engine == 'demucs' and 'finish' or ('finish:' .. engine)
+      local start = math.max(tonumber(redis.call('GET', qkey(q, 'front:' .. lane)) or '0'),
+                             tonumber(redis.call('HGET', qkey(q, finish), tenant) or '0'))
       order = start
-      redis.call('HSET', qkey(q, 'finish'), tenant, start + math.max(seconds, 1) / weight)
+      redis.call('HSET', qkey(q, finish), tenant, start + math.max(seconds, 1) * (COST[model] or 1) / weight)
     end
-    local model = type(job.model) == 'string' and job.model or ''
     local work = tonumber(type(job.work) == 'number' and job.work or seconds) or seconds
     push(q, id, raw, lane, order, {'tenant', tenant, 'seconds', seconds, 'model', model, 'work', work})
   end
 end
 """
-TAKE = LIB + ADMIT + "admit(ARGV[1], " + str(ADMIT_BATCH) + ") return take(ARGV[1], ARGV[2], tonumber(ARGV[3]), {" + \
-    ", ".join(f"'{lane}'" for lane in LANES) + "})"
-TAKE_PREVIEW = LIB + ADMIT + "admit(ARGV[1], " + str(ADMIT_BATCH) + ") return take(ARGV[1], ARGV[2], " \
-    "tonumber(ARGV[3]), {'preview'})"
-ADMIT_ONLY = LIB + ADMIT + "admit(ARGV[1], tonumber(ARGV[2])) return 1"
+# ARGV: q, worker, lease in ms, the default model, then the lanes the worker serves in the order it takes them.
+TAKE = LIB + ADMIT + "admit(ARGV[1], " + str(ADMIT_BATCH) + ", ARGV[4]) " + \
+    "return take(ARGV[1], ARGV[2], tonumber(ARGV[3]), {unpack(ARGV, 5)})"
+ADMIT_ONLY = LIB + ADMIT + "admit(ARGV[1], tonumber(ARGV[2]), ARGV[3]) return 1"
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,9 @@ class JobQueue:
         self.redis = connection
         self.name = name
         self.default_model = default_model  # for entries that name no model (pushed by a script)
-        self.entries = ReliableQueue(connection, name, LANES)
+        self.entries = ReliableQueue(connection, name, engines.ALL_LANES)
+        self.turns = 0  # rotates the normal lanes of a worker serving several engines, so none starves
         self._take = connection.register_script(TAKE)
-        self._take_preview = connection.register_script(TAKE_PREVIEW)
         self._admit = connection.register_script(ADMIT_ONLY)
 
     def push(self, job: Job, pipeline: redis.client.Pipeline | None = None) -> None:
@@ -113,16 +117,20 @@ class JobQueue:
         with `pipeline`)."""
         client = pipeline or self.redis
         client.lpush(self.name, job.to_json())
-        self._admit(args=[self.name, ADMIT_BATCH], client=client)
+        self._admit(args=[self.name, ADMIT_BATCH, self.default_model], client=client)
 
     def decode(self, raw: str) -> Job:
         return Job.from_json(raw, self.default_model)
 
-    def take(self, worker: str, lease_seconds: float, previews_only: bool = False) -> Delivery | None:
-        """The next job in turn (`previews_only`: the next preview), held by `worker` for `lease_seconds` unless
-        renewed; None if none is queued."""
-        take = self._take_preview if previews_only else self._take
-        taken = take(args=[self.name, worker, int(lease_seconds * 1000)])
+    def take(self, worker: str, lease_seconds: float, lanes: tuple[str, ...] = engines.ALL_LANES) -> Delivery | None:
+        """The next job in turn from `lanes` (the worker's engines': msaas/engines.py), held by `worker` for
+        `lease_seconds` unless renewed; None if none is queued."""
+        previews = [lane for lane in lanes if lane.endswith("preview")]
+        normal = [lane for lane in lanes if not lane.endswith("preview")]
+        self.turns += 1
+        turn = self.turns % max(1, len(normal))
+        order = [*previews, *normal[turn:], *normal[:turn]]
+        taken = self._take(args=[self.name, worker, int(lease_seconds * 1000), self.default_model, *order])
         if not taken:
             return None
         taken = Taken(taken[0], taken[1], taken[2], int(taken[3] or 0))
@@ -131,9 +139,12 @@ class JobQueue:
         except InvalidJob as error:
             return Delivery(taken, None, error.message)
 
-    def previews_waiting(self) -> bool:
-        """A preview waits in its lane (one counter read: a busy worker asks every second)."""
-        return bool(self.redis.zcard(self.entries.key("lane:preview")))
+    def previews_waiting(self, lanes: tuple[str, ...] = engines.ALL_LANES) -> bool:
+        """A preview waits in one of `lanes`' preview lanes (a counter read each: a busy worker asks every second)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in engines.preview_lanes(lanes):
+                pipe.zcard(self.entries.key(f"lane:{name}"))
+            return any(pipe.execute())
 
     def wait(self, timeout: float) -> None:
         self.entries.wait(timeout)
@@ -155,13 +166,22 @@ class JobQueue:
         return self.entries.reap(max_attempts)
 
     def position(self, job_id: str) -> int | None:
-        return self.entries.position(job_id)
+        """1 for the next taken by a worker of its engine; None if it is not waiting."""
+        lane = self.entries.fields(job_id, "lane")[0]
+        return self.entries.position(job_id, engines.lanes_of(lane)) if lane else None
 
     def depths(self) -> dict[str, int]:
         """Jobs waiting (every lane), delayed for a retry, being separated, and dead: counters, not walks."""
         counts = self.entries.counts()
-        waiting = sum(counts.pop(f"lane:{lane}") for lane in LANES)
+        waiting = sum(counts.pop(f"lane:{lane}") for lane in self.entries.lanes)
         return {"waiting": waiting + self.redis.llen(self.name), **counts}
+
+    def waiting_by_engine(self) -> dict[str, int]:
+        """Jobs waiting in each engine's lanes ("demucs", "roformer", "roformer+demucs"): what a pool serving that
+        engine would take (the scalers of deploy/components/keda-gpu); one ZCARD a lane."""
+        counts = self.entries.counts()
+        return {engine: sum(counts[f"lane:{engines.lane(engine, kind)}"] for kind in engines.LANE_KINDS)
+                for engine in engines.ENGINE_SETS}
 
     def dead_letters(self, after: tuple[float, str] | None = None, limit: int = 50) -> list[DeadLetter]:
         rows = self.entries.page("dead", after, limit)

@@ -27,7 +27,7 @@ import redis
 from msaas import rendering
 from msaas.audio import CHANNELS, SAMPLE_RATE
 from msaas.errors import BackendUnavailable, Conflict, NotFound
-from msaas.naming import Result, check_songhash
+from msaas.naming import Result, check_songhash, waveform_key
 from msaas.recipes import Mix, Recipe
 from msaas.records import DONE, STATES, status_key
 from msaas.rendering import RenderFailed
@@ -66,10 +66,6 @@ RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL'
 def mix_key(result: Result, token: str, digest: str, extension: str) -> str:
     """Beside the published attempt's tracks (results stored before attempts had names: under `legacy`)."""
     return f"{result.objects}{token or 'legacy'}/mixes/{digest}.{extension}"
-
-
-def waveform_key(result: Result, token: str, track: str) -> str:
-    return f"{result.objects}{token}/{track}.waveform.json"
 
 
 @dataclass(frozen=True)

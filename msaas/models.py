@@ -1,5 +1,6 @@
-"""The models a job may name, and what each one produces: Demucs' (`demucs.separate`), and the RoFormer family
-through audio-separator (worker/roformer_run.py), which joins `MODELS` once the worker dispatches by engine."""
+"""The models a job may name, what each one produces, which engine runs it and what it costs: Demucs'
+(`demucs.separate`), the RoFormer family through audio-separator (worker/roformer_run.py), and two-model entries
+(a RoFormer's vocals, Demucs' drums, bass and other: worker/engines.py)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ class Footprint:
 # 50 MiB to spare over the highest run: each segment in flight holds about 0.8 GiB, and the song about 0.25 GiB a
 # minute. The other models are assumed to need as much (not measured: their weights cannot be downloaded here).
 HTDEMUCS_FOOTPRINT = Footprint(base_mib=200.0, mib_per_minute=260.0, mib_per_job=800.0)
+# The published RoFormers (audio-separator, one window at a time), from their peaks on a 30 s clip (2.5-3.0 GiB,
+# bench ENGINES) with 200 MiB to spare, and per minute the float copies audio-separator holds of the song and its
+# stems (about ten, 21 MiB a minute each). The small test ones load in a few hundred MiB.
+ROFORMER_FOOTPRINT = Footprint(base_mib=3200.0, mib_per_minute=210.0, mib_per_job=0.0)
+SMALL_ROFORMER_FOOTPRINT = Footprint(base_mib=700.0, mib_per_minute=210.0, mib_per_job=0.0)
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,13 @@ class Model:
     # Whether a segment hears a little of its neighbours (Demucs pads it with them to the model's valid length);
     # HTDemucs hears its segment alone. Decides how much of the song a range is separated with (worker/chunks.py).
     hears_neighbours: bool = True
+    # A two-model entry: (the vocals model, the Demucs model for the rest); engine "roformer+demucs".
+    parts: tuple[str, ...] = ()
+
+    @property
+    def engines(self) -> tuple[str, ...]:
+        """The engines a worker needs to run this model."""
+        return tuple(self.engine.split("+"))
 
 
 # Where published SDR figures come from.
@@ -75,7 +88,7 @@ ZFTURBO = "ZFTurbo/Music-Source-Separation-Training, docs/pretrained_models.md"
 AUDIO_SEPARATOR = "audio-separator 0.47.1, models-scores.json (median of 40 MUSDB18 tracks)"
 
 # Demucs' pretrained models (demucs/remote/*.yaml) plus the tiny built-in model used offline and in tests.
-MODELS = {
+DEMUCS_MODELS = {
     model.name: model
     for model in (
         Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True, hears_neighbours=False,
@@ -98,22 +111,44 @@ MODELS = {
 # worker/roformer_configs/) and a small random-weight one of each architecture for tests
 # (devstack/random_models.py). SDR: the Multisong dataset figures from ZFTurbo's table (on which htdemucs scores
 # vocals 8.24 dB), and audio-separator's own median over 40 MUSDB18 tracks (models-scores.json in its 0.47.1
-# wheel). Not yet in MODELS: the worker runs Demucs only until it dispatches by engine (issue 25, phase 2).
+# wheel). Their windows: 8 s (2 s the small ones), stepped by 8 s / ceil(1 / (1 - overlap)) (worker/chunks.py).
 ROFORMER_MODELS = {
     model.name: model
     for model in (
-        Model("bs_roformer_viperx_1297", VOCALS_STEMS, engine="roformer",
+        Model("bs_roformer_viperx_1297", VOCALS_STEMS, Fraction(8), ROFORMER_FOOTPRINT, engine="roformer",
               weights="model_bs_roformer_ep_317_sdr_12.9755.ckpt", cpu_seconds_per_second=17.8,
               published=(Published({"vocals": 10.87}, MULTISONG, ZFTURBO),
                          Published({"vocals": 11.77, "no_vocals": 16.45}, "MUSDB18", AUDIO_SEPARATOR))),
-        Model("mel_band_roformer_viperx_1143", VOCALS_STEMS, engine="roformer",
+        Model("mel_band_roformer_viperx_1143", VOCALS_STEMS, Fraction(8), ROFORMER_FOOTPRINT, engine="roformer",
               weights="model_mel_band_roformer_ep_3005_sdr_11.4360.ckpt", cpu_seconds_per_second=16.1,
               published=(Published({"vocals": 9.67}, MULTISONG, ZFTURBO),
                          Published({"vocals": 10.54, "no_vocals": 15.13}, "MUSDB18", AUDIO_SEPARATOR))),
-        Model("bs_roformer_unittest", VOCALS_STEMS, engine="roformer", weights="bs_roformer_unittest.ckpt"),
-        Model("mel_band_roformer_unittest", VOCALS_STEMS, engine="roformer", weights="mel_band_roformer_unittest.ckpt"),
+        Model("bs_roformer_unittest", VOCALS_STEMS, Fraction(2), SMALL_ROFORMER_FOOTPRINT, engine="roformer",
+              weights="bs_roformer_unittest.ckpt"),
+        Model("mel_band_roformer_unittest", VOCALS_STEMS, Fraction(2), SMALL_ROFORMER_FOOTPRINT, engine="roformer",
+              weights="mel_band_roformer_unittest.ckpt"),
     )
 }
+
+
+def pair(vocals: str, rest: str) -> Model:
+    """A two-model entry `<vocals>+<rest>`: the vocals of a RoFormer, drums, bass and other of Demucs, what the two
+    disagree on about the vocals added to other (so the four stems sum to the song as Demucs' do)."""
+    first, second = ROFORMER_MODELS[vocals], DEMUCS_MODELS[rest]
+    published = tuple(Published({**other.sdr, **{"vocals": mine.sdr["vocals"]}}, mine.dataset, mine.source)
+                      for mine in first.published for other in second.published if other.dataset == mine.dataset)
+    costs = (first.cpu_seconds_per_second, second.cpu_seconds_per_second)
+    return Model(f"{vocals}+{rest}", FOUR_STEMS, engine="roformer+demucs", parts=(vocals, rest),
+                 footprint=max(first.footprint, second.footprint, key=lambda footprint: footprint.base_mib),
+                 published=published, cpu_seconds_per_second=None if None in costs else round(sum(costs), 2))
+
+
+# Two-model jobs: "the best vocals, and four stems".
+PAIRS = {model.name: model for model in (pair("bs_roformer_viperx_1297", "htdemucs"),
+                                         pair("mel_band_roformer_viperx_1143", "htdemucs"),
+                                         pair("mel_band_roformer_unittest", "demucs_unittest"))}
+MODELS = {**DEMUCS_MODELS, **ROFORMER_MODELS, **PAIRS}
+REFERENCE = "htdemucs"  # costs are relative to this model's
 
 
 def catalogue(default_model: str) -> list[dict]:
@@ -147,3 +182,15 @@ def bag_size(model: str) -> int:
 def stems_of(model: str) -> tuple[str, ...]:
     """The stems `model` separates; four for a model outside the catalogue (a custom one in DEMUCS_REPO)."""
     return MODELS[model].stems if model in MODELS else FOUR_STEMS
+
+
+def engines_of(model: str) -> tuple[str, ...]:
+    """The engines a worker needs for `model`; Demucs for a model outside the catalogue (DEMUCS_REPO's)."""
+    return MODELS[model].engines if model in MODELS else ("demucs",)
+
+
+def relative_cost(model: str) -> float:
+    """What separating a second of audio with `model` costs against htdemucs (its measured CPU time over
+    htdemucs'); 1 where not measured."""
+    measured = MODELS[model].cpu_seconds_per_second if model in MODELS else None
+    return measured / MODELS[REFERENCE].cpu_seconds_per_second if measured else 1.0

@@ -94,3 +94,8 @@ class Result:
         if not SONGHASH.fullmatch(songhash) or "/" in tag or (tag and not re.fullmatch(r"[\w.-]+", tag)):
             raise ValueError(f"{value!r} is not a result id")
         return cls(songhash, tag)
+
+
+def waveform_key(result: Result, token: str, track: str) -> str:
+    """A track's waveform, beside it: written by the worker (worker/mixdown.py), served by msaas/mixes.py."""
+    return f"{result.objects}{token}/{track}.waveform.json"

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from msaas import engines
 from msaas.errors import BadRequest
 from msaas.models import MODELS, SIX_STEMS, bag_size, hears_neighbours, stems_of
 from msaas.naming import FORMATS, Result
@@ -54,7 +55,9 @@ class Spec:
 
     def allowed(self) -> str:
         if self.choices:
-            return "one of " + ", ".join(map(str, self.choices))
+            listed = ", ".join(map(str, self.choices))
+            # the models are too many to name in a sentence: the catalogue lists them
+            return "one of " + listed if len(listed) <= 160 else "a model of the catalogue (GET /apiv1/models)"
         if self.bounds:
             return f"a number from {self.bounds[0]:g} to {self.bounds[1]:g}"
         return "true or false" if self.kind is bool else f"a {self.kind.__name__}"
@@ -142,10 +145,14 @@ class Options:
     def resolve(cls, values: Mapping[str, object], default_model: str) -> Options:
         """The options `values` ask for (JSON values or text; absent, null or "" means the default), checked
         against each other, with the model made concrete. The one place a default model is applied."""
+        if isinstance(values.get("model"), str):  # a two-model entry's "+" arrives as a space in a query string
+            values = {**values, "model": values["model"].replace(" ", "+")}
         # The default model is valid by name even outside the catalogue (a model of DEMUCS_REPO's).
         given = {spec.name: spec.parse(values[spec.name]) for spec in SPECS
                  if values.get(spec.name) not in (None, "", default_model if spec.name == "model" else None)}
         options = replace(cls(model=default_model), **given)
+        changed = [spec.name for spec in SPECS if spec.name in given and given[spec.name] != spec.default]
+        engines.check_options(options.model, changed, options.two_stems)
         if options.format != "mp3":
             if "mp3_bitrate" in given:
                 raise BadRequest("mp3_bitrate applies to format mp3 only", "invalid_option")
@@ -211,7 +218,7 @@ class Options:
     @property
     def tag(self) -> str:
         """Names a result made with these options, e.g. `htdemucs_6s-all-mp3320` or `htdemucs-vocals-wav`."""
-        tag = f"{self.model}-{self.two_stems or 'all'}-{self.format}{self.mp3_bitrate or ''}"
+        tag = f"{self.model.replace('+', '_plus_')}-{self.two_stems or 'all'}-{self.format}{self.mp3_bitrate or ''}"
         for spec in SPECS:
             value = getattr(self, spec.name)
             if spec.tagged and spec.name not in TAGGED_FIRST and value != spec.default:

@@ -242,9 +242,10 @@ class ReliableQueue:
     def reap(self, max_attempts: int) -> list[Reaped]:
         return [Reaped(*row) for row in self.script("reap", max_attempts)]
 
-    def position(self, entry_id: str) -> int | None:
-        """1 for the entry taken next; None if it is not waiting (taken, delayed, dead or gone)."""
-        return int(self.script("position", entry_id, *self.lanes)) or None
+    def position(self, entry_id: str, lanes: tuple[str, ...] = ()) -> int | None:
+        """1 for the entry taken next from `lanes` (all the queue's by default); None if it is not waiting (taken,
+        delayed, dead or gone)."""
+        return int(self.script("position", entry_id, *(lanes or self.lanes))) or None
 
     def fields(self, entry_id: str, *names: str) -> list[str | None]:
         return self.redis.hmget(self.entry_key(entry_id), names)

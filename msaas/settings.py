@@ -64,10 +64,18 @@ class Settings:
     first_part_seconds: float = 10.0
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)
+    # RoFormer checkpoints an offline cluster provides (audio-separator's layout); others are downloaded into
+    # MODEL_CACHE_DIR/roformer
+    model_dir: Path | None = None
+    worker_engines: str = ""  # the engines a worker serves (demucs, roformer; comma-separated); empty: all
     store_timeout: float = 300.0  # seconds one object-store upload or download may take, wall clock
     work_dir: Path | None = None  # scratch space for the worker; the system's temp folder if unset
     demucs_timeout_min: float = 120.0  # a separation may take this long plus...
-    demucs_timeout_factor: float = 10.0  # ...this many seconds per second of audio; then it is killed
+    # ...this many seconds per second of audio (times the model's cost against htdemucs); then it is killed...
+    demucs_timeout_factor: float = 10.0
+    # ...and after this many seconds whatever the song; a song the workers serving its model expect to take longer
+    # is refused at the door. 0: no bound
+    demucs_timeout_max: float = 10800.0
     max_attempts: int = 3  # attempts at a job before it is dead-lettered
     retry_backoff: float = 10.0  # seconds before a failed job's second attempt; doubled for each later one...
     retry_backoff_cap: float = 600.0  # ...up to this (each wait less up to a quarter of it, at random)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
+from msaas import engines
 from msaas.audio import SAMPLE_RATE, measure
 from msaas.callbacks import check_callback_url
 from msaas.claims import Claims
@@ -23,6 +24,7 @@ from msaas.errors import BackendUnavailable, BadRequest, NotFound, OverLimit
 from msaas.eta import Estimates
 from msaas.jobqueue import JobQueue
 from msaas.jobs import Callback, Job
+from msaas.models import relative_cost
 from msaas.naming import Result, check_songhash, parse_track
 from msaas.options import Options
 from msaas.previews import Loudness, Previews
@@ -158,7 +160,10 @@ class Songs:
         else:
             length = length or measure(upload.path, self.policy.max_song_seconds)
             seconds = options.within(length).range_seconds(length)
-        self.check_limits(tenant, seconds, queues=state != DONE)
+        if state != DONE:  # the workers serving its model can finish it (msaas/engines.py)
+            engines.refuse_if_too_long(options.model, seconds, self.estimates.capabilities())
+        cost = seconds * relative_cost(options.model)  # quotas count a song as htdemucs-seconds
+        self.check_limits(tenant, cost, queues=state != DONE)
         job = Job(songhash, options, result, seconds, tenant=tenant.name,
                   lane="preview" if options.preview else "normal")
         already_stored = self.store.has_input(songhash)
@@ -174,7 +179,7 @@ class Songs:
             raise BackendUnavailable(f"the job queue (Redis) is unreachable; the song may not be queued: {error}") \
                 from None
         if new_claim:  # once the job is queued: an error here is a 503, the MP3 it needs staying
-            self.claims.count_song(tenant.name, seconds)
+            self.claims.count_song(tenant.name, cost)
         if before in (DONE, *ACTIVE):
             return Submitted(songhash, _already(before, None if took_callback else callback), False, options)
         log.info("song %s enqueued for %s (%s, %.0f s, %s lane, callback %s)", songhash, tenant.name,

@@ -33,20 +33,28 @@ class QueueDepths:
         self.queue = queue
 
     def describe(self) -> list[GaugeMetricFamily]:
-        return list(self._families(0, 0, 0))
+        return list(self._families(0, 0, 0, {}))
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         try:
             depths = self.queue.depths()
+            by_engine = self.queue.waiting_by_engine()
         except redis.RedisError:
             return  # an outage shows as missing series (and as 503s), not as a failed scrape
-        yield from self._families(depths["waiting"] + depths["delayed"], depths["taken"], depths["dead"])
+        yield from self._families(depths["waiting"] + depths["delayed"], depths["taken"], depths["dead"], by_engine)
 
     @staticmethod
-    def _families(waiting: int, processing: int, dead: int) -> Iterator[GaugeMetricFamily]:
+    def _families(waiting: int, processing: int, dead: int,
+                  by_engine: dict[str, int]) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily("msaas_queue_depth", "jobs waiting for a worker (or for a retry)", value=waiting)
         yield GaugeMetricFamily("msaas_processing_depth", "jobs held by workers", value=processing)
         yield GaugeMetricFamily("msaas_dead_letter_depth", "jobs in the dead letters", value=dead)
+        # One series per engine of the catalogue (a closed set): what each worker pool's scaler reads.
+        engine_depth = GaugeMetricFamily("msaas_engine_queue_depth", "jobs waiting in the lanes of an engine",
+                                         labels=["engine"])
+        for engine, count in by_engine.items():
+            engine_depth.add_metric([engine], count)
+        yield engine_depth
 
 
 class RestMetrics:

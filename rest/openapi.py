@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from msaas import shapes
+from msaas.engines import ENGINE_SETS
 from msaas.naming import ALL_TRACKS, FORMATS
 from msaas.options import SPECS
 from rest import mixes
@@ -60,7 +61,7 @@ DEAD_LETTER = {"type": "object", "required": ["id", "reason", "attempts", "last_
                               "buried_at": {"type": "string", "format": "date-time"},
                               "job": {"type": "string", "description": "the job as it was queued (JSON)"}}}
 MODEL = {"type": "object", "required": ["name", "engine", "stems", "default", "published"], "properties": {
-    "name": {"type": "string"}, "engine": {"type": "string", "enum": ["demucs", "roformer"]},
+    "name": {"type": "string"}, "engine": {"type": "string", "enum": list(ENGINE_SETS)},
     "stems": {"type": "array", "items": {"type": "string"}}, "default": {"type": "boolean"},
     "cpu_seconds_per_second": {"type": "number", "nullable": True},
     "published": {"type": "array", "items": {"type": "object", "properties": {

@@ -3,6 +3,7 @@ HTTP, and worker processes that run the real `demucs.separate` CLI with the tiny
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -144,3 +145,15 @@ def callback_receiver() -> Iterator[CallbackReceiver]:
     receiver.server.shutdown()
 
 
+@pytest.fixture
+def own_redis(tmp_path) -> Iterator[Child]:
+    """A redis-server of the test's own, to freeze (SIGSTOP) or fill; thawed before it stops."""
+    folder = tmp_path / "own-redis"
+    folder.mkdir()
+    port = free_port()
+    server = Child("redis-server", redis_command(port, folder), log_path=folder / "redis.log", port=port)
+    server.start()
+    server.wait_ready()
+    yield server
+    server.signal(signal.SIGCONT)
+    server.stop()

@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import requests
 from werkzeug.serving import make_server
 
@@ -21,6 +22,7 @@ from msaas.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT_SAMPLE = ROOT / "data" / "short-hum.mp3"
+PLANTED_RATE = 44100  # planted tracks' sample rate, as Demucs writes them
 GUNICORN = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "rest" / "gunicorn.conf.py"), "rest:create_app()"]
 
 
@@ -150,3 +152,49 @@ class Statuses:
 
     def get(self, result: str) -> dict[str, str]:
         return self.redis.hgetall(f"status:{result}")
+
+
+def planted_audio(seconds: float = 3.0) -> dict[str, np.ndarray]:
+    """Four stems of tones and noise, 16-bit, that sum without clipping."""
+    time = np.arange(int(seconds * PLANTED_RATE)) / PLANTED_RATE
+    noise = np.random.default_rng(3).uniform(-1, 1, len(time)) * (np.sin(2 * np.pi * 2 * time) > 0.5)
+    mono = {"vocals": np.sin(2 * np.pi * 440 * time), "drums": noise, "bass": np.sin(2 * np.pi * 55 * time),
+            "other": np.sin(2 * np.pi * 660 * time + 1)}
+    return {name: (np.stack([signal, signal * 0.7], axis=1) * 0.2 * 32767).astype("<i2")
+            for name, signal in mono.items()}
+
+
+def write_track(samples: np.ndarray, path: Path, kind: str) -> Path:
+    """A 16-bit track as the worker writes one: WAV, or MP3 through lameenc at quality 2."""
+    import lameenc
+
+    from worker import wav
+
+    if kind == "wav":
+        with open(path, "wb") as file:
+            wav.write_header(file, len(samples), float_samples=False)
+            file.write(samples.tobytes())
+        return path
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(320)
+    encoder.set_in_sample_rate(PLANTED_RATE)
+    encoder.set_channels(2)
+    encoder.set_quality(2)
+    path.write_bytes(encoder.encode(samples.tobytes()) + encoder.flush())
+    return path
+
+
+def stored_waveforms(store, songhash: str, audio: dict[str, np.ndarray], options: Options, folder: Path,
+                     token: str = "7") -> None:
+    """Each planted track's waveform, computed by the worker's own code and stored beside the track as it stores
+    one (`stored_result` plants the tracks)."""
+    from msaas.mixes import waveform_key
+    from worker.mixdown import Waveform
+
+    result = options.result(songhash, options.model)
+    for track, samples in audio.items():
+        waveform = Waveform(len(samples))
+        waveform.add(samples / 32768)
+        path = folder / f"{track}.waveform.json"
+        path.write_text(json.dumps(waveform.as_json(track), separators=(",", ":")))
+        store.put_output(waveform_key(result, token, track), str(path), "json", "application/json")

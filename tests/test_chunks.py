@@ -206,11 +206,11 @@ def test_worker_separates_a_long_song_in_chunks_into_mp3_tracks(settings, rest, 
 def test_the_ffmpeg_demucs_finds_is_this_installations_even_after_a_link_went_stale(tmp_path):
     """Demucs writes FLAC through `ffmpeg` on its PATH; a link left behind by a removed installation (as a shared
     temp folder keeps them) must be replaced, or every FLAC job fails with "requires ffmpeg to be installed"."""
-    folder = demucs_run._ffmpeg_dir()
+    folder = demucs_run.ffmpeg_dir()
     link = folder / "ffmpeg"
     assert link.resolve() == Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()
     link.unlink()
     link.symlink_to(tmp_path / "removed-installation" / "ffmpeg")  # dangling
-    assert demucs_run._ffmpeg_dir() == folder
+    assert demucs_run.ffmpeg_dir() == folder
     assert link.resolve() == Path(imageio_ffmpeg.get_ffmpeg_exe()).resolve()
     assert subprocess.run([str(link), "-version"], capture_output=True).returncode == 0

@@ -90,7 +90,8 @@ def test_local_stack_restarts_a_crashed_service_and_stops_on_ctrl_c(tmp_path):
         os.kill(worker, signal.SIGKILL)
         wait_for(lambda: "worker restarted (restart #1)" in printed(), 30, "the worker's restart")
         assert "worker exited with code -9; restarting in 1 s" in printed()
-        wait_for(lambda: "taking jobs" in printed().rpartition("restarted")[2], 30, "the new worker on the bus")
+        # "taking demucs+roformer jobs from toWorker": the worker names the engines it serves (worker/loop.py)
+        wait_for(lambda: " jobs from " in printed().rpartition("restarted")[2], 30, "the new worker on the bus")
         children = children_of(stack.pid)
         assert len(children) == 6  # redis, s3, logs, rest, worker, rpc
         assert local.rpc_ready() and f"localhost:{local.grpc_port}" in printed()

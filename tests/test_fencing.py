@@ -48,8 +48,10 @@ class Watcher(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            state = status(self.rest)
+            # The tracks first, then the status: a track served before the status was read must have been published
+            # by then (the other order races with a publish that lands between the two reads).
             served = {track: data for track, data in tracks(self.rest).items() if not isinstance(data, int)}
+            state = status(self.rest)
             self.seen.append((state.get("state"), state.get("worker"), state.get("progress"), set(served)))
             time.sleep(0.1)
 

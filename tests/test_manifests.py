@@ -8,12 +8,14 @@ routes) and the images with `make test` (the same pinned requirements). A missin
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,7 +23,10 @@ import kubernetes_validate
 import pytest
 import yaml
 from flask import Flask
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
+from msaas.engines import ALL_LANES, ENGINE_SETS, parse_engines, served_lanes
 from msaas.settings import FIELDS, Settings
 from rest import api
 from rest.metrics import QueueDepths
@@ -42,7 +47,7 @@ OVERLAYS = {
     "grpc": ROOT / "deploy/overlays/grpc",
 }
 # All components at once, as a GKE cluster with GPU nodes, KEDA and the gRPC API would run: they must compose.
-COMBINED = ("gke", "gpu", "keda", "grpc")
+COMBINED = ("gke", "gpu", "keda", "keda-gpu", "grpc")
 VARIANTS = (*OVERLAYS, "combined")
 GRPC_VARIANTS = ("grpc", "combined")
 # Custom resources: kubernetes-validate has no schema for them; the tests below check the fields that matter.
@@ -253,8 +258,9 @@ def test_manifests_set_only_settings_the_code_reads(objects, variant):
     docs = objects[variant]
     maps = config_maps(docs)
     used_maps = set()
-    for service in [name for name in IMAGES if any(doc["kind"] == "Deployment" and doc["metadata"]["name"] == name
-                                                   for doc in docs)]:
+    # Each service's Deployments: worker-roformer (deploy/components/gpu) is a pool of the worker.
+    for service in [doc["metadata"]["name"] for doc in docs
+                    if doc["kind"] == "Deployment" and doc["metadata"]["name"].split("-")[0] in IMAGES]:
         container = service_container(docs, service)
         names = [entry["name"] for entry in container.get("env", [])]
         for source in container.get("envFrom", []):
@@ -445,15 +451,44 @@ def test_gke_variant_uses_google_load_balancer(objects, variant):
     assert "ReadWriteMany" in find(docs, "PersistentVolumeClaim", "demucs-models")["spec"]["accessModes"]
 
 
+def pool_engines(docs: list[dict], deployment: str) -> tuple[tuple[str, ...], str]:
+    """The engines a worker Deployment serves (WORKER_ENGINES as the worker parses it) and its DEMUCS_DEVICE."""
+    (container,) = find(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    (name,) = [source["configMapRef"]["name"] for source in container["envFrom"]
+               if source["configMapRef"]["name"].startswith("worker-config")]
+    config = config_maps(docs)[name]
+    return parse_engines(config.get("WORKER_ENGINES", "")), config["DEMUCS_DEVICE"]
+
+
 @pytest.mark.parametrize("variant", ["gpu", "combined"])
-def test_gpu_variant_runs_workers_on_cuda(objects, variant):
+def test_gpu_variant_runs_roformers_on_a_gpu_pool_and_demucs_on_the_cpu_workers(objects, variant):
     docs = objects[variant]
-    pod = find(docs, "Deployment", "worker")["spec"]["template"]["spec"]
+    gpu = find(docs, "Deployment", "worker-roformer")
+    pod = gpu["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert pod["containers"][0]["image"].endswith("-cuda")
     assert any(toleration["key"] == "nvidia.com/gpu" for toleration in pod["tolerations"])
-    worker_config = next(config for name, config in config_maps(docs).items() if name.startswith("worker-config"))
-    assert worker_config["DEMUCS_DEVICE"] == "cuda"
+    assert pool_engines(docs, "worker-roformer") == (("roformer", "demucs"), "cuda")
+    cpu = find(docs, "Deployment", "worker")
+    (cpu_container,) = cpu["spec"]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in cpu_container["resources"]["limits"]
+    assert "tolerations" not in cpu["spec"]["template"]["spec"]
+    assert not cpu_container["image"].endswith("-cuda")
+    assert pool_engines(docs, "worker") == (("demucs",), "cpu")
+    # Every model's lanes have a pool, and the RoFormers' and the pairs' only the GPU pool.
+    served = {pool: set(served_lanes(pool_engines(docs, pool)[0])) for pool in ("worker", "worker-roformer")}
+    assert served["worker"] | served["worker-roformer"] == set(ALL_LANES)
+    assert not [lane for lane in served["worker"] if "roformer" in lane]
+    # Neither Deployment's selector picks the other's pods; the stores' policies admit both (by name).
+    for one, other in ((cpu, gpu), (gpu, cpu)):
+        selector = one["spec"]["selector"]["matchLabels"].items()
+        assert not selector <= other["spec"]["template"]["metadata"]["labels"].items()
+    for store in ("redis", "minio"):
+        (rule,) = find(docs, "NetworkPolicy", store)["spec"]["ingress"]
+        assert gpu["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] in \
+            rule["from"][0]["podSelector"]["matchExpressions"][0]["values"], store
+    scrape = find(docs, "NetworkPolicy", "worker-roformer")["spec"]
+    assert scrape["podSelector"]["matchLabels"].items() <= gpu["spec"]["template"]["metadata"]["labels"].items()
 
 
 @pytest.mark.parametrize("variant", ["keda", "combined"])
@@ -468,8 +503,22 @@ def test_keda_variant_scales_workers_on_the_waiting_jobs_down_to_zero(objects, v
     url = urlsplit(trigger["metadata"]["url"])
     assert url.hostname == f"rest.{NAMESPACE}.svc.cluster.local" and url.path == "/metrics"
     assert (url.port or 80) in {port["port"] for port in find(docs, "Service", "rest")["spec"]["ports"]}
-    assert trigger["metadata"]["valueLocation"] == "msaas_queue_depth"  # a gauge REST's /metrics serves
-    assert any(family.name == "msaas_queue_depth" for family in QueueDepths._families(0, 0, 0))
+    families = {family.name: family for family in QueueDepths._families(0, 0, 0, {"demucs": 0})}  # REST's gauges
+    if variant == "keda":
+        assert trigger["metadata"]["valueLocation"] == "msaas_queue_depth"
+        assert "msaas_queue_depth" in families
+    else:  # with the RoFormer pool (keda-gpu): each pool on the depth of the lanes it serves
+        assert trigger["metadata"]["valueLocation"] == 'msaas_engine_queue_depth{engine="demucs"}'
+        assert "msaas_engine_queue_depth" in families and families["msaas_engine_queue_depth"].samples[0].labels == {
+            "engine": "demucs"}
+        scaled_gpu = find(docs, "ScaledObject", "worker-roformer")["spec"]
+        assert scaled_gpu["scaleTargetRef"]["name"] == "worker-roformer" and scaled_gpu["minReplicaCount"] == 0
+        measured = {trigger["metadata"]["valueLocation"] for trigger in scaled_gpu["triggers"]}
+        only_gpu = {engine for engine in ENGINE_SETS
+                    if set(engine.split("+")) <= set(pool_engines(docs, "worker-roformer")[0])
+                    and not set(engine.split("+")) <= set(pool_engines(docs, "worker")[0])}
+        assert measured == {f'msaas_engine_queue_depth{{engine="{engine}"}}' for engine in only_gpu}
+        assert "replicas" not in find(docs, "Deployment", "worker-roformer")["spec"], "KEDA owns the replica count"
     assert "replicas" not in find(docs, "Deployment", "worker")["spec"], "KEDA owns the replica count"
 
 
@@ -572,3 +621,84 @@ def test_dockerignore_keeps_the_venv_data_and_tests_out():
             if keyword == "COPY" and not arguments.startswith("--from"):
                 for source in arguments.split()[:-1]:
                     assert source.rstrip("/") in let_in, f"{service}/Dockerfile copies {source}, which is ignored"
+
+
+# What each image imports as it starts: the modules its CMD runs (held to the CMD below), and its readiness probe's.
+STARTS = {
+    "worker": ("worker.__main__",),
+    "logs": ("logs.__main__",),
+    "rpc": ("rpc.__main__",),
+    "rest": ("rest", "rest.gunicorn_worker", "gunicorn.app.wsgiapp"),  # the app, gunicorn's worker class, gunicorn
+}
+PROBE_MODULES = ("msaas.connections", "msaas.settings")
+VENV_OWN = ("pip", "setuptools")  # what `python -m venv` puts in every image's virtualenv besides its requirements
+# Imports the modules named after the first argument while the top-level names in it (JSON) cannot be found, as
+# in an image that does not install them; prints each module loaded and its file.
+IMPORT_WITHOUT = """
+import importlib, json, sys
+absent = set(json.loads(sys.argv[1]))
+preloaded = sorted(absent & {name.partition(".")[0] for name in sys.modules})
+assert not preloaded, f"loaded before the check could refuse them: {preloaded}"
+
+
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in absent:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, Absent())
+for module in sys.argv[2:]:
+    importlib.import_module(module)
+print(json.dumps({name: getattr(module, "__file__", None) for name, module in list(sys.modules.items())}))
+"""
+
+
+def installed_with(names: Iterable[str]) -> set[str]:
+    """The distributions pip installs for these requirements: them and their dependencies, no extras."""
+    found, pending = set(), [canonicalize_name(name) for name in names]
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        found.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{name} is not installed here: `make test` installs every image's requirements")
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(canonicalize_name(requirement.name))
+    return found
+
+
+@pytest.mark.parametrize("service", IMAGES)
+def test_images_start_with_only_what_they_install_and_copy(service):
+    """A worker that imported the API's msaas.songs (for pybase64) restarted in a loop in its image, which lacks it.
+
+    Here, where every image's requirements are installed, the image's start-up imports run with every package its
+    requirements file does not bring refused; then every module of ours they loaded must be in a folder it copies.
+    """
+    instructions = dockerfile_instructions(ROOT / service / "Dockerfile")
+    final = instructions[max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM") :]
+    (cmd,) = [json.loads(arguments) for keyword, arguments in final if keyword == "CMD"]
+    if cmd[:2] == ["python", "-m"]:
+        assert f"{cmd[2]}.__main__" in STARTS[service], f"STARTS does not name what {service}'s CMD runs: {cmd}"
+    else:
+        assert cmd[0] == "gunicorn" and cmd[-1].partition(":")[0] in STARTS[service], cmd
+    copied = {arguments.split()[0].rstrip("/") for keyword, arguments in final
+              if keyword == "COPY" and not arguments.startswith("--from")}
+    installed = installed_with([*pins(ROOT / f"requirements/{service}.txt"), *VENV_OWN])
+    absent = {top for top, distributions in importlib.metadata.packages_distributions().items()
+              if not {canonicalize_name(name) for name in distributions} & installed}
+    absent -= copied | set(sys.stdlib_module_names)  # ours: the repo's own package is installed here, editable
+    result = run(sys.executable, "-c", IMPORT_WITHOUT, json.dumps(sorted(absent)), *STARTS[service], *PROBE_MODULES)
+    assert result.returncode == 0, (
+        f"{service} imports at start what requirements/{service}.txt does not install:\n{result.stderr[-2000:]}"
+    )
+    prefix = Path(sys.prefix).resolve()
+    ours = {Path(file).resolve() for file in json.loads(result.stdout).values() if file}
+    ours = {path.relative_to(ROOT) for path in ours if path.is_relative_to(ROOT) and not path.is_relative_to(prefix)}
+    assert ours, "the check saw none of our modules load"
+    assert {path for path in ours if path.parts[0] not in copied} == set(), f"{service}/Dockerfile copies {copied}"

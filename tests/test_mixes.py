@@ -15,7 +15,6 @@ from pathlib import Path
 
 import grpc
 import imageio_ffmpeg
-import lameenc
 import numpy as np
 import pytest
 import requests
@@ -27,39 +26,22 @@ from msaas.options import Options
 from msaas.v1 import separation_pb2 as pb
 from rest import create_app
 from rpc_support import error_code, stub
-from support import ROOT, SHORT_SAMPLE, Statuses, queued, start_gunicorn, stored_result, wait_for
-from worker import wav
+from support import (
+    ROOT,
+    SHORT_SAMPLE,
+    Statuses,
+    planted_audio,
+    queued,
+    start_gunicorn,
+    stored_result,
+    wait_for,
+    write_track,
+)
 
 RATE = 44100
 STEMS = ("vocals", "drums", "bass", "other")
 SONGHASH = hashlib.sha224(b"a planted song").hexdigest()
 Code = grpc.StatusCode
-
-
-def planted_audio(seconds: float = 3.0) -> dict[str, np.ndarray]:
-    """Four stems of tones and noise, 16-bit, that sum without clipping."""
-    time = np.arange(int(seconds * RATE)) / RATE
-    noise = np.random.default_rng(3).uniform(-1, 1, len(time)) * (np.sin(2 * np.pi * 2 * time) > 0.5)
-    mono = {"vocals": np.sin(2 * np.pi * 440 * time), "drums": noise, "bass": np.sin(2 * np.pi * 55 * time),
-            "other": np.sin(2 * np.pi * 660 * time + 1)}
-    return {name: (np.stack([signal, signal * 0.7], axis=1) * 0.2 * 32767).astype("<i2")
-            for name, signal in mono.items()}
-
-
-def write_track(samples: np.ndarray, path: Path, kind: str) -> Path:
-    """A 16-bit track as the worker writes one: WAV, or MP3 through lameenc at quality 2."""
-    if kind == "wav":
-        with open(path, "wb") as file:
-            wav.write_header(file, len(samples), float_samples=False)
-            file.write(samples.tobytes())
-        return path
-    encoder = lameenc.Encoder()
-    encoder.set_bit_rate(320)
-    encoder.set_in_sample_rate(RATE)
-    encoder.set_channels(2)
-    encoder.set_quality(2)
-    path.write_bytes(encoder.encode(samples.tobytes()) + encoder.flush())
-    return path
 
 
 @pytest.fixture

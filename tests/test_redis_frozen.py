@@ -18,7 +18,7 @@ import pytest
 import requests as http
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devstack.processes import Child, free_port, redis_command
+from devstack.processes import Child, free_port
 from msaas.v1 import separation_pb2 as pb
 from rpc_support import error_code, stub
 from support import ROOT, SHORT_SAMPLE, child_env, start_service, wait_for
@@ -29,19 +29,6 @@ FROZEN_SECONDS = 60.0  # Redis thaws after this, whatever the test is doing
 PATIENCE = 50.0  # seconds a client waits: an answer within it came while Redis was frozen
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator[Child]:
-    folder = tmp_path / "own-redis"
-    folder.mkdir()
-    port = free_port()
-    server = Child("redis-server", redis_command(port, folder), log_path=folder / "redis.log", port=port)
-    server.start()
-    server.wait_ready()
-    yield server
-    server.signal(signal.SIGCONT)
-    server.stop()
 
 
 @pytest.fixture

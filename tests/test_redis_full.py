@@ -5,14 +5,11 @@ Redis of this test's own (the session's is never filled)."""
 from __future__ import annotations
 
 import base64
-import signal
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
 import requests
 
-from devstack.processes import Child, free_port, redis_command
 from msaas.connections import connect_redis
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
@@ -24,19 +21,6 @@ SONG = SHORT_SAMPLE.read_bytes()
 SONGHASH = songhash_of(SONG)
 SLOW = {"shifts": 4}  # the tiny model's 8 s made long enough to fill Redis while it runs
 FULL = "used memory > 'maxmemory'"  # what Redis answers every write
-
-
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator[Child]:
-    folder = tmp_path / "own-redis"
-    folder.mkdir()
-    port = free_port()
-    server = Child("redis-server", redis_command(port, folder), log_path=folder / "redis.log", port=port)
-    server.start()
-    server.wait_ready()
-    yield server
-    server.signal(signal.SIGCONT)
-    server.stop()
 
 
 def test_a_worker_outlives_a_full_redis_and_then_finishes_the_song(settings, own_redis, tmp_path):

@@ -124,7 +124,9 @@ def test_missing_weights_fail_naming_the_folder_looked_in(tmp_path):
     assert code == 1
     assert "Traceback" not in output
     assert last_line(output) == (f"the weights of model bs_roformer_viperx_1297 are not in {folder} "
-                                 "(no model_bs_roformer_ep_317_sdr_12.9755.ckpt there)")
+                                 "(no model_bs_roformer_ep_317_sdr_12.9755.ckpt there), and downloads are off: put "
+                                 "the checkpoint there (MODEL_DIR), or let the worker download it into "
+                                 "MODEL_CACHE_DIR")
     # The folder is ready for the weights: the shipped config and the model list are there.
     assert (folder / "model_bs_roformer_ep_317_sdr_12.9755.yaml").read_bytes() == (
         CONFIGS / "model_bs_roformer_ep_317_sdr_12.9755.yaml").read_bytes()

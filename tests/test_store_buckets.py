@@ -35,7 +35,9 @@ def test_lost_buckets_are_made_again_by_rest_and_the_worker_and_readiness_checks
     remove_buckets(store, settings.output_bucket)
     [third] = submit_batch(rest, 1, "output-lost")
     wait_for(lambda: status.get(third).get("state") == "done", 90, "the third song, its tracks stored")
-    assert len(list(store.client.list_objects(settings.output_bucket, prefix=third, recursive=True))) == 4
+    names = [o.object_name for o in store.client.list_objects(settings.output_bucket, prefix=third, recursive=True)]
+    tracks = sorted(name.rsplit("/", 1)[1] for name in names if name.endswith(".mp3"))
+    assert tracks == ["bass.mp3", "drums.mp3", "other.mp3", "vocals.mp3"], names
 
     remove_buckets(store, *buckets)
     ready = requests.get(f"http://{rest}/readyz")

@@ -1,11 +1,15 @@
 """The web page in a real headless Chromium (Debian's `chromium`, driven by Playwright): songs uploaded through
-the page, followed to the end by a real worker, mixed, downloaded and deleted.
+the page, followed to the end by a real worker, mixed, downloaded and deleted; and a done song's mixes (its tracks
+planted as a worker leaves them): waveforms, export through the mix route, shared links, the keyboard.
 
 Screenshots of each state are taken every run; `UPDATE_SCREENSHOTS=1` writes them to docs/ for docs/api.md.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import re
 import signal
@@ -20,8 +24,20 @@ from test_chunks import song as rondo
 
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
+from msaas.options import Options
 from rest import create_app
-from support import ROOT, SHORT_SAMPLE, processes, serve, start_service, wait_for
+from support import (
+    ROOT,
+    SHORT_SAMPLE,
+    planted_audio,
+    processes,
+    serve,
+    start_service,
+    stored_result,
+    stored_waveforms,
+    wait_for,
+    write_track,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -35,6 +51,9 @@ HUM_HASH = songhash_of(SHORT_SAMPLE.read_bytes())
 MARCH_HASH = songhash_of(MARCH.read_bytes())
 SECONDS = 1000  # Playwright counts milliseconds
 SEPARATING = re.compile(r"Separating: \d+%")
+PLANTED_HASH = hashlib.sha224(b"a song planted for the page").hexdigest()
+PLANTED_NAME = "planted.mp3"
+WAVEFORM_WIDTH, WAVEFORM_HEIGHT, WAVEFORM_SCALE = 800, 44, 127  # rest/static/waveforms.js, worker/mixdown.py
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +127,7 @@ def test_page_follows_songs_to_the_mixer_and_downloads_and_deletes(settings, res
     assert sorted(audio.evaluate_all("elements => elements.map(e => e.dataset.track)")) == sorted(FOUR_STEMS)
     durations = audio.evaluate_all("elements => elements.map(e => [e.readyState, e.duration])")
     assert all(state >= 1 and abs(duration - 8.0) < 0.3 for state, duration in durations), durations
+    expect(mixer.locator('.waveform-box[data-waveform="drawn"]')).to_have_count(4)  # the worker's own peaks
 
     # Keyboard only: mute the vocals, then play; the meters show the other stems sounding and the vocals silent.
     mute = mixer.get_by_role("button", name="Mute vocals")
@@ -165,13 +185,175 @@ def test_page_asks_for_the_api_key_and_sends_it(settings, page):
 
 def test_every_control_has_a_name(settings, rest, page):
     page.goto(f"http://{rest}/")
-    unnamed = page.evaluate(
+    assert unnamed_controls(page) == []
+
+
+def unnamed_controls(page: Page) -> list[str]:
+    return page.evaluate(
         """() => [...document.querySelectorAll('input, select, button, a')]
               .filter(control => !control.labels?.length && !control.getAttribute('aria-label')
                                  && !control.textContent.trim())
               .map(control => control.outerHTML)"""
     )
-    assert unnamed == []
+
+
+# --- a done song's mixes (rest/static/mix-tools.js; docs/mixes.md) ----------------------------------------------
+
+
+@pytest.fixture
+def planted(redis_client, store, tmp_path) -> dict:
+    """A done song of the open tenant (MP3 tracks, the default result) with its waveforms, as a worker leaves it."""
+    audio = planted_audio()
+    options = Options.resolve({}, "demucs_unittest")
+    paths = {name: write_track(samples, tmp_path / f"{name}.mp3", "mp3") for name, samples in audio.items()}
+    stored_result(redis_client, store, PLANTED_HASH, paths, options=options)
+    stored_waveforms(store, PLANTED_HASH, audio, options, tmp_path)
+    return {"name": PLANTED_NAME, "hash": PLANTED_HASH, "query": "", "label": "planted"}
+
+
+def open_mixer(page: Page, rest: str, planted: dict | None = None, address: str = "/"):
+    """The page, following `planted` as if this browser had sent it (none: as the address says); its mixer once
+    every stem is loaded."""
+    if planted is not None:
+        page.add_init_script(f"localStorage.setItem('msaas.songs', {json.dumps(json.dumps([planted]))})")
+    page.goto(f"http://{rest}{address}")
+    mixer = page.get_by_role("region", name=f"Mixer for {PLANTED_NAME}")
+    expect(mixer.get_by_text("4 stems ready")).to_be_visible()
+    return mixer
+
+
+def server_mix(rest: str, recipe: dict) -> requests.Response:
+    answer = requests.post(f"http://{rest}/apiv1/mix/{PLANTED_HASH}", json=recipe, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+def drawn_columns(canvas) -> list[list[int]]:
+    """Each pixel column of a canvas: the first and last row painted ([-1, -1]: none)."""
+    return canvas.evaluate("""canvas => {
+        const { width, height } = canvas;
+        const pixels = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+        const columns = [];
+        for (let x = 0; x < width; x++) {
+            let first = -1, last = -1;
+            for (let y = 0; y < height; y++) {
+                if (pixels[4 * (y * width + x) + 3] > 0) { if (first < 0) first = y; last = y; }
+            }
+            columns.push([first, last]);
+        }
+        return columns;
+    }""")
+
+
+def expected_columns(waveform: dict) -> list[list[int]]:
+    """What the page should paint of a waveform the server serves: each column, its buckets' extent, from the
+    middle line (rest/static/waveforms.js draws it so; written again here, from the served JSON)."""
+    buckets, middle, columns = waveform["buckets"], WAVEFORM_HEIGHT / 2, []
+    for x in range(WAVEFORM_WIDTH):
+        first = x * buckets // WAVEFORM_WIDTH
+        end = max(first + 1, (x + 1) * buckets // WAVEFORM_WIDTH)
+        low = min([0, *waveform["min"][first:end]])
+        high = max([0, *waveform["max"][first:end]])
+        top = math.floor(middle - high * middle / WAVEFORM_SCALE)
+        bottom = max(top + 1, math.ceil(middle - low * middle / WAVEFORM_SCALE))
+        columns.append([top, bottom - 1])
+    return columns
+
+
+def test_each_stem_shows_its_waveform_drawn_from_the_servers_peaks(rest, planted, page, screenshot):
+    mixer = open_mixer(page, rest, planted)
+    for track in FOUR_STEMS:
+        served = requests.get(f"http://{rest}/apiv1/waveform/{PLANTED_HASH}/{track}", timeout=10)
+        assert served.status_code == 200 and len(served.content) <= 20_000, served.text[:200]
+        box = mixer.locator(f'.stem[data-track="{track}"] .waveform-box')
+        expect(box).to_have_attribute("data-waveform", "drawn")
+        canvas = mixer.get_by_role("img", name=f"{track} waveform")
+        assert drawn_columns(canvas) == expected_columns(served.json()), track
+    # The tracks differ, so the pictures do: the gated noise of the drums is silent in places, the tones never.
+    drums = drawn_columns(mixer.get_by_role("img", name="drums waveform"))
+    vocals = drawn_columns(mixer.get_by_role("img", name="vocals waveform"))
+    assert min(last - first for first, last in drums) == 0  # a line where the drums are silent
+    assert min(last - first for first, last in vocals) >= 8  # ±0.2 of full scale: ±4 of the 22 pixels each side
+    screenshot("web-5-mixes")
+
+
+def test_exporting_the_mixer_with_vocals_muted_downloads_the_servers_instrumental(rest, planted, page):
+    mixer = open_mixer(page, rest, planted)
+    mixer.get_by_role("button", name="Mute vocals").click()
+    with page.expect_download() as download:
+        mixer.get_by_role("button", name="Export mix").click()
+    state = mixer.get_by_role("status").filter(has_text="Export")
+    expect(state).to_have_text(re.compile(r"Exported planted-mix-[0-9a-f]{8}\.mp3 \(\d+\.\d MB\)"))
+    instrumental = server_mix(rest, {"preset": "instrumental"})
+    # The page's recipe is the instrumental written otherwise: one digest, the object its export stored, its bytes.
+    assert instrumental.headers["X-Mix-Cache"] == "hit"
+    assert download.value.suggested_filename == f"planted-mix-{instrumental.headers['X-Mix-Digest'][:8]}.mp3"
+    assert Path(download.value.path()).read_bytes() == instrumental.content
+
+
+def test_a_shared_link_restores_the_mixer_in_another_browser(rest, planted, browser, page):
+    mixer = open_mixer(page, rest, planted)
+    mixer.get_by_role("button", name="Mute vocals").click()
+    mixer.get_by_role("button", name="Solo bass").click()
+    mixer.get_by_role("button", name="Solo drums").click()
+    mixer.get_by_role("slider", name="drums volume").fill("0.5")
+    mixer.get_by_label("Export format").select_option("wav")
+    link = mixer.get_by_role("textbox", name="Link to this mix").input_value()
+    assert link.startswith(f"http://{rest}/#song={PLANTED_HASH}&name=planted.mp3&")
+    recipe = json.loads(mixer.get_by_role("group", name=re.compile("Export or share")).get_attribute("data-recipe"))
+    assert recipe == {"gains": {"drums": -6.02}, "mute": ["vocals", "other"], "format": "wav"}
+
+    fresh = browser.new_context()  # nothing of the first browser's: no songs remembered
+    try:
+        shared = fresh.new_page()
+        restored = open_mixer(shared, rest, address=link.removeprefix(f"http://{rest}"))
+        expect(shared.get_by_role("heading", name=PLANTED_NAME)).to_be_visible()
+        for track, muted, soloed, gain in (("vocals", "true", "false", "0"), ("drums", "false", "true", "0.5"),
+                                          ("bass", "false", "true", "1"), ("other", "false", "false", "0")):
+            expect(restored.get_by_role("button", name=f"Mute {track}")).to_have_attribute("aria-pressed", muted)
+            expect(restored.get_by_role("button", name=f"Solo {track}")).to_have_attribute("aria-pressed", soloed)
+            expect(restored.locator(f'.stem[data-track="{track}"]')).to_have_attribute("data-gain", gain)
+        expect(restored.get_by_role("slider", name="drums volume")).to_have_value("0.5")
+        expect(restored.get_by_label("Export format")).to_have_value("wav")
+        expect(restored.get_by_role("textbox", name="Link to this mix")).to_have_value(link)
+        # The song is followed from now on, as if sent from this browser.
+        assert PLANTED_HASH in shared.evaluate("localStorage.getItem('msaas.songs')")
+    finally:
+        fresh.close()
+
+
+def test_the_keyboard_alone_sets_a_gain_and_exports_and_every_control_is_named(rest, planted, page):
+    mixer = open_mixer(page, rest, planted)
+    mixer.get_by_role("button", name="Solo drums").focus()
+    page.keyboard.press("Tab")
+    drums = mixer.get_by_role("slider", name="drums volume")
+    expect(drums).to_be_focused()
+    for _ in range(50):
+        page.keyboard.press("ArrowLeft")
+    expect(drums).to_have_value("0.5")
+    expect(drums).to_have_attribute("aria-valuetext", "-6.0 dB")
+    expect(mixer.locator('.stem[data-track="drums"]')).to_have_attribute("data-gain", "0.5")
+
+    # Focus goes down the stems, past the mixer's own buttons, to the export's controls, in that order.
+    for role, name in (("link", "Download drums"), ("button", "Mute bass"), ("button", "Solo bass"),
+                       ("slider", "bass volume"), ("link", "Download bass"), ("button", "Mute other"),
+                       ("button", "Solo other"), ("slider", "other volume"), ("link", "Download other"),
+                       ("button", "Download all stems"), ("combobox", "Export format"), ("button", "Export mix")):
+        page.keyboard.press("Tab")
+        expect(mixer.get_by_role(role, name=name, exact=True)).to_be_focused()
+    with page.expect_download() as download:
+        page.keyboard.press("Enter")
+    assert Path(download.value.path()).read_bytes() == server_mix(rest, {"gains": {"drums": -6.02}}).content
+    expect(mixer.get_by_role("status").filter(has_text="Export")).to_contain_text("Exported planted-mix-")
+
+    # Every control of the mixer and its export has a name a screen reader says; the export's state is announced.
+    for role, name in (("slider", "vocals volume"), ("button", "Mute vocals"), ("button", "Solo vocals"),
+                       ("combobox", "Export format"), ("button", "Export mix"), ("textbox", "Link to this mix"),
+                       ("button", "Copy link"), ("img", "bass waveform"), ("group", f"Export or share this mix of "
+                                                                                   f"{PLANTED_NAME}")):
+        expect(mixer.get_by_role(role, name=name, exact=True)).to_have_count(1)
+    assert mixer.locator(".export-state").get_attribute("aria-live") == "polite"
+    assert unnamed_controls(page) == []
 
 
 def signal_demucs(folder: Path, signum: int) -> list[int]:

@@ -91,6 +91,7 @@ class DemucsRun:
     inputs: tuple[Path, ...] = ()
     jobs: int = 1  # segments Demucs separates at once (its -j)...
     threads: int = 1  # ...with this many Torch threads each
+    tool = "demucs"  # what failure reasons call the runner (worker/roformer_run.py's: "the RoFormer separation")
 
     def command(self, config: DemucsConfig) -> list[str]:
         # Float WAVs, unclipped: the worker rescales and encodes the tracks (worker/encoding.py).
@@ -106,6 +107,9 @@ class DemucsRun:
         if config.repo:
             command += ["--repo", str(config.repo)]
         return [*command, *(str(path) for path in self.inputs or [self.input_path])]
+
+    def environment(self, config: DemucsConfig) -> dict[str, str]:
+        return environment(config, self.threads)
 
     def passes(self) -> int:
         return self.options.passes
@@ -123,7 +127,7 @@ def environment(config: DemucsConfig, threads: int) -> dict[str, str]:
     if config.model_cache_dir:
         env["TORCH_HOME"] = str(config.model_cache_dir)
         env["HF_HOME"] = str(config.model_cache_dir / "huggingface")
-    env["PATH"] = f"{_ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
+    env["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     env["PYTHONUNBUFFERED"] = "1"  # "Separating track" says when the input before is written: heard at once
     if config.malloc == "tcmalloc":
@@ -145,7 +149,7 @@ def tcmalloc() -> str | None:
     return name
 
 
-def _ffmpeg_dir() -> Path:
+def ffmpeg_dir() -> Path:
     """A folder holding `ffmpeg`: a link to the binary the imageio-ffmpeg wheel of this installation ships.
 
     One folder per binary, so installations side by side never share a link; and a link that no longer leads to a
@@ -207,14 +211,16 @@ class Progress:
         return self.percent
 
 
-def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadline,
+def run(demucs: DemucsRun, config, log_path: Path, deadline: Deadline,
         abandon: Callable[[], bool], report: Callable[[float], None],
         written: Callable[[int], None] = lambda index: None, weights: tuple[float, ...] = (1.0,),
         preempt: Callable[[int], float] = lambda group: 0.0) -> None:
-    """Run the Demucs command to its end, or kill it past the deadline of the whole separation; raise
-    SeparationFailed when it fails. `written(i)` hears that the stems of input i are written, as soon as they are
-    (Demucs goes on with the next); `weights` are the inputs' shares of the run, for `report`. `preempt(group)` may
-    stop the run's process group for a while, and says for how long: the deadline moves by as much."""
+    """Run the Demucs command (or another engine's run with the same methods: worker/roformer_run.py's
+    RoformerRun) to its end, or kill it past the deadline of the whole separation; raise SeparationFailed when it
+    fails. `written(i)` hears that the stems of input i are written, as soon as they are (Demucs goes on with the
+    next; another engine's run tells it at its end); `weights` are the inputs' shares of the run, for `report`.
+    `preempt(group)` may stop the run's process group for a while, and says for how long: the deadline moves by as
+    much."""
     command = demucs.command(config)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
@@ -224,7 +230,7 @@ def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadl
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=environment(config, demucs.threads),
+            env=demucs.environment(config),
             start_new_session=True,
         )
     reported = time.monotonic()
@@ -234,7 +240,7 @@ def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadl
         while process.poll() is None:
             now = time.monotonic()
             if deadline.expired:
-                raise SeparationFailed(f"demucs timed out after {deadline.seconds:.0f} s and was killed")
+                raise SeparationFailed(f"{demucs.tool} timed out after {deadline.seconds:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
             deadline.extend(preempt(process.pid))
@@ -251,7 +257,7 @@ def run(demucs: DemucsRun, config: DemucsConfig, log_path: Path, deadline: Deadl
     if process.returncode != 0:
         output = tail(log_path)
         check_space(output, demucs.out_dir)
-        raise SeparationFailed(explain_failure(demucs.model, process.returncode, output))
+        raise SeparationFailed(explain_failure(demucs.model, process.returncode, output, demucs.tool))
     for index in range(told, len(demucs.inputs or [demucs.input_path])):
         written(index)
 
@@ -272,7 +278,7 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def explain_failure(model: str, returncode: int, output: str) -> str:
+def explain_failure(model: str, returncode: int, output: str, tool: str = "demucs") -> str:
     """A one-line reason for a failed Demucs run, from its exit code and the end of its output: in words (the error
     Demucs died of, or what its exit means), never a line of its code."""
     last = error_message(output) or last_words(output)
@@ -283,10 +289,10 @@ def explain_failure(model: str, returncode: int, output: str) -> str:
     if any(marker in output for marker in DOWNLOAD_FAILURE_MARKERS):
         return f"could not download the weights of model {model} (is the network or model cache reachable?){said}"
     if returncode == -signal.SIGKILL:
-        return f"demucs was killed (signal 9: out of memory, or the container's memory limit?){said}"
+        return f"{tool} was killed (signal 9: out of memory, or the container's memory limit?){said}"
     if returncode < 0:
-        return f"demucs was killed by signal {-returncode}{said}"
-    return f"demucs exited with code {returncode}{said}"
+        return f"{tool} was killed by signal {-returncode}{said}"
+    return f"{tool} exited with code {returncode}{said}"
 
 
 def last_words(output: str) -> str:

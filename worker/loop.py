@@ -33,6 +33,7 @@ import redis
 from msaas.audio import SAMPLE_RATE
 from msaas.backoff import Backoff
 from msaas.claims import Claims
+from msaas.engines import parse_engines, preview_lanes, served_lanes
 from msaas.errors import BackendUnavailable, NotFound, local_resources
 from msaas.eta import Estimates
 from msaas.jobqueue import Delivery, JobQueue
@@ -45,6 +46,7 @@ from msaas.storage import ObjectStore
 from worker import mixdown
 from worker.callbacks import CallbackSender
 from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
+from worker.engines import capability
 from worker.metrics import WorkerMetrics
 from worker.policies import Cancellation, Cancelled, Lost, Retry, Stopped, outage
 from worker.resources import group_rss
@@ -82,6 +84,11 @@ class Worker:
         self.lent_seconds = 0.0  # ...nor their wall time
         self.next_look = 0.0  # when to look for a waiting preview next (monotonic)
         self.sender = CallbackSender(settings, self.callbacks, self.claims, self.name, self.metrics)
+        # The engines it serves (WORKER_ENGINES), the lanes it takes from, and what it says of itself in its heartbeat.
+        self.engines = parse_engines(settings.worker_engines)
+        self.lanes = served_lanes(self.engines)
+        self.capability = capability(self.engines, settings.demucs_device, self.separation.cpus,
+                                     self.separation.time_limit(), settings.max_song_seconds)
 
     def request_stop(self, signum: int, _frame: object = None) -> None:
         if self.stop_requested_at is None:
@@ -98,8 +105,8 @@ class Worker:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         log.info(
-            "worker %s: taking jobs from %s (%s; %d CPUs, memory budget %.0f MiB, Demucs with %s)",
-            self.name, self.queue.name, self.settings.demucs_device, self.separation.cpus,
+            "worker %s: taking %s jobs from %s (%s; %d CPUs, memory budget %.0f MiB, Demucs with %s)",
+            self.name, "+".join(self.engines), self.queue.name, self.settings.demucs_device, self.separation.cpus,
             self.separation.memory_budget_mib, self.separation.demucs.malloc,
         )
         stopped = threading.Event()
@@ -112,7 +119,7 @@ class Worker:
             self.sender.start()
             while self.stop_requested_at is None:
                 try:
-                    delivery = self.queue.take(self.name, self.settings.lease_seconds)
+                    delivery = self.queue.take(self.name, self.settings.lease_seconds, self.lanes)
                     backoff.reset()
                     if delivery is None:
                         self.queue.wait(TAKE_WAIT)
@@ -148,7 +155,7 @@ class Worker:
         """Renew the lease of the job in hand, and put back the jobs and callbacks whose holders stopped answering."""
         ALIVE_FILE.touch()  # for the liveness probe: the heartbeat runs, whatever Redis is doing
         try:
-            self.estimates.alive(self.name)
+            self.estimates.alive(self.name, self.capability)
             for current in list(self.in_hand):
                 if not self.queue.renew(current, self.settings.lease_seconds):
                     log.warning("worker %s: job %s is no longer this worker's; stopping it", self.name,
@@ -251,8 +258,9 @@ class Worker:
             return 0.0
         self.next_look = now + PREVIEW_LOOK
         try:
-            preview = self.queue.take(self.name, self.settings.lease_seconds, previews_only=True) \
-                if self.queue.previews_waiting() else None
+            previews = preview_lanes(self.lanes)  # those of the engines it serves
+            preview = self.queue.take(self.name, self.settings.lease_seconds, previews) \
+                if self.queue.previews_waiting(previews) else None
         except redis.RedisError:
             return 0.0  # the song goes on; Redis' outage is the loop's to handle
         if preview is None:

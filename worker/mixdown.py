@@ -39,8 +39,7 @@ import numpy as np
 
 from msaas import audio
 from msaas.audio import SAMPLE_RATE
-from msaas.mixes import waveform_key
-from msaas.naming import Result
+from msaas.naming import Result, waveform_key
 from msaas.options import Options
 from msaas.storage import ObjectStore
 from worker import chunks, encoding, wav
@@ -239,7 +238,7 @@ class Waveform:
 
 def store_waveforms(store: ObjectStore, result: Result, token: str, waveforms: dict[str, Path],
                     written: list[str]) -> None:
-    """Upload each track's waveform beside it (msaas/mixes.py names it), each key noted in `written` first."""
+    """Upload each track's waveform beside it (msaas/naming.py names it), each key noted in `written` first."""
     for track, path in waveforms.items():
         written.append(waveform_key(result, token, track))
         store.put_output(written[-1], str(path), "json", "application/json")

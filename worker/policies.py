@@ -72,15 +72,18 @@ class Retry:
 @dataclass(frozen=True)
 class TimeLimit:
     minimum: float = 120.0
-    per_audio_second: float = 10.0
+    per_audio_second: float = 10.0  # for htdemucs; a model `cost` times as slow (msaas/models.py) gets as many more
+    maximum: float = 0.0  # whatever the song; 0: no bound
 
     @classmethod
     def of(cls, settings: Settings) -> TimeLimit:
-        return cls(settings.demucs_timeout_min, settings.demucs_timeout_factor)
+        return cls(settings.demucs_timeout_min, settings.demucs_timeout_factor, settings.demucs_timeout_max)
 
-    def seconds(self, audio_seconds: float, passes: int = 1) -> float:
-        """A separation's limit: `passes` is how many times the model goes over the song (Demucs' shifts)."""
-        return self.minimum + self.per_audio_second * audio_seconds * max(1, passes)
+    def seconds(self, audio_seconds: float, passes: int = 1, cost: float = 1.0) -> float:
+        """A separation's limit: `passes` is how many times the model goes over the song (Demucs' shifts), `cost`
+        what a second of audio costs with the model against htdemucs (`msaas.models.relative_cost`)."""
+        limit = self.minimum + self.per_audio_second * audio_seconds * max(1, passes) * cost
+        return min(limit, self.maximum) if self.maximum > 0 else limit
 
 
 class Cancellation:

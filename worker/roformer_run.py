@@ -39,13 +39,14 @@ from msaas.audio import CHANNELS, SAMPLE_RATE
 from msaas.models import ROFORMER_MODELS, Model
 from msaas.options import Options
 from msaas.settings import Settings
-from worker.demucs_run import _ffmpeg_dir
+from worker.demucs_run import ffmpeg_dir
 from worker.wav import write_header
 
 if TYPE_CHECKING:
     from audio_separator.separator import Separator
 
 CONFIGS = Path(__file__).resolve().parent / "roformer_configs"
+ROOT = Path(__file__).resolve().parent.parent  # the folder holding the packages worker and msaas
 WEIGHTS_URL = "https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/"
 MODEL_LIST = "download_checks.json"
 # The lists audio-separator reads from download_checks.json; it fetches UVR's when the folder holds none.
@@ -64,15 +65,20 @@ class RoformerConfig:
     model_dir: Path  # audio-separator's model folder
     device: str = "cpu"
     download: bool = False  # fetch missing weights into `model_dir`
+    local_dir: Path | None = None  # MODEL_DIR: an offline cluster's folder, looked in first
 
     @classmethod
     def of(cls, settings: Settings) -> RoformerConfig:
-        """Weights from DEMUCS_REPO where set (an offline cluster's folder), else downloaded once into the model
-        cache."""
-        if settings.demucs_repo:
-            return cls(settings.demucs_repo, settings.demucs_device)
+        """Weights from MODEL_DIR where it holds them (an offline cluster's folder), else downloaded once into the
+        model cache (MODEL_CACHE_DIR/roformer)."""
         cache = settings.model_cache_dir or Path.home() / ".cache"
-        return cls(cache / "roformer", settings.demucs_device, download=True)
+        return cls(cache / "roformer", settings.demucs_device, download=True, local_dir=settings.model_dir)
+
+    def folder(self, model: Model) -> RoformerConfig:
+        """Where `model`'s run looks: MODEL_DIR when it holds the checkpoint, else the model cache."""
+        if self.local_dir and (self.local_dir / model.weights).is_file():
+            return RoformerConfig(self.local_dir, self.device)
+        return self
 
 
 @dataclass(frozen=True)
@@ -88,8 +94,22 @@ class RoformerRun:
     inputs: tuple[Path, ...] = ()
     jobs: int = 1  # always 1: audio-separator separates one window at a time...
     threads: int = 1  # ...with this many Torch threads (OMP_NUM_THREADS, set by the worker)
+    tool = "the RoFormer separation"
+
+    def passes(self) -> int:
+        """Bars it draws per input: one."""
+        return 1
+
+    def environment(self, config: RoformerConfig) -> dict[str, str]:
+        """This package importable wherever the worker runs from, `ffmpeg` on the PATH, `threads` Torch threads."""
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        return env
 
     def command(self, config: RoformerConfig) -> list[str]:
+        config = config.folder(ROFORMER_MODELS[self.model])
         command = [sys.executable, "-m", "worker.roformer_run", "--model", self.model, "--model-dir",
                    str(config.model_dir), "--out", str(self.out_dir), "--device", config.device,
                    "--overlap", f"{self.options.overlap:g}"]
@@ -121,7 +141,9 @@ def prepare(model: Model, folder: Path, download: bool) -> None:
     weights = folder / model.weights
     if not weights.exists():
         if not download:
-            raise Failure(f"the weights of model {model.name} are not in {folder} (no {model.weights} there)")
+            raise Failure(f"the weights of model {model.name} are not in {folder} (no {model.weights} there), and "
+                          "downloads are off: put the checkpoint there (MODEL_DIR), or let the worker download it "
+                          "into MODEL_CACHE_DIR")
         fetch(model, weights)
 
 
@@ -165,7 +187,7 @@ def load(model: Model, folder: Path, device: str, overlap: float) -> Separator:
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # audio-separator takes a GPU wherever it sees one
     os.environ.pop("AUDIO_SEPARATOR_MODEL_DIR", None)  # it would override `folder`
-    os.environ["PATH"] = f"{_ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"  # it refuses to start without
+    os.environ["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{os.environ.get('PATH', '')}"  # it refuses to start without
     warnings.filterwarnings("ignore", category=FutureWarning, module="rotary_embedding_torch")
     # Imported here, not at the top: the worker imports this module for RoformerRun, and audio-separator takes
     # 2 s and 100 MiB more than torch to import.

@@ -25,9 +25,10 @@ from msaas.audio import SAMPLE_RATE
 from msaas.deadline import Deadline
 from msaas.errors import BadRequest, ConfigError
 from msaas.settings import Settings
-from worker import chunks, encoding, mixdown, resources, wav
+from worker import chunks, encoding, engines, mixdown, resources, wav
 from worker.demucs_run import DemucsConfig, DemucsRun, SeparationFailed, last_line, run, tail
 from worker.policies import TimeLimit
+from worker.roformer_run import RoformerConfig
 
 log = logging.getLogger(__name__)
 BUDGET_SHARE = 0.8  # of the container's memory, when MEMORY_BUDGET_MIB is not set
@@ -53,6 +54,8 @@ class SeparationConfig:
     timeout_factor: float = 10.0
     max_seconds: float = 3600.0  # the longest song decoded (MAX_SONG_SECONDS, as at the door)
     first_part_seconds: float = 0.0  # a song's first part, served before the whole; 0: none
+    timeout_max: float = 0.0
+    roformer: RoformerConfig = RoformerConfig(Path.home() / ".cache" / "roformer", download=True)
 
     @classmethod
     def of(cls, settings: Settings) -> SeparationConfig:
@@ -63,7 +66,10 @@ class SeparationConfig:
         return cls(DemucsConfig.of(settings), separation_cpus(settings.demucs_threads, os.environ),
                    settings.demucs_jobs, budget, settings.chunk_seconds, settings.chunk_overlap_seconds,
                    settings.demucs_timeout_min, settings.demucs_timeout_factor, settings.max_song_seconds,
-                   settings.first_part_seconds)
+                   settings.first_part_seconds, settings.demucs_timeout_max, RoformerConfig.of(settings))
+
+    def time_limit(self) -> TimeLimit:
+        return TimeLimit(self.timeout_min, self.timeout_factor, self.timeout_max)
 
 
 def separation_cpus(threads: int, env: Mapping[str, str], cgroup: Path = resources.CGROUP) -> int:
@@ -152,7 +158,7 @@ def separate(song: DemucsRun, tracks: tuple[str, ...], config: SeparationConfig,
     folder.mkdir(parents=True)
     whole = folder / f"{song.input_path.stem}.wav"
     options = song.options
-    grid = chunks.segment_grid(song.model, config.demucs.segment, options.overlap)
+    grid = engines.segment_grid(song.model, config.demucs.segment, options.overlap)
     asked = round(options.start * SAMPLE_RATE), None if options.end is None else round(options.end * SAMPLE_RATE)
     first, last = chunks.window(*asked, grid, grid[1] if models.hears_neighbours(song.model) else 0)
     decoded = decode(song.input_path, whole, config.max_seconds, first, last)
@@ -184,24 +190,34 @@ def separate(song: DemucsRun, tracks: tuple[str, ...], config: SeparationConfig,
                                     (first, last))
 
     writer = PartWriter(stems, parts, keep, mix, song.out_dir / "parts", hooks.ready)
-    # One Demucs process per chunk. A single run over all chunks would load the model once, but Demucs' CLI
-    # keeps one track's stems while it separates the next, so its peak would be that of two chunks: only a short
-    # first chunk shares its process with the next.
-    # The time limit policy (worker/policies.py): from the length separated, and how many times Demucs goes over it.
-    deadline = Deadline(TimeLimit(config.timeout_min, config.timeout_factor).seconds(
-        decoded.kept / SAMPLE_RATE, song.passes()), "demucs")
-    groups = [[0, 1], *([index] for index in range(2, len(inputs)))] if head else [[i] for i in range(len(inputs))]
+    # One process per chunk. A single Demucs run over all chunks would load the model once, but Demucs' CLI keeps
+    # one track's stems while it separates the next, so its peak would be that of two chunks: only Demucs' short
+    # first chunk shares its process with the next (another engine's runs it alone: a model load more).
+    # The time limit policy (worker/policies.py): from the length separated, how many times Demucs goes over it, and
+    # the model's cost.
+    deadline = Deadline(config.time_limit().seconds(decoded.kept / SAMPLE_RATE, song.passes(),
+                                                    models.relative_cost(song.model)), "separation")
+    together = head and models.engines_of(song.model) == ("demucs",)
+    groups = [[0, 1], *([index] for index in range(2, len(inputs)))] if together else [[i] for i in range(len(inputs))]
     length = {index: part.end - part.start for index, part in enumerate(parts)}
     total, separated = sum(length.values()), 0  # frames of the chunks, and of those separated so far
+    configs = engines.EngineConfigs(config.demucs, config.roformer)
     try:
         for group in groups:
             frames = sum(length[index] for index in group)
             part = replace(song, inputs=tuple(inputs[index] for index in group), jobs=plan.jobs, threads=plan.threads)
-            run(part, config.demucs, log_path, deadline, hooks.abandon,
-                lambda percent, done=separated, frames=frames: hooks.report(
-                    100 * (done + frames * percent / 100) / total),
-                lambda index, group=group: writer.written(group[index]),
-                tuple(length[index] / frames for index in group), hooks.preempt)
+
+            def report(percent: float, done: int = separated, frames: int = frames) -> None:
+                hooks.report(100 * (done + frames * percent / 100) / total)
+
+            if len(group) > 1:  # Demucs, two inputs in one run: each one's stems heard as soon as they are written
+                run(part, config.demucs, log_path, deadline, hooks.abandon, report,
+                    lambda index, group=group: writer.written(group[index]),
+                    tuple(length[index] / frames for index in group), hooks.preempt)
+            else:
+                engines.separate_part(part, part.inputs[0], configs, log_path, deadline, hooks.abandon, report,
+                                      hooks.preempt)
+                writer.written(group[0])
             separated += frames
             for path in part.inputs:
                 path.unlink()

@@ -53,6 +53,19 @@ export async function trackBlob(url) {
   return (await call(url)).blob();
 }
 
+// A track's waveform as the worker stored it: {track, seconds, buckets, min: [...], max: [...]} (docs/mixes.md).
+export async function waveform(songhash, track, query) {
+  return (await call(`/apiv1/waveform/${songhash}/${track}${query ? "?" + query : ""}`)).json();
+}
+
+// The mix a recipe asks for, rendered (or found) by the server: its bytes, and the digest that names the recipe.
+export async function renderMix(songhash, query, recipe) {
+  const response = await call(`/apiv1/mix/${songhash}${query ? "?" + query : ""}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(recipe),
+  });
+  return { blob: await response.blob(), digest: response.headers.get("X-Mix-Digest") || "" };
+}
+
 // Upload one MP3 as a raw body (options in the query); XMLHttpRequest, since fetch reports no upload progress.
 export function upload(file, query, onProgress) {
   return new Promise((resolve, reject) => {

@@ -2,6 +2,7 @@
 // Songs submitted from this browser are remembered in localStorage, so a reload keeps following them.
 import * as api from "./api.js";
 import { el } from "./dom.js";
+import { sharedSong } from "./recipe-url.js";
 import { SongCard } from "./song.js";
 
 const SONGS_STORAGE = "msaas.songs";
@@ -145,5 +146,10 @@ refreshBitrate();
 
 for (const song of JSON.parse(localStorage.getItem(SONGS_STORAGE) || "[]").reverse()) {
   addCard(song).follow();
+}
+const shared = sharedSong(); // a link to a song and its mix (recipe-url.js): followed like the songs sent from here
+if (shared && !cards.some(({ song }) => song.hash === shared.hash && song.query === shared.query)) {
+  addCard(shared).follow();
+  remember();
 }
 noSongs.hidden = cards.length > 0;

@@ -3,6 +3,7 @@
 // is identified by its songhash and the options it was separated with.
 import * as api from "./api.js";
 import { el, formatDuration } from "./dom.js";
+import { attachMixTools } from "./mix-tools.js";
 import { Mixer } from "./mixer.js";
 
 const POLL_MS = 1000;
@@ -114,15 +115,32 @@ export class SongCard {
   }
 
   // The stems as far as they are ready (readySeconds), or whole (null): the mixer opens on the first part and is
-  // extended, playing on, when the part grows by EXTEND_SECONDS or the whole is done.
+  // extended, playing on, when the part grows by EXTEND_SECONDS or the whole is done. The mix tools (waveforms,
+  // export) come with the whole: they read the done song's waveforms and mix its whole tracks.
   openMixer(tracks, readySeconds) {
     if (!this.mixer) {
       this.mixer = new Mixer(this.song.name, tracks, readySeconds);
       this.root.append(this.mixer.root);
+      if (readySeconds === null) this.attachTools();
       this.mixer.load().catch(() => {});
     } else if (this.mixer.partial && (readySeconds === null || readySeconds >= this.mixer.readySeconds + EXTEND_SECONDS)) {
-      this.mixer.extend(readySeconds).catch(() => {});
+      this.extendTo(readySeconds);
     }
+  }
+
+  // A whole asked for while a part is still loading is loaded once that part is (the status is no longer polled).
+  extendTo(readySeconds) {
+    if (readySeconds === null) this.wholeWanted = true;
+    if (this.mixer.extending) return;
+    this.mixer.extend(this.wholeWanted ? null : readySeconds).then(() => {
+      if (!this.mixer.partial) this.attachTools();
+      else if (this.wholeWanted) this.extendTo(null);
+    }).catch(() => {});
+  }
+
+  attachTools() {
+    if (this.tools) return;
+    this.tools = attachMixTools(this.mixer, this.song);
   }
 
   fail(error, what) {
