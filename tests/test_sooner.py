@@ -20,7 +20,7 @@ import sphn
 from test_chunks import signal_to_difference, song
 
 from devstack import random_models
-from msaas import audio
+from msaas import audio, engines
 from msaas.audio import SAMPLE_RATE
 from msaas.cli import parser
 from msaas.cli.commands import options_of
@@ -42,7 +42,8 @@ from rpc_support import requests as rpc_requests
 from support import job_for, processes, serve, start_service, wait_for
 from worker import chunks
 from worker.demucs_run import DemucsConfig, DemucsRun
-from worker.separation import SeparationConfig, separate
+from worker.roformer_run import RoformerConfig
+from worker.separation import Hooks, SeparationConfig, separate
 
 HTDEMUCS = chunks.segment_grid("htdemucs", None)
 
@@ -82,6 +83,27 @@ def test_a_bad_range_is_refused_with_a_sentence(values, says):
     with pytest.raises(BadRequest, match=says) as refusal:
         Options.resolve(values, "htdemucs")
     assert refusal.value.code == "invalid_range"
+
+
+@pytest.mark.parametrize("values", [{"start": 5}, {"end": 20}, {"preview": True}])
+def test_a_two_model_entry_refuses_a_range_with_a_sentence(values):
+    """Its two models' windows fall on different grids: no range of it would be the whole song's."""
+    with pytest.raises(BadRequest, match="does not apply to the two-model .*a range with bs_roformer") as refusal:
+        Options.resolve({"model": "bs_roformer_viperx_1297+htdemucs", **values}, "htdemucs")
+    assert refusal.value.code == "invalid_range"
+    assert Options.resolve({"model": "bs_roformer_viperx_1297", **values}, "htdemucs").is_range or values == {
+        "preview": True}
+
+
+def test_a_preview_waits_in_its_engines_preview_lane_and_a_worker_looks_in_those_it_serves(settings, redis_client):
+    queue = JobQueue(redis_client, settings.worker_queue, settings.demucs_model)
+    queue.push(replace(job_for("a" * 56, settings, model="bs_roformer_unittest", preview=True), lane="preview"))
+    demucs_lanes, roformer_lanes = engines.served_lanes(("demucs",)), engines.served_lanes(("roformer",))
+    assert not queue.previews_waiting(engines.preview_lanes(demucs_lanes))  # a Demucs worker does not stop for it
+    assert queue.previews_waiting(engines.preview_lanes(roformer_lanes))
+    assert queue.take("demucs-only", 30, engines.preview_lanes(demucs_lanes)) is None
+    taken = queue.take("roformer", 30, engines.preview_lanes(roformer_lanes))
+    assert taken is not None and taken.job.options.model == "bs_roformer_unittest"
 
 
 def test_a_range_names_its_result_exactly_and_is_checked_against_the_song():
@@ -362,6 +384,29 @@ def test_a_preview_overtakes_five_queued_long_songs(settings, rest, tmp_path):
               if "demucs.separate" in command and str(tmp_path) in command]
     assert not demucs, "a stopped separation outlived its worker"
 
+
+@pytest.mark.demucs
+def test_a_roformers_range_and_first_part_are_its_whole_songs(tmp_path):
+    """Through worker/engines.py as Demucs' are: a range is the whole song's over it, the first part its start
+    (float samples: a 16-bit part's gain may be higher than the whole's, worker/mixdown.py)."""
+    model = "bs_roformer_unittest"
+    config = SeparationConfig(cpus=2, roformer=RoformerConfig(random_models.write_roformer(tmp_path / "models")),
+                              first_part_seconds=3)
+    mp3 = song(20, tmp_path / "song.mp3")
+    outputs, parts = {}, []
+    for name, values in (("whole", {}), ("range", {"start": 6.3, "end": 13.7})):
+        options = Options.resolve({"format": "wav", "sample_format": "float32", "model": model, **values}, "htdemucs")
+        run = DemucsRun(model, mp3, tmp_path / name / "separated", options)
+        hooks = Hooks(ready=lambda frames, files: parts.append(
+            (frames, {track: sphn.read(str(path))[0].copy() for track, path in files.items()})))
+        outputs[name] = separate(run, options.tracks(), config, tmp_path / f"{name}.log", hooks).tracks
+    assert [frames for frames, _ in parts][:1] == [3 * SAMPLE_RATE]
+    start, end = round(6.3 * SAMPLE_RATE), round(13.7 * SAMPLE_RATE)
+    for track, path in outputs["whole"].items():
+        whole, _ = sphn.read(str(path))
+        part, _ = sphn.read(str(outputs["range"][track]))
+        assert signal_to_difference(whole[:, start:end], part) >= 60, track
+        assert signal_to_difference(whole[:, :3 * SAMPLE_RATE], parts[0][1][track]) >= 60, track
 
 
 # --- Estimates ------------------------------------------------------------------------------------------------------
