@@ -62,6 +62,12 @@ class Plan:
     costs_seconds: float = 30.0  # COSTS: how long status is polled at 20/s, per API and phase
     costs_other_songs: int = 300_000  # COSTS: other songs' records the keyspace is crowded with
     fairness_songs: int = 88  # FAIRNESS: songs measured for the shares of tenants of weights 3 and 1 (8 turns of 11)
+    sooner_seconds: float = 240  # SOONER's and PREVIEW's songs
+    sooner_reps: int = 1  # SOONER: runs per side, alternating
+    preview_queue: int = 20  # PREVIEW: songs queued behind the one being separated
+    # ETA: songs of mixed lengths submitted at once, in this order, after songs that teach the workers their speed
+    eta_seconds: tuple[float, ...] = (60, 15, 120, 35, 90, 25, 150, 45, 105, 75)
+    eta_warm_seconds: tuple[float, ...] = (10, 40, 90)
 
     def with_options(self, **changes: object) -> Plan:
         return replace(self, **{name: value for name, value in changes.items() if value is not None})
@@ -111,6 +117,8 @@ FULL = Plan(
     b6_slow_seconds=60,
     flood_seconds=30,
     footprint_seconds=(60, 240, 600),
+    sooner_reps=2,
+    eta_seconds=(120, 30, 240, 70, 180, 50, 300, 90, 210, 150),
 )
 
 

@@ -1,4 +1,4 @@
-"""The benchmarks of issues 6, 12, 14, 16, 20 and 21: each runs the service and its comparison in the same run,
+"""The benchmarks of issues 6, 12, 14, 16, 20, 21 and 23: each runs the service and its comparison in the same run,
 alternating, and reports medians, ratios and the targets met or missed.
 
     .venv/bin/python bench/run.py [--quick] [--only B1,B3] [--out FILE]     (or: make bench BENCH_ARGS=--quick)
@@ -50,6 +50,7 @@ from bench import (  # noqa: E402
     b11_engines,
     b12_fairness,
     b12_mixes,
+    b13_sooner,
     flood_rest,
     threads,
 )
@@ -79,6 +80,9 @@ BENCHMARKS: dict[str, Callable[[Plan, Path], list[Section]]] = {
     "MIXES": b12_mixes.run,  # a 4 minute song's mix against its separation; waveform data per track
     "COSTS": b11_costs.run,  # requests with 100 and 10,000 songs queued, among 0 and 300,000 others; needs no model
     "FAIRNESS": b12_fairness.run,  # tenants' turns: a backlog and a song, weights 3:1; the tiny model, always
+    "SOONER": b13_sooner.sooner,  # a 4 minute song's first stems, and what they cost the whole
+    "PREVIEW": b13_sooner.preview,  # a preview behind 20 four-minute songs
+    "ETA": b13_sooner.eta,  # estimates against the truth, 10 songs on 2 workers
 }
 
 

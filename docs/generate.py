@@ -25,10 +25,12 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-KINDS = {str: "string", int: "integer", float: "number"}  # as JSON and the OpenAPI document name them
+KINDS = {str: "string", int: "integer", float: "number", bool: "boolean"}  # as JSON and the OpenAPI document name them
 
 
 def _value(value: object) -> str:
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return f"`{value:g}`" if isinstance(value, float) else f"`{value}`"
 
 
@@ -37,8 +39,10 @@ def options_table() -> str:
     for spec in SPECS:
         if spec.choices:
             values = ", ".join(_value(choice) for choice in spec.choices)
-        else:
+        elif spec.bounds:
             values = f"{_value(spec.bounds[0])} to {_value(spec.bounds[1])}"
+        else:
+            values = spec.allowed()
         default = ("the service's `DEMUCS_MODEL`" if spec.name == "model" else
                    "none" if spec.default is None else _value(spec.default))
         rows.append(f"| `{spec.name}` | {KINDS[spec.kind]} | {values} | {default} | {_cell(spec.help)} |")

@@ -84,13 +84,14 @@ def decode(path: str, max_seconds: float, sink: Callable[[memoryview], object] |
     return frames
 
 
-def measure(path: str, max_seconds: float) -> float:
+def measure(path: str, max_seconds: float, sink: Callable[[memoryview], object] | None = None) -> float:
     """The song's length in seconds, as the worker will decode it; BadRequest if it is not a song the service takes.
+    `sink` hears the frames as `decode`'s does (msaas/previews.py weighs a song's loudness so).
 
     A plain blocking call (cooperative under gevent, whose monkey patching covers subprocess and threading; the
     gRPC service calls it in a worker thread); at most DOOR_DECODES run at once in a process, the others wait."""
     with _door():
-        return decode(path, max_seconds) / SAMPLE_RATE
+        return decode(path, max_seconds, sink) / SAMPLE_RATE
 
 
 @functools.cache

@@ -56,6 +56,11 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
 
+    def extend(self, seconds: float) -> None:
+        """Later by `seconds`: the time a separation was stopped, lent to another, is not its own."""
+        self.at += seconds
+        self.seconds += seconds
+
     @property
     def expired(self) -> bool:
         return time.monotonic() >= self.at

@@ -22,6 +22,7 @@ from msaas.models import ENGINES, MODELS, engines_of, relative_cost
 LANE_KINDS = ("preview", "normal")  # a preview is taken before any song of the normal lanes
 ENGINE_SETS = tuple(dict.fromkeys(model.engine for model in MODELS.values()))  # "demucs", "roformer", ...
 DEMUCS_ONLY = ("shifts",)  # options a RoFormer does not have
+RANGE_OPTIONS = ("start", "end", "preview")  # issue 23's ranges: one model's grid, not a two-model entry's two
 
 
 def lane(engine: str, kind: str) -> str:
@@ -44,6 +45,11 @@ def lanes_of(lane_name: str) -> tuple[str, ...]:
     """The lanes of the engine whose lane `lane_name` is, previews first (a job's position counts only these)."""
     engine = lane_name.rpartition(":")[0] or "demucs"
     return tuple(lane(engine, kind) for kind in LANE_KINDS)
+
+
+def preview_lanes(lanes: Iterable[str]) -> tuple[str, ...]:
+    """The preview lanes among `lanes` (a busy worker looks in those of its engines for a preview to run first)."""
+    return tuple(name for name in lanes if name.rpartition(":")[2] == "preview")
 
 
 def parse_engines(value: str) -> tuple[str, ...]:
@@ -69,6 +75,12 @@ def check_options(model: str, given: Iterable[str], two_stems: str | None) -> No
         if name in given and "demucs" not in engines:
             raise BadRequest(f"{name} applies to Demucs models only; {model} is a {engines[0]} model",
                              "invalid_option")
+    ranged = [name for name in RANGE_OPTIONS if name in given]
+    if ranged and len(engines) > 1:
+        vocals, rest = MODELS[model].parts
+        raise BadRequest(f"{ranged[0]} does not apply to the two-model {model}: its two models' windows fall on "
+                         "different grids, so a range of it would not be the whole song's over that range; ask for "
+                         f"the whole song, or for a range with {vocals} or {rest} alone", "invalid_range")
     if two_stems and len(engines) > 1:
         raise BadRequest(f"two_stems does not apply to the two-model {model}: it separates four stems (for vocals "
                          f"alone, ask for {MODELS[model].parts[0]})", "invalid_option")

@@ -52,7 +52,8 @@ local function admit(q, limit, default_model)
       order = start
       redis.call('HSET', qkey(q, finish), tenant, start + math.max(seconds, 1) * (COST[model] or 1) / weight)
     end
-    push(q, id, raw, lane, order, {'tenant', tenant, 'seconds', seconds, 'model', model})
+    local work = tonumber(type(job.work) == 'number' and job.work or seconds) or seconds
+    push(q, id, raw, lane, order, {'tenant', tenant, 'seconds', seconds, 'model', model, 'work', work})
   end
 end
 """
@@ -137,6 +138,13 @@ class JobQueue:
             return Delivery(taken, self.decode(taken.body))
         except InvalidJob as error:
             return Delivery(taken, None, error.message)
+
+    def previews_waiting(self, lanes: tuple[str, ...] = engines.ALL_LANES) -> bool:
+        """A preview waits in one of `lanes`' preview lanes (a counter read each: a busy worker asks every second)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in engines.preview_lanes(lanes):
+                pipe.zcard(self.entries.key(f"lane:{name}"))
+            return any(pipe.execute())
 
     def wait(self, timeout: float) -> None:
         self.entries.wait(timeout)

@@ -1,7 +1,8 @@
 """The job on the wire: one song to separate with resolved options, as pushed onto the worker queue.
 
 The JSON is flat and stays readable by older parts: `songhash` (or the reference's `hash`), each option by
-name, `result`, `seconds`, `tenant`, `lane`, `callback`, `enqueued_at`, `id`. A job pushed by a script may carry
+name, `result`, `seconds`, `work` (what separating it costs: msaas/eta.py), `tenant`, `lane`, `callback`,
+`enqueued_at`, `id`. A job pushed by a script may carry
 only the songhash: whoever decodes it resolves what is missing with its own defaults, once. How many times a job
 was attempted is the queue's to count (msaas/reliable.py), not the job's.
 """
@@ -108,7 +109,8 @@ class Job:
     def to_json(self) -> str:
         body = {
             "songhash": self.songhash, **self.options.as_fields(), "result": self.result.id,
-            "seconds": self.seconds, "callback": None if self.callback is None else vars(self.callback),
+            "seconds": self.seconds, "work": self.options.work(self.seconds),
+            "callback": None if self.callback is None else vars(self.callback),
             "enqueued_at": self.enqueued_at, "id": self.id, "tenant": self.tenant, "lane": self.lane,
         }
         return json.dumps(body, separators=(",", ":"))

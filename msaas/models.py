@@ -70,6 +70,9 @@ class Model:
     # random weights of the real size (bench/run.py --only ENGINES, bench/RESULTS.md); None where not measured.
     # CPU time, not wall time: it holds on a shared machine, and wall time follows from the CPUs a worker has.
     cpu_seconds_per_second: float | None = None
+    # Whether a segment hears a little of its neighbours (Demucs pads it with them to the model's valid length);
+    # HTDemucs hears its segment alone. Decides how much of the song a range is separated with (worker/chunks.py).
+    hears_neighbours: bool = True
     # A two-model entry: (the vocals model, the Demucs model for the rest); engine "roformer+demucs".
     parts: tuple[str, ...] = ()
 
@@ -88,11 +91,12 @@ AUDIO_SEPARATOR = "audio-separator 0.47.1, models-scores.json (median of 40 MUSD
 DEMUCS_MODELS = {
     model.name: model
     for model in (
-        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True, cpu_seconds_per_second=0.7,
+        Model("htdemucs", FOUR_STEMS, Fraction(39, 5), parallel=True, hears_neighbours=False,
+              cpu_seconds_per_second=0.7,
               published=(Published({"vocals": 8.24, "drums": 10.88, "bass": 11.76, "other": 5.74}, MULTISONG,
                                    ZFTURBO),)),
-        Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True, bag=4),
-        Model("htdemucs_6s", SIX_STEMS, Fraction(39, 5), parallel=True),
+        Model("htdemucs_ft", FOUR_STEMS, Fraction(39, 5), parallel=True, bag=4, hears_neighbours=False),
+        Model("htdemucs_6s", SIX_STEMS, Fraction(39, 5), parallel=True, hears_neighbours=False),
         Model("hdemucs_mmi", FOUR_STEMS),
         Model("mdx", FOUR_STEMS, bag=4),
         Model("mdx_extra", FOUR_STEMS, bag=4),
@@ -158,6 +162,11 @@ def catalogue(default_model: str) -> list[dict]:
 
 def footprint_of(model: str) -> Footprint:
     return MODELS[model].footprint if model in MODELS else HTDEMUCS_FOOTPRINT
+
+
+def hears_neighbours(model: str) -> bool:
+    """Whether a segment of `model` hears beyond itself; so is any model outside the catalogue, to be safe."""
+    return model not in MODELS or MODELS[model].hears_neighbours
 
 
 def parallel(model: str) -> bool:

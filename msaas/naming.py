@@ -55,8 +55,9 @@ class Result:
     Each attempt writes its tracks under names of its own, `<songhash>/<tag or "default">/<token>/<track>.<ext>`
     (the token fences the attempt: msaas/reliable.py), and the status names the attempt whose tracks are the
     result's (`published`): a partial or stale attempt's files are never served, and an attempt removes only its
-    own. Results stored before attempts had names of their own lie at `key()`: `<songhash>-vocals.mp3` (the
-    reference's names), or under `<songhash>/<tag>/`."""
+    own. While it runs, the parts of its tracks it has ready lie beside them (`ready_key`), named by the status.
+    Results stored before attempts had names of their own lie at `key()`: `<songhash>-vocals.mp3` (the reference's
+    names), or under `<songhash>/<tag>/`."""
 
     songhash: str
     tag: str = ""
@@ -80,6 +81,11 @@ class Result:
 
     def attempt_key(self, token: str, track: str, extension: str) -> str:
         return f"{self.objects}{token}/{track}.{extension}"
+
+    def ready_key(self, token: str, frames: int, track: str, extension: str) -> str:
+        """The part of a track an attempt has ready, its first `frames` frames: a name per length, so a file once
+        named in the status never changes under a reader."""
+        return f"{self.objects}{token}/ready-{frames}/{track}.{extension}"
 
     @classmethod
     def parse(cls, value: str) -> Result:

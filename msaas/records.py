@@ -4,7 +4,8 @@ A result (a song separated with given options, msaas/naming.py) has one status h
 submitted it; each tenant's claim on it is its own (when it submitted, its callback, whether it cancelled):
 
     status:<result>          hash: state, reason, <state>_at, job_id, attempts, options, seconds, worker, progress,
-                             published (the token of the attempt whose tracks are served), tenant (who queued it)
+                             published (the token of the attempt whose tracks are served), tenant (who queued it),
+                             token and ready (the running attempt's token, and the frames of its tracks ready)
     owners:<result>          set: the tenants that hold a claim (see it, download it, may remove it)
     claim:<tenant>:<result>  hash: submitted_at, callback, callback_state/attempts/outcome/delivered, or
                              state=cancelled for a day after the tenant cancelled

@@ -60,6 +60,8 @@ class Settings:
     demucs_malloc: str = "tcmalloc"  # the allocator Demucs runs with: tcmalloc (15% faster), or system
     chunk_seconds: float = 0.0  # at most this long a chunk; 0: as long as the memory budget allows
     chunk_overlap_seconds: float = 5.0  # neighbouring chunks share at least this much, and are crossfaded there
+    # a song's first this many seconds are separated first and served while the rest is (0: the whole at once)
+    first_part_seconds: float = 10.0
     demucs_repo: Path | None = None
     model_cache_dir: Path | None = None  # where Demucs keeps downloaded weights (a volume in a cluster)
     # RoFormer checkpoints an offline cluster provides (audio-separator's layout); others are downloaded into

@@ -45,6 +45,12 @@ class SongState:
     callback: CallbackState | None = None
     eta_seconds: float | None = None  # queued or processing: seconds until it is expected done
     reconstruction_db: float | None = None  # done: how closely the tracks sum to the song (worker/mixdown.py)
+    ready_seconds: float = 0.0  # processing: seconds of its tracks stored so far, from the start; done: all
+
+    @property
+    def partial(self) -> bool:
+        """Processing, with a part of its tracks ready to download."""
+        return self.state == PROCESSING and self.ready_seconds > 0
 
     @property
     def ended(self) -> bool:
@@ -98,8 +104,13 @@ FIELDS: tuple[Field, ...] = (
           "done: how closely the tracks, as stored, sum to the song (at their level): signal-to-difference in dB; "
           "90 and more with the residual track in float32 WAV; null for songs separated before it was measured",
           lambda s: s.reconstruction_db, _when(DONE)),
+    Field("ready_seconds", {"type": "number"},
+          "processing: seconds of the song (of its range) whose tracks can be downloaded now, from its start: the "
+          "track links serve that part; it only grows while one attempt runs (a retry starts again from 0); done: "
+          "all of them", lambda s: round(s.ready_seconds, 3), _when(PROCESSING, DONE)),
     Field("tracks", {"type": "object", "additionalProperties": {"type": "string", "format": "uri"}},
-          "done: each track's download link (gRPC: the track names)", lambda s: s.tracks, _when(DONE)),
+          "done: each track's download link (gRPC: the track names); processing, once ready_seconds is above 0: the "
+          "same links, serving the part ready so far", lambda s: s.tracks, lambda s: s.state == DONE or s.partial),
     Field("callback", {"type": "object", "required": ["state", "delivered", "attempts", "outcome"], "properties": {
               "state": {"type": "string", "enum": list(CALLBACK_STATES),
                         "description": "pending until the worker delivers it or gives up"},

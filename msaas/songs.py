@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import redis
 
 from msaas import engines
-from msaas.audio import measure
+from msaas.audio import SAMPLE_RATE, measure
 from msaas.callbacks import check_callback_url
 from msaas.claims import Claims
 from msaas.errors import BackendUnavailable, BadRequest, NotFound, OverLimit
@@ -27,6 +27,7 @@ from msaas.jobs import Callback, Job
 from msaas.models import relative_cost
 from msaas.naming import Result, check_songhash, parse_track
 from msaas.options import Options
+from msaas.previews import Loudness, Previews
 from msaas.records import ACTIVE, CANCELLED, DONE, FAILED, PROCESSING, QUEUED, STATES
 from msaas.shapes import CallbackState, SongState
 from msaas.storage import Download, ObjectStore
@@ -59,6 +60,7 @@ class Submitted:
     songhash: str
     reason: str
     queued: bool  # a new job went on the queue
+    options: Options  # those the result is named by: a preview's range made concrete
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,14 @@ class TrackRef:
     result: Result
     track: str
     options: Options
+
+
+@dataclass(frozen=True)
+class Track:
+    """A track opened for download: the whole, or while the song is processing the part ready so far."""
+
+    download: Download
+    ready_seconds: float | None  # the part's length; None for the whole track
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class Songs:
         self.claims = claims
         self.policy = policy
         self.estimates = estimates
+        self.previews = Previews(queue.redis)
 
     def options(self, values: Mapping[str, object]) -> Options:
         return Options.resolve(values, self.policy.default_model)
@@ -112,11 +123,27 @@ class Songs:
         check_callback_url(callback.url, self.policy.callback_allow_hosts)
         return callback
 
+    def concrete(self, songhash: str, options: Options) -> Options:
+        """The options a result is named by: a preview's range as chosen for the song; NotFound if none was yet."""
+        found = self.previews.known(check_songhash(songhash), options)
+        if found is None:
+            raise NotFound(f"song {songhash} has not been submitted as a preview", "song_not_found")
+        return found
+
     def submit(self, tenant: Tenant, upload: Upload, options: Options, callback: Callback | None) -> Submitted:
-        """Claim the song's result for the tenant, and queue it unless it exists or is on its way."""
+        """Claim the song's result for the tenant, and queue it unless it exists or is on its way. A range is
+        checked against the song's length, and is what the job's seconds count (turns, time limit, quotas); a
+        preview goes in the preview lane."""
         if upload.size == 0:
             raise BadRequest("mp3 is empty", "missing_mp3")
         songhash = upload.songhash
+        length = None
+        chosen = self.previews.known(songhash, options)
+        if chosen is None:  # a preview of a song never previewed: weighed as it is measured, to choose its range
+            loudness = Loudness()
+            length = measure(upload.path, self.policy.max_song_seconds, loudness)
+            chosen = self.previews.choose(songhash, options, loudness, length)
+        options = chosen
         result = options.result(songhash, self.policy.default_model)
         status = self.claims.status(result.id)
         state = status.get("state")
@@ -125,15 +152,20 @@ class Songs:
         if status.get("removed"):
             state = "partial"  # a track was removed: no longer whole, so separated again
         if state in (DONE, *ACTIVE) and self.claims.owns(tenant.name, result.id):
-            return Submitted(songhash, _already(state, callback), False)
+            return Submitted(songhash, _already(state, callback), False, options)
         # Only songs that may be queued are measured: a repeat of one separated or on its way has its length.
         known = state in (DONE, *ACTIVE) and status.get("seconds")
-        seconds = float(status["seconds"]) if known else measure(upload.path, self.policy.max_song_seconds)
+        if known:
+            seconds = float(status["seconds"])
+        else:
+            length = length or measure(upload.path, self.policy.max_song_seconds)
+            seconds = options.within(length).range_seconds(length)
         if state != DONE:  # the workers serving its model can finish it (msaas/engines.py)
             engines.refuse_if_too_long(options.model, seconds, self.estimates.capabilities())
         cost = seconds * relative_cost(options.model)  # quotas count a song as htdemucs-seconds
         self.check_limits(tenant, cost, queues=state != DONE)
-        job = Job(songhash, options, result, seconds, tenant=tenant.name)
+        job = Job(songhash, options, result, seconds, tenant=tenant.name,
+                  lane="preview" if options.preview else "normal")
         already_stored = self.store.has_input(songhash)
         if not already_stored:
             self.store.put_input(songhash, upload.path)
@@ -149,10 +181,10 @@ class Songs:
         if new_claim:  # once the job is queued: an error here is a 503, the MP3 it needs staying
             self.claims.count_song(tenant.name, cost)
         if before in (DONE, *ACTIVE):
-            return Submitted(songhash, _already(before, None if took_callback else callback), False)
-        log.info("song %s enqueued for %s (%s, %.0f s, callback %s)", songhash, tenant.name, result.tag or "defaults",
-                 seconds, bool(callback))
-        return Submitted(songhash, ENQUEUED, True)
+            return Submitted(songhash, _already(before, None if took_callback else callback), False, options)
+        log.info("song %s enqueued for %s (%s, %.0f s, %s lane, callback %s)", songhash, tenant.name,
+                 result.tag or "defaults", seconds, job.lane, bool(callback))
+        return Submitted(songhash, ENQUEUED, True, options)
 
     def check_limits(self, tenant: Tenant, seconds: float, queues: bool = True) -> None:
         """The tenant's songs queued at once (unless this one `queues` nothing: it is done) and audio submitted a day
@@ -172,6 +204,7 @@ class Songs:
 
     def describe(self, tenant: Tenant, songhash: str, options: Options) -> SongState:
         """Where the result of these options stands for this tenant; NotFound if it never submitted it."""
+        options = self.concrete(songhash, options)
         result = options.result(check_songhash(songhash), self.policy.default_model)
         view = self.claims.view(tenant.name, result.id)
         if view is None or view.status.get("state") not in STATES:
@@ -194,14 +227,17 @@ class Songs:
             callback=_callback_state(view.claim),
             eta_seconds=self._eta(fields, state, ran, progress),
             reconstruction_db=float(fields["reconstruction_db"]) if fields.get("reconstruction_db") else None,
+            ready_seconds=_ready_seconds(fields, state),
         )
 
     def _eta(self, fields: Mapping[str, str], state: str, options: Options, progress: float) -> float | None:
-        seconds = float(fields.get("seconds") or 0)
+        work = options.work(float(fields.get("seconds") or 0))
         if state == QUEUED:
-            return self.estimates.queued(fields["job_id"], options.model, seconds)
+            return self.estimates.queued(fields["job_id"], options.model, work)
         if state == PROCESSING and "processing_at" in fields:
-            return self.estimates.processing(options.model, seconds, progress, float(fields["processing_at"]))
+            return self.estimates.processing(options.model, work, progress, float(fields["processing_at"]),
+                                             *(float(fields[name]) if name in fields else None
+                                               for name in ("running_at", "progress_at")))
         return None
 
     def track(self, songhash: str, track: str, values: Mapping[str, object]) -> TrackRef:
@@ -214,31 +250,44 @@ class Songs:
         options = self.options(values)
         if extension and extension != options.format:
             raise BadRequest(f"track extension .{extension} does not match format {options.format}", "invalid_track")
+        options = self.concrete(songhash, options)
         return TrackRef(options.result(songhash, self.policy.default_model), track, options)
 
-    def open_track(self, tenant: Tenant, ref: TrackRef) -> Download:
-        key = self._track_key(tenant, ref)
+    def open_track(self, tenant: Tenant, ref: TrackRef) -> Track:
+        """The track of a done result, or the part ready so far of one processing."""
+        key, ready = self._track_key(tenant, ref)
         try:
-            return self.store.open_output(key)
+            return Track(self.store.open_output(key), ready)
         except NotFound:
-            raise NotFound(self.forget_missing(ref), "track_not_found") from None
+            raise NotFound(self._gone(ref, ready), "track_not_found") from None
 
     def track_link(self, tenant: Tenant, ref: TrackRef) -> str:
-        key = self._track_key(tenant, ref)
+        key, ready = self._track_key(tenant, ref)
         try:
             return self.store.output_link(key)
         except NotFound:
-            raise NotFound(self.forget_missing(ref), "track_not_found") from None
+            raise NotFound(self._gone(ref, ready), "track_not_found") from None
 
-    def _track_key(self, tenant: Tenant, ref: TrackRef) -> str:
-        """Where the track of a done result is stored: under the published attempt's names. NotFound, saying why,
-        for a result that is not done, or not this tenant's."""
+    def _track_key(self, tenant: Tenant, ref: TrackRef) -> tuple[str, float | None]:
+        """Where the track of a done result is stored (under the published attempt's names), or the part of it ready
+        while it is processing (under the running attempt's, and that part's seconds). NotFound, saying why, for a
+        result that has neither, or is not this tenant's."""
         view = self.claims.view(tenant.name, ref.result.id)
         fields = view.status if view is not None else {}
         tracks = _present(_stored_options(fields, ref.options).tracks(), fields)
-        if fields.get("state") != DONE or ref.track not in tracks:
+        state, ready = fields.get("state"), int(fields.get("ready") or 0)
+        if ref.track in tracks and state == PROCESSING and ready > 0 and fields.get("token"):
+            return ref.result.ready_key(fields["token"], ready, ref.track, ref.options.format), ready / SAMPLE_RATE
+        if state != DONE or ref.track not in tracks:
             raise NotFound(_missing(ref, fields), "track_not_found")
-        return track_key(fields, ref)
+        return track_key(fields, ref), None
+
+    def _gone(self, ref: TrackRef, ready: float | None) -> str:
+        """Why a track the status names is not stored: a part whose attempt stopped meanwhile, or a done track."""
+        if ready is not None:
+            return f"track {ref.track} of song {ref.result.songhash} is not ready any more: the attempt separating " \
+                   "it stopped; ask for the status again"
+        return self.forget_missing(ref)
 
     def forget_missing(self, ref: TrackRef) -> str:
         """A done result's track that is not stored (removed or expired behind the service's back): forget that it
@@ -287,6 +336,8 @@ class Songs:
             objects += self.store.remove_prefix(result.objects)
             if not result.tag:  # the reference's names, from before attempts had names of their own
                 objects += self.store.remove_prefix(f"{songhash}-")
+        if not removed.song_claimed:
+            self.previews.forget(songhash)
         if not removed.song_claimed and self.store.has_input(songhash):
             self.store.remove_input(songhash)
             objects += 1
@@ -322,6 +373,13 @@ def stored_tracks(fields: Mapping[str, str], result: Result, asked: Options) -> 
     """What a done result ran with, and where each of its tracks is stored (those removed left out)."""
     ran = _stored_options(fields, asked)
     return ran, {track: track_key(fields, TrackRef(result, track, ran)) for track in _present(ran.tracks(), fields)}
+
+
+def _ready_seconds(fields: Mapping[str, str], state: str) -> float:
+    """Processing: the seconds of its tracks the running attempt has stored; done: all of them."""
+    if state == PROCESSING:
+        return int(fields.get("ready") or 0) / SAMPLE_RATE
+    return float(fields.get("seconds") or 0) if state == DONE else 0.0
 
 
 def _present(tracks: tuple[str, ...], fields: Mapping[str, str]) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Where each result stands, as its worker moves it: every step an attempt takes is fenced.
 
-A worker's step (start, progress, publish, retry, hand back, fail) is one Lua script that first checks that the
+A worker's step (start, progress, ready, publish, retry, hand back, fail) is one Lua script that first checks that the
 attempt still holds its job (msaas/reliable.py: the entry's token is the attempt's) and that the status is its
 job's, and only then changes the status and moves the queue entry, together. An attempt that lost its job (its lease
 ran out while it was paused, the job was cancelled, or another delivery of it finished first) changes nothing: its
@@ -55,15 +55,33 @@ if not owner then
   end
 end
 local attempts = tonumber(redis.call('HGET', entry(q, job_id), 'attempts') or '0') + 1
-redis.call('HDEL', skey(r), 'published')
-set_state(r, '{PROCESSING}', '', {{'worker', worker, 'job_id', job_id, 'attempts', attempts, 'progress', 0}})
+redis.call('HDEL', skey(r), 'published', 'running_at', 'progress_at')
+set_state(r, '{PROCESSING}', '', {{'worker', worker, 'job_id', job_id, 'attempts', attempts, 'progress', 0,
+                                  'token', token, 'ready', 0}})
 redis.call('PERSIST', skey(r))
 return 'started'
 """
 
+# The first progress (Demucs drew its first bar, at 0%) also notes when its run got going (`running_at`), and each
+# new percentage when it was reached (`progress_at`; the worker repeats an unchanged one every second): the
+# estimates' pace is the time the progress took, not the time since the run began (msaas/eta.py).
 PROGRESS = LIB + LUA + FENCE + """
 if not current(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
-redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5])
+local now = now_s()
+if redis.call('HGET', skey(ARGV[4]), 'progress') ~= ARGV[5] then
+  redis.call('HSET', skey(ARGV[4]), 'progress', ARGV[5], 'progress_at', now)
+end
+redis.call('HSETNX', skey(ARGV[4]), 'running_at', now)
+return 1
+"""
+
+# ARGV: q, job_id, token, result, frames. The attempt's tracks are ready up to `frames` (it only grows): the status
+# names them (by the attempt's token and that length) only while this attempt is the job's and processing.
+READY = LIB + LUA + FENCE + f"""
+if not current(ARGV[1], ARGV[2], ARGV[3], ARGV[4]) then return 0 end
+local state, token, frames = unpack(redis.call('HMGET', skey(ARGV[4]), 'state', 'token', 'ready'))
+if state ~= '{PROCESSING}' or token ~= ARGV[3] then return 0 end
+if tonumber(ARGV[5]) > tonumber(frames or '0') then redis.call('HSET', skey(ARGV[4]), 'ready', ARGV[5]) end
 return 1
 """
 
@@ -169,8 +187,8 @@ class SongStatus:
         self.queue = queue
         self.callback_queue = callback_queue
         self._scripts = {name: connection.register_script(source) for name, source in (
-            ("start", START), ("progress", PROGRESS), ("publish", PUBLISH), ("settle", SETTLE), ("reap", REAP),
-            ("revive", REVIVE))}
+            ("start", START), ("progress", PROGRESS), ("ready", READY), ("publish", PUBLISH), ("settle", SETTLE),
+            ("reap", REAP), ("revive", REVIVE))}
 
     def _run(self, name: str, *args: object):
         return self._scripts[name](args=[str(arg) for arg in args])
@@ -189,6 +207,11 @@ class SongStatus:
         taken = delivery.taken
         return bool(self._run("progress", self.queue.name, taken.id, taken.token, delivery.job.result.id,
                               f"{percent:.0f}"))
+
+    def ready(self, delivery: Delivery, frames: int) -> bool:
+        """The attempt's tracks are stored up to `frames` (under `Result.ready_key`); False if it lost its job."""
+        taken = delivery.taken
+        return bool(self._run("ready", self.queue.name, taken.id, taken.token, delivery.job.result.id, frames))
 
     def publish(self, delivery: Delivery, worker: str, expire_in: int | None, audio_seconds: float,
                 cpu_seconds: float, reconstruction_db: float | None = None) -> bool:

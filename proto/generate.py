@@ -13,19 +13,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from msaas.options import SPECS, Spec  # noqa: E402
+from msaas.options import SPECS, Spec, text  # noqa: E402
 
 PROTO = ROOT / "proto" / "msaas" / "v1" / "separation.proto"
 BEGIN = "// BEGIN Options: generated from msaas/options.py by `make proto` (proto/generate.py); edit the table there."
 END = "// END Options"
-TYPES = {str: "string", int: "int32", float: "double"}
+TYPES = {str: "string", int: "int32", float: "double", bool: "bool"}
 
 
 def field(spec: Spec) -> str:
     default = "the service's DEMUCS_MODEL" if spec.name == "model" else (
-        "none" if spec.default is None else f"{spec.default:g}" if isinstance(spec.default, float) else spec.default)
-    text = f"{spec.help}: {spec.allowed()}; default: {default}."
-    comment = textwrap.wrap(text, 110, initial_indent="  // ", subsequent_indent="  // ")
+        "none" if spec.default is None else text(spec.default))
+    words = f"{spec.help}: {spec.allowed()}; default: {default}."
+    comment = textwrap.wrap(words, 110, initial_indent="  // ", subsequent_indent="  // ")
     return "\n".join([*comment, f"  optional {TYPES[spec.kind]} {spec.name} = {spec.number};"])
 
 

@@ -9,7 +9,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from msaas.errors import BadRequest
 from msaas.models import MODELS, stems_of
 from msaas.naming import FORMATS
-from msaas.options import SPECS
+from msaas.options import SPECS, text
 from msaas.scratch import claim
 from msaas.shapes import SongState, as_json
 from msaas.songs import QUEUE_PAGE, SONG_REMOVED, TRACK_REMOVED, cancel_reason
@@ -82,7 +82,7 @@ def separate():
     services.metrics.submitted(tenant().name)
     if submitted.queued:
         services.metrics.jobs_enqueued.inc()
-    return jsonify(hash=submitted.songhash, reason=submitted.reason)
+    return jsonify(hash=submitted.songhash, reason=submitted.reason, options=submitted.options.as_fields())
 
 
 @blueprint.get("/apiv1/queue")
@@ -105,9 +105,11 @@ def status(songhash: str):
 
 def status_body(song: SongState) -> dict:
     """A status as the API answers it (msaas/shapes.py); tracks are links to the track route."""
-    songs = backends().songs
-    options = songs.options(song.options)
-    query = options.as_query() if options.result(song.songhash, songs.policy.default_model).tag else {}
+    # The options name the result (a preview by its range); the plain result's links need none. Read as they are
+    # recorded, not resolved again: a model outside the catalogue (DEMUCS_REPO) is the service's own default.
+    named = {name: value for name, value in song.options.items() if name != "preview"}
+    plain = {name: value for name, value in backends().songs.options({}).as_fields().items() if name != "preview"}
+    query = {} if named == plain else {name: text(value) for name, value in named.items() if value is not None}
     return as_json(song, lambda track: _public_url("api.track", songhash=song.songhash,
                                                   track=f"{track}.{song.options['format']}", **query))
 
@@ -125,15 +127,14 @@ def track(songhash: str, track: str):
     ref = songs.track(songhash, track, _query())
     if request.args.get("redirect") in ("1", "true", "yes"):
         return redirect(songs.track_link(tenant(), ref), code=302)
-    download = songs.open_track(tenant(), ref)
-    return Response(
-        download,
-        mimetype=FORMATS[ref.options.format],
-        headers={
-            "Content-Length": str(download.size),
-            "Content-Disposition": f'inline; filename="{ref.result.songhash}-{ref.track}.{ref.options.format}"',
-        },
-    )
+    opened = songs.open_track(tenant(), ref)
+    headers = {
+        "Content-Length": str(opened.download.size),
+        "Content-Disposition": f'inline; filename="{ref.result.songhash}-{ref.track}.{ref.options.format}"',
+    }
+    if opened.ready_seconds is not None:  # the part ready so far: never cached as the whole
+        headers |= {"X-Ready-Seconds": f"{opened.ready_seconds:.3f}", "Cache-Control": "no-store"}
+    return Response(opened.download, mimetype=FORMATS[ref.options.format], headers=headers)
 
 
 @blueprint.route("/apiv1/remove/<songhash>/<track>", methods=["GET", "DELETE"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from msaas import shapes
+from msaas.engines import ENGINE_SETS
 from msaas.naming import ALL_TRACKS, FORMATS
 from msaas.options import SPECS
 from rest import mixes
@@ -40,8 +41,12 @@ COMMON = {
 ACCEPTED = _json(
     "accepted, or answered from an existing result",
     {
-        "type": "object", "required": ["hash", "reason"],
-        "properties": {"hash": {"type": "string"}, "reason": {"type": "string"}},
+        "type": "object", "required": ["hash", "reason", "options"],
+        "properties": {"hash": {"type": "string"}, "reason": {"type": "string"},
+                       "options": {**shapes.OPTIONS_SCHEMA,
+                                   "description": "the options the result is named by, every one concrete: a "
+                                                  "preview's range as the service chose it; ask for its status and "
+                                                  "tracks with these"}},
     },
 )
 STATUS = shapes.schema()
@@ -56,7 +61,7 @@ DEAD_LETTER = {"type": "object", "required": ["id", "reason", "attempts", "last_
                               "buried_at": {"type": "string", "format": "date-time"},
                               "job": {"type": "string", "description": "the job as it was queued (JSON)"}}}
 MODEL = {"type": "object", "required": ["name", "engine", "stems", "default", "published"], "properties": {
-    "name": {"type": "string"}, "engine": {"type": "string", "enum": ["demucs", "roformer"]},
+    "name": {"type": "string"}, "engine": {"type": "string", "enum": list(ENGINE_SETS)},
     "stems": {"type": "array", "items": {"type": "string"}}, "default": {"type": "boolean"},
     "cpu_seconds_per_second": {"type": "number", "nullable": True},
     "published": {"type": "array", "items": {"type": "object", "properties": {
@@ -201,11 +206,16 @@ def document() -> dict:
                               "404": _error("song never submitted with these options"), **COMMON},
             }},
             "/apiv1/track/{songhash}/{track}": {"get": {
-                "summary": "download a track (streamed); redirect=1 answers 302 to a short-lived link",
+                "summary": "download a track (streamed); redirect=1 answers 302 to a short-lived link. While the song "
+                           "is processing, the part ready so far (the status' ready_seconds; its length is in the "
+                           "X-Ready-Seconds header)",
                 "parameters": [SONGHASH, TRACK, *OPTION_PARAMETERS,
                                {"name": "redirect", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}}],
                 "responses": {
-                    "200": {"description": "the track", "content": audio},
+                    "200": {"description": "the track, or the part of it ready so far", "content": audio,
+                            "headers": {"X-Ready-Seconds": {
+                                "schema": {"type": "number"},
+                                "description": "present while the song is processing: the seconds this part holds"}}},
                     "302": {"description": "presigned object-store URL in Location"},
                     "400": _error(f"malformed songhash, track (one of {', '.join(ALL_TRACKS)}) or option"),
                     "404": _error("not (yet) there; the message says whether the song is queued or failed"),

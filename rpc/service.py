@@ -64,7 +64,8 @@ class SeparationServicer(MixMethods, pb_grpc.SeparationServiceServicer):
         self.metrics.upload_bytes.observe(upload.size)
         if submitted.queued:
             self.metrics.jobs_enqueued.inc()
-        return pb.SubmitResponse(songhash=submitted.songhash, reason=submitted.reason, queued=submitted.queued)
+        return pb.SubmitResponse(songhash=submitted.songhash, reason=submitted.reason, queued=submitted.queued,
+                                 options=options_message(submitted.options.as_fields()))
 
     @guarded
     async def GetStatus(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.SongStatus:
@@ -101,15 +102,16 @@ class SeparationServicer(MixMethods, pb_grpc.SeparationServiceServicer):
 
     @guarded
     async def DownloadTrack(self, request: pb.TrackRequest, context: grpc.aio.ServicerContext) -> None:
+        """The track, or while the song is processing the part ready so far (`info.ready_seconds`)."""
         songs = self.songs
         ref = songs.track(request.songhash, request.track, option_values(request.options))
-        download = await self.blocking(songs.open_track, tenant(), ref)
-        extension = ref.options.format
+        opened = await self.blocking(songs.open_track, tenant(), ref)
+        download, extension = opened.download, ref.options.format
         chunks = iter(download)
         try:
             await context.write(pb.DownloadTrackResponse(info=pb.TrackInfo(
                 size=download.size, content_type=FORMATS[extension],
-                filename=f"{ref.result.songhash}-{ref.track}.{extension}",
+                filename=f"{ref.result.songhash}-{ref.track}.{extension}", ready_seconds=opened.ready_seconds,
             )))
             # Each chunk read from the store off the loop; each write waits for the client (flow control).
             while (chunk := await self.blocking(next, chunks, None)) is not None:

@@ -53,7 +53,8 @@ def test_status_follows_a_song_from_queued_to_done(settings, rest, store, redis_
 
     # Dedup: the same song again is answered from the result, and nothing is queued.
     again = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64})
-    assert again.json() == {"hash": SONGHASH, "reason": again.json()["reason"]}
+    assert again.json() == {"hash": SONGHASH, "reason": again.json()["reason"],
+                            "options": Options.resolve({}, settings.demucs_model).as_fields()}
     assert "already separated" in again.json()["reason"]
     assert SONGHASH not in requests.get(f"http://{rest}/apiv1/queue").json()["queue"]
 
@@ -94,7 +95,8 @@ def test_a_queued_song_is_not_queued_twice(rest, redis_client, settings):
     first = requests.post(f"http://{rest}/apiv1/separate", json={"mp3": B64}).json()
     second = requests.post(f"http://{rest}/apiv1/separate", data=SONG, headers={"Content-Type": "audio/mpeg"})
     assert first["reason"] == "Song enqueued for separation"
-    assert second.json() == {"hash": SONGHASH, "reason": "Song already queued with these options; not queued again"}
+    assert second.json()["reason"] == "Song already queued with these options; not queued again"
+    assert second.json()["hash"] == SONGHASH
     assert queued(settings) == 1
 
 

@@ -24,7 +24,7 @@ from msaas.settings import Settings
 from support import ROOT, start_service, wait_for
 from worker import chunks, demucs_run, encoding, wav
 from worker.demucs_run import DemucsConfig, DemucsRun, Progress
-from worker.separation import SeparationConfig, separate, separation_cpus
+from worker.separation import Hooks, SeparationConfig, separate, separation_cpus
 
 RATE = chunks.SAMPLE_RATE
 HTDEMUCS_GRID = chunks.segment_grid("htdemucs", None)
@@ -160,7 +160,7 @@ def test_chunked_separation_matches_the_whole_song_within_60_db(
         outputs[name], measured, *_ = separate(
             run, FOUR_STEMS,
             SeparationConfig(demucs, cpus=2, chunk_seconds=chunk_seconds, chunk_overlap_seconds=overlap),
-            tmp_path / f"{name}.log", report=progress.append if name == "chunked" else lambda percent: None,
+            tmp_path / f"{name}.log", Hooks(report=progress.append if name == "chunked" else lambda percent: None),
         )
         assert round(measured * RATE) == round(audio.measure(str(mp3), 3600) * RATE)  # one length: the door's
     parts = len(list((tmp_path / "chunked" / "separated" / model).glob("chunk-*")))

@@ -43,10 +43,11 @@ def other_songs(settings, count: int) -> None:
     backlog.other_songs(connect_redis(settings), count)
 
 
-def submit(rest: str) -> str:
+def submit(rest: str, **options: str) -> str:
     """A song of its own (the sample, padded with zeros as no song before it) through REST: the last one queued."""
     mp3 = SONG + b"\0" * next(PADDING)
-    answer = requests.post(f"http://{rest}/apiv1/separate", data=mp3, headers={"Content-Type": "audio/mpeg"})
+    answer = requests.post(f"http://{rest}/apiv1/separate", data=mp3, headers={"Content-Type": "audio/mpeg"},
+                           params=options)
     assert answer.status_code == 200, answer.text
     return songhash_of(mp3)
 
@@ -98,6 +99,15 @@ class Requests:
         assert list(later_page.songhashes) == later["queue"]
         self.measure("REST /metrics", size, self.get, "/metrics")
 
+    def preview(self, size: int | None) -> None:
+        """A preview submitted and its status, whatever waits in the normal lane; then cancelled, so the next is
+        alone in its lane again."""
+        songhash = self.measure("REST preview submitted", size, submit, self.rest.removeprefix("http://"),
+                                preview="true")
+        status = self.measure("REST preview status", size, self.get, f"/apiv1/status/{songhash}", preview="true")
+        assert status["position"] == 1 and status["eta_seconds"] > 0
+        assert self.call("POST", f"/apiv1/cancel/{songhash}")["cancelled"] == 1
+
     def end(self, cancelled: str, removed: str, size: int | None) -> None:
         answer = self.measure("REST cancel", size, self.call, "POST", f"/apiv1/cancel/{cancelled}")
         assert answer["cancelled"] == 1
@@ -134,11 +144,12 @@ def monitor(settings):
 
 def test_a_requests_cost_does_not_grow_with_the_queue(settings, rest, rpc, monitor):
     """Status (REST and gRPC) of the last song queued, the listings' first and a later page (REST and gRPC),
-    cancel and remove, with 100, 1,000 and 10,000 songs queued."""
+    a preview submitted and its status (issue 23), cancel and remove, with 100, 1,000 and 10,000 songs queued."""
     measured = Requests(monitor, rest, rpc, settings.worker_queue)
     queue_songs(settings, 2 * PAGE, 0)
     warm = submit(rest)
     measured.queued_song(warm, None)
+    measured.preview(None)
     measured.end(warm, submit(rest), None)
     queued = 2 * PAGE
     for size in QUEUE_SIZES:
@@ -147,6 +158,7 @@ def test_a_requests_cost_does_not_grow_with_the_queue(settings, rest, rpc, monit
         last = submit(rest)
         measured.queued_song(last, size)
         assert measured.get(f"/apiv1/status/{last}")["position"] == size + 1
+        measured.preview(size)
         measured.end(last, submit(rest), size)
     # A queued song's estimate looks at the jobs ahead of it one by one, up to AHEAD of them: with 100 queued, it
     # reads the 100 ahead (a range of 100, and 100 entries), with 1,000 and 10,000 the first AHEAD (and counts the

@@ -64,7 +64,7 @@ def test_the_options_message_is_the_options_table():
     fields = {field.name: field for field in pb.Options.DESCRIPTOR.fields}
     assert list(fields) == [spec.name for spec in SPECS]
     field = pb.Options.DESCRIPTOR.fields[0]
-    kinds = {str: field.TYPE_STRING, int: field.TYPE_INT32, float: field.TYPE_DOUBLE}
+    kinds = {str: field.TYPE_STRING, int: field.TYPE_INT32, float: field.TYPE_DOUBLE, bool: field.TYPE_BOOL}
     for spec in SPECS:
         assert fields[spec.name].type == kinds[spec.kind], spec.name
         assert fields[spec.name].has_presence, f"{spec.name}: unset must mean the default"

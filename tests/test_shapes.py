@@ -63,9 +63,11 @@ def test_each_field_is_shown_in_the_states_it_belongs_to():
     assert set(song("queued", position=3)) == {"hash", "state", "options", "attempts", "timestamps", "position",
                                                "eta_seconds"}
     assert set(song("processing", progress=40.0, worker="w")) == {
-        "hash", "state", "options", "attempts", "timestamps", "progress", "worker", "eta_seconds"}
-    done = song("done", callback=CallbackState("delivered", True, 1, "200"))
-    assert done["tracks"] == {"vocals": "/t/vocals"}
+        "hash", "state", "options", "attempts", "timestamps", "progress", "worker", "eta_seconds", "ready_seconds"}
+    # Once a part is ready, the track links serve it.
+    assert song("processing", ready_seconds=13.65)["tracks"] == {"vocals": "/t/vocals"}
+    done = song("done", callback=CallbackState("delivered", True, 1, "200"), ready_seconds=8.0)
+    assert done["tracks"] == {"vocals": "/t/vocals"} and done["ready_seconds"] == 8.0
     assert done["callback"] == {"state": "delivered", "delivered": True, "attempts": 1, "outcome": "200"}
     assert song("failed", reason="boom")["reason"] == "boom"
 

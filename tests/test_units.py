@@ -61,6 +61,8 @@ def test_options_resolve_once_to_concrete_values_whatever_the_default():
 HOSTILE_VALUES = [1e999, float("inf"), float("nan"), 10**400, -(10**400), -1, -0.5, 1.5, True,
                   [], ["wav"], {"a": 1}, "", " ", "x" * 10000,
                   "320.5", "1e3", "0x140", 320.5, "nope"]
+# ...but a range's ends take any time in the song, and a flag takes true.
+VALID = {"start": [1.5, "320.5", "1e3", 320.5], "end": [1.5, "320.5", "1e3", 320.5], "preview": [True]}
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in SPECS])
@@ -70,9 +72,11 @@ def test_every_option_refuses_every_wrong_value_with_a_bad_request(name, value):
     try:
         options = Options.resolve({name: value}, "htdemucs")
     except BadRequest as refusal:
-        assert refusal.code in ("invalid_option", "invalid_model") and len(refusal.message) < 300
-    else:  # "" means the default; nothing else in the list is a valid value of any option
-        assert value == "" and options == Options.resolve({}, "htdemucs")
+        assert refusal.code in ("invalid_option", "invalid_model", "invalid_range") and len(refusal.message) < 300
+        assert not any(value is valid for valid in VALID.get(name, ()))
+    else:  # "" means the default; nothing else in the list is a valid value of any option but those of VALID
+        assert (value == "" and options == Options.resolve({}, "htdemucs")) or any(
+            value is valid for valid in VALID.get(name, ()))
 
 
 def test_options_that_contradict_each_other_are_refused():

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from test_chunks import song as rondo
 
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
@@ -28,10 +30,12 @@ from support import (
     ROOT,
     SHORT_SAMPLE,
     planted_audio,
+    processes,
     serve,
     start_service,
     stored_result,
     stored_waveforms,
+    wait_for,
     write_track,
 )
 
@@ -351,3 +355,55 @@ def test_the_keyboard_alone_sets_a_gain_and_exports_and_every_control_is_named(r
     assert mixer.locator(".export-state").get_attribute("aria-live") == "polite"
     assert unnamed_controls(page) == []
 
+
+def signal_demucs(folder: Path, signum: int) -> list[int]:
+    """Signal the process group of each Demucs a test's worker runs (its scratch folder is under `folder`)."""
+    groups = {os.getpgid(pid) for pid, (_, command) in processes().items()
+              if "demucs.separate" in command and str(folder) in command}
+    for group in groups:
+        os.killpg(group, signum)
+    return sorted(groups)
+
+
+def test_page_plays_the_first_part_while_the_rest_is_separated(settings, rest, tmp_path, page, screenshot):
+    mp3 = rondo(24, tmp_path / "long-song.mp3")
+    options = {"model": "demucs_unittest", "shifts": 4}  # four passes: the rest takes a while
+    worker = start_service("worker", settings, tmp_path / "worker.log", FIRST_PART_SECONDS="3", DEMUCS_SEGMENT="2",
+                           WORKER_METRICS_PORT="0")
+    held = []
+    try:
+        page.goto(f"http://{rest}/")
+        page.get_by_label("Model").select_option("demucs_unittest")
+        page.get_by_label("Shifts").fill("4")
+        page.locator("#files").set_input_files(mp3)
+        page.get_by_role("button", name="Separate", exact=True).click()
+        card = song(page, "long-song.mp3")
+        expect(card.locator(".eta")).to_contain_text(re.compile(r"About \d+ (s|min)"), timeout=60 * SECONDS)
+        # Once the first part is ready, the rest is held (its Demucs stopped), so it is surely still separating
+        # while the page plays.
+        status_url = f"http://{rest}/apiv1/status/{songhash_of(mp3.read_bytes())}"
+        wait_for(lambda: requests.get(status_url, params=options).json().get("ready_seconds", 0) > 0, 120,
+                 "the first part")
+        held = signal_demucs(tmp_path, signal.SIGSTOP)
+        assert held, "no Demucs found to hold"
+        mixer = card.get_by_role("region", name="Mixer for long-song.mp3")
+        expect(mixer.get_by_text(re.compile(r"First 0:0\d of 4 stems ready"))).to_be_visible(timeout=60 * SECONDS)
+        mixer.get_by_role("button", name="Play").click()
+        page.wait_for_function(
+            "mixer => [...mixer.querySelectorAll('.stem')].some(s => +s.dataset.level > 0.1)",
+            arg=mixer.element_handle(),
+        )
+        expect(mixer.get_by_role("slider", name="Position in long-song.mp3")).not_to_have_value("0")
+        assert requests.get(status_url, params=options).json()["state"] == "processing"
+        expect(card).to_have_attribute("data-state", "processing")
+        screenshot("web-5-first-part")
+    finally:
+        for group in held:
+            os.killpg(group, signal.SIGCONT)
+    try:
+        expect(card).to_have_attribute("data-state", "done", timeout=240 * SECONDS)
+        expect(mixer.get_by_text("4 stems ready")).to_be_visible(timeout=60 * SECONDS)
+    finally:
+        worker.stop()
+    durations = mixer.locator("audio").evaluate_all("elements => elements.map(e => e.duration)")
+    assert all(abs(duration - 24) < 0.3 for duration in durations), durations

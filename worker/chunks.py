@@ -9,7 +9,12 @@ cross-weights them. Chunks start on that same grid, and every chunk but the last
 so inside a chunk Demucs computes what it computes for the whole song, except within a quarter segment of the
 chunk's ends. The crossfade covers the overlap but those edges. On that grid two chunks share at least one
 segment (7.8 s for htdemucs), whatever overlap is asked for. The joined stems are rescaled and encoded as a whole
-song's are (worker/tracks.py).
+song's are (worker/encoding.py).
+
+The same grid serves two more plans. A range of the song (`window`) is separated with enough of the song either
+side that Demucs computes the range as in the whole song, then trimmed. A song heard sooner starts with a short
+first chunk (`plan`'s `first`): its stems are the song's up to where the next chunk fades in, so that part can be
+served while the rest is separated, at the cost of one seam (two segments separated twice).
 """
 
 from __future__ import annotations
@@ -43,12 +48,33 @@ def segment_grid(model: str, segment: int | None, overlap: float = 0.25) -> tupl
     return length, int((1 - Fraction(overlap).limit_denominator(1000)) * length)  # Demucs' --overlap
 
 
-def plan(frames: int, chunk: int, overlap: int, grid: tuple[int, int] = (1, 1)) -> list[Chunk]:
-    """Chunks of about `chunk` frames sharing at least `overlap` frames, aligned to Demucs' segment grid."""
-    if chunk <= 0 or frames <= chunk:
-        return [Chunk(0, frames)]
+def window(start: int, end: int | None, grid: tuple[int, int], reach: int = 0) -> tuple[int, int | None]:
+    """The frames of the song to separate for its range [start, end) (end None: to the song's end), so that each
+    frame of the range is computed from the same segments as in the whole song, each hearing the same audio: from
+    the point of Demucs' grid before the range's first segments (and `reach` more, what a segment hears of its
+    neighbours), to the end of the last segment that covers the range (and `reach` more)."""
+    segment, stride = grid
+    tail = segment - stride  # where a chunk starts, Demucs' cross-weighting differs for this long
+    first = max(0, (start - tail - reach) // stride * stride) if start > 0 else 0
+    return first, None if end is None else (end - 1) // stride * stride + segment + reach
+
+
+def plan(frames: int, chunk: int, overlap: int, grid: tuple[int, int] = (1, 1), first: int = 0) -> list[Chunk]:
+    """Chunks of about `chunk` frames sharing at least `overlap` frames, aligned to Demucs' segment grid; with
+    `first`, a short first chunk whose stems are the whole song's up to `first` at least, then the rest planned
+    as the song would be alone (a seam more)."""
     segment, stride = grid
     tail = segment - stride  # a chunk of n * stride + tail frames ends where its last whole segment ends
+    if first > 0:
+        start = max(stride, math.ceil((first - tail) / stride) * stride)  # the rest is the song's from start + tail
+        head = min(frames, math.ceil((start + overlap - tail) / stride) * stride + tail)
+        if head < frames:
+            rest = [Chunk(part.start + start, part.end + start, (part.fade_in[0] + start, part.fade_in[1] + start))
+                    for part in plan(frames - start, chunk, overlap, grid)]
+            rest[0] = Chunk(start, rest[0].end, (start + tail, head - tail))
+            return [Chunk(0, head), *rest]
+    if chunk <= 0 or frames <= chunk:
+        return [Chunk(0, frames)]
     step = max(stride, (chunk - overlap) // stride * stride)
     length = math.ceil((step + overlap - tail) / stride) * stride + tail
     starts = range(0, frames, step)
@@ -105,3 +131,9 @@ def joined(stems: list[Path], chunks: list[Chunk]) -> Iterator[np.ndarray]:
         for at in range(begin, finish, wav.BLOCK):
             yield part[at - chunk.start:min(at + wav.BLOCK, finish) - chunk.start]
         before = part
+
+
+def final_until(chunks: list[Chunk], index: int) -> int:
+    """The frames of the song whose stems are final once chunks 0 to `index` are separated: up to where the next
+    chunk fades in."""
+    return chunks[index + 1].fade_in[0] if index + 1 < len(chunks) else chunks[index].end

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
-from msaas import models
 from msaas.deadline import Deadline
 from msaas.errors import ConfigError
 from msaas.options import Options
@@ -41,7 +40,8 @@ DOWNLOAD_FAILURE_MARKERS = (
     "HTTP Error",
 )
 TAIL_BYTES = 16000
-PROGRESS = re.compile(rb"(\d{1,3})%\|")  # tqdm's " 45%|####      | 13.5/30.0 [...]"
+# Demucs' "Separating track <path>" before each input, and tqdm's " 45%|####      | 13.5/30.0 [...]".
+EVENTS = re.compile(rb"(Separating track )|(\d{1,3})%\|")
 # A traceback's last line: the exception's (dotted) name, then its message (code lines are indented); or
 # Python's own last words before it dies of a signal.
 EXCEPTION = re.compile(r"^(?:[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)|Fatal Python error): (.+)$",
@@ -112,8 +112,7 @@ class DemucsRun:
         return environment(config, self.threads)
 
     def passes(self) -> int:
-        """How many times Demucs goes over the song: once per random shift (at least once), per model of the bag."""
-        return max(1, self.options.shifts) * models.bag_size(self.model)
+        return self.options.passes
 
     def track_path(self, track: str, source: Path | None = None) -> Path:
         # demucs.separate writes <out>/<model>/<input name without extension>/<track>.wav
@@ -122,14 +121,15 @@ class DemucsRun:
 
 def environment(config: DemucsConfig, threads: int) -> dict[str, str]:
     """The subprocess's environment: weights are cached under the model cache folder when one is set, an
-    `ffmpeg` is on the PATH even where the system has none, PyTorch runs `threads` threads per segment, and
-    memory comes from tcmalloc (`DEMUCS_MALLOC`)."""
+    `ffmpeg` is on the PATH even where the system has none, PyTorch runs `threads` threads per segment, its
+    output is not buffered, and memory comes from tcmalloc (`DEMUCS_MALLOC`)."""
     env = dict(os.environ)
     if config.model_cache_dir:
         env["TORCH_HOME"] = str(config.model_cache_dir)
         env["HF_HOME"] = str(config.model_cache_dir / "huggingface")
     env["PATH"] = f"{ffmpeg_dir()}{os.pathsep}{env.get('PATH', '')}"
     env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    env["PYTHONUNBUFFERED"] = "1"  # "Separating track" says when the input before is written: heard at once
     if config.malloc == "tcmalloc":
         env["LD_PRELOAD"] = " ".join(filter(None, [tcmalloc(), env.get("LD_PRELOAD")]))
     return env
@@ -167,16 +167,19 @@ def ffmpeg_dir() -> Path:
 
 
 class Progress:
-    """The progress of one Demucs run, in percent, from its output: Demucs draws one bar per pass over the song (one
-    per random shift, and per model of a bag), each from 0 to 100%, so the run is done in `passes` bars. Read as
-    the output grows, a piece at a time; it never goes back."""
+    """The progress of one Demucs run, in percent, from its output. Demucs separates its inputs one after the other
+    ("Separating track ..." before each, once the one before is written), and draws one bar per pass over each (one
+    per random shift, and per model of a bag), each from 0 to 100%; `weights` are the inputs' shares of the run.
+    Read as the output grows, a piece at a time; it never goes back."""
 
-    def __init__(self, log_path: Path, passes: int) -> None:
+    def __init__(self, log_path: Path, passes: int, weights: tuple[float, ...] = (1.0,)) -> None:
         self.log_path = log_path
         self.passes = max(1, passes)
+        self.weights = weights
         self.offset = 0  # bytes of the output read so far
-        self.carry = b""  # its end after the last percentage: maybe the start of one cut in two
-        self.finished = 0  # bars that reached 100%
+        self.carry = b""  # its end after the last event: maybe the start of one cut in two
+        self.started = 0  # inputs Demucs has begun: those before the last are written
+        self.finished = 0  # bars of the current input that reached 100%
         self.current: float | None = None  # the percentage of the bar being drawn
         self.percent = 0.0
 
@@ -188,24 +191,36 @@ class Progress:
         self.offset += len(fresh)
         text = self.carry + fresh
         end = 0
-        for found in PROGRESS.finditer(text):
-            value = float(found[1])
-            if value >= 100 and (self.current or 0) < 100:
-                self.finished += 1
-            self.current, end = value, found.end()
-        self.carry = text[end:][-16:]
-        if self.current is None:
+        for found in EVENTS.finditer(text):
+            if found[1]:
+                self.started, self.finished, self.current = self.started + 1, 0, None
+            else:
+                value = float(found[2])
+                if value >= 100 and (self.current or 0) < 100:
+                    self.finished += 1
+                self.current = value
+            end = found.end()
+        self.carry = text[end:][-32:]
+        if self.current is None and self.started <= 1:
             return None
-        drawing = self.current if self.current < 100 else 0.0
-        self.percent = max(self.percent, min(100.0, (self.finished * 100 + drawing) / self.passes))
+        drawing = self.current if self.current is not None and self.current < 100 else 0.0
+        done = sum(self.weights[:max(0, self.started - 1)])
+        current = self.weights[min(max(0, self.started - 1), len(self.weights) - 1)]
+        share = done + current * min(1.0, (self.finished * 100 + drawing) / (100 * self.passes))
+        self.percent = max(self.percent, min(100.0, 100 * share))
         return self.percent
 
 
 def run(demucs: DemucsRun, config, log_path: Path, deadline: Deadline,
-        abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
+        abandon: Callable[[], bool], report: Callable[[float], None],
+        written: Callable[[int], None] = lambda index: None, weights: tuple[float, ...] = (1.0,),
+        preempt: Callable[[int], float] = lambda group: 0.0) -> None:
     """Run the Demucs command (or another engine's run with the same methods: worker/roformer_run.py's
     RoformerRun) to its end, or kill it past the deadline of the whole separation; raise SeparationFailed when it
-    fails."""
+    fails. `written(i)` hears that the stems of input i are written, as soon as they are (Demucs goes on with the
+    next; another engine's run tells it at its end); `weights` are the inputs' shares of the run, for `report`.
+    `preempt(group)` may stop the run's process group for a while, and says for how long: the deadline moves by as
+    much."""
     command = demucs.command(config)
     with open(log_path, "wb") as output:
         # A process group of its own, so it can be killed whole, and so a signal meant for the worker
@@ -219,7 +234,8 @@ def run(demucs: DemucsRun, config, log_path: Path, deadline: Deadline,
             start_new_session=True,
         )
     reported = time.monotonic()
-    progress = Progress(log_path, demucs.passes())
+    progress = Progress(log_path, demucs.passes(), weights)
+    told = 0  # inputs whose stems `written` heard of
     try:
         while process.poll() is None:
             now = time.monotonic()
@@ -227,9 +243,14 @@ def run(demucs: DemucsRun, config, log_path: Path, deadline: Deadline,
                 raise SeparationFailed(f"{demucs.tool} timed out after {deadline.seconds:.0f} s and was killed")
             if abandon():
                 raise Abandoned()
-            if now - reported >= 1.0 and (percent := progress.read()) is not None:
+            deadline.extend(preempt(process.pid))
+            percent = progress.read()
+            if now - reported >= 1.0 and percent is not None:
                 report(percent)
                 reported = now
+            for index in range(told, progress.started - 1):
+                written(index)
+            told = max(told, progress.started - 1)
             time.sleep(0.2)
     finally:
         _kill(process)  # whatever ends the wait, no separation outlives it
@@ -237,6 +258,8 @@ def run(demucs: DemucsRun, config, log_path: Path, deadline: Deadline,
         output = tail(log_path)
         check_space(output, demucs.out_dir)
         raise SeparationFailed(explain_failure(demucs.model, process.returncode, output, demucs.tool))
+    for index in range(told, len(demucs.inputs or [demucs.input_path])):
+        written(index)
 
 
 def check_space(output: str, path: Path) -> None:

@@ -47,28 +47,31 @@ def segment_grid(model: str, segment: int | None, overlap: float) -> tuple[int, 
 
 
 def separate_part(song: DemucsRun, path: Path, configs: EngineConfigs, log_path: Path, deadline: Deadline,
-                  abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
-    """Separate one input (the song, or a chunk) with `song.model`; its tracks at `song.track_path(track, path)`."""
+                  abandon: Callable[[], bool], report: Callable[[float], None],
+                  preempt: Callable[[int], float] = lambda group: 0.0) -> None:
+    """Separate one input (the song, or a chunk) with `song.model`; its tracks at `song.track_path(track, path)`.
+    `preempt` may stop each run a while for a preview (worker/loop.py)."""
     entry = MODELS.get(song.model)
     if entry is None or entry.engine == "demucs":
-        run(replace(song, inputs=(path,)), configs.demucs, log_path, deadline, abandon, report)
+        run(replace(song, inputs=(path,)), configs.demucs, log_path, deadline, abandon, report, preempt=preempt)
     elif not entry.parts:
-        run_roformer(song, path, configs.roformer, log_path, deadline, abandon, report)
+        run_roformer(song, path, configs.roformer, log_path, deadline, abandon, report, preempt)
     else:
         vocals, rest = entry.parts
         share = models.relative_cost(vocals) / (models.relative_cost(vocals) + models.relative_cost(rest))
         run_roformer(replace(song, model=vocals), path, configs.roformer, log_path, deadline, abandon,
-                     lambda percent: report(percent * share))
+                     lambda percent: report(percent * share), preempt)
         run(replace(song, model=rest, inputs=(path,), jobs=1), configs.demucs, log_path, deadline, abandon,
-            lambda percent: report(100 * share + percent * (1 - share)))
+            lambda percent: report(100 * share + percent * (1 - share)), preempt=preempt)
         combine(replace(song, model=vocals), replace(song, model=rest), song, path)
 
 
 def run_roformer(song: DemucsRun, path: Path, config: RoformerConfig, log_path: Path, deadline: Deadline,
-                 abandon: Callable[[], bool], report: Callable[[float], None]) -> None:
+                 abandon: Callable[[], bool], report: Callable[[float], None],
+                 preempt: Callable[[int], float] = lambda group: 0.0) -> None:
     roformer = RoformerRun(song.model, song.input_path, song.out_dir, song.options, (path,), threads=song.threads)
     try:
-        run(roformer, config, log_path, deadline, abandon, report)
+        run(roformer, config, log_path, deadline, abandon, report, preempt=preempt)
     except SeparationFailed as failure:
         weights = MODELS[song.model].weights
         if config.local_dir and "could not download" in str(failure):

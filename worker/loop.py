@@ -4,7 +4,14 @@ publish them (the status says done and the callbacks are queued, in one fenced s
 Every write of an attempt carries its delivery's fencing token (msaas/status.py), so a worker that wakes after its
 lease ran out (a paused VM or container, a partition) changes nothing and removes only its own files. What happens
 when an attempt does not end in its tracks is decided by the policies of worker/policies.py. A heartbeat thread
-renews the lease of the job in hand, and puts back the jobs and callbacks of workers whose leases ran out.
+renews the leases of the jobs in hand, and puts back the jobs and callbacks of workers whose leases ran out.
+
+Parts of the tracks are stored and named in the status as they are final (`ready`), so a client hears the song's
+start while the rest is separated. A preview never waits for a song: while a worker separates one, it looks for a
+waiting preview every second; when there is one, it stops the song's Demucs (SIGSTOP on its process group: it
+keeps its memory, its lease is renewed, its time limit moves by the pause), separates the preview with the memory
+left, and lets the song go on (SIGCONT). Pausing costs the song only the preview's time; a worker reserved for
+previews would idle between them, and a lane alone would make a preview wait for a whole song.
 """
 
 from __future__ import annotations
@@ -17,13 +24,16 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import redis
 
+from msaas.audio import SAMPLE_RATE
 from msaas.backoff import Backoff
 from msaas.claims import Claims
-from msaas.engines import parse_engines, served_lanes
+from msaas.engines import parse_engines, preview_lanes, served_lanes
 from msaas.errors import BackendUnavailable, NotFound, local_resources
 from msaas.eta import Estimates
 from msaas.jobqueue import Delivery, JobQueue
@@ -39,12 +49,14 @@ from worker.demucs_run import Abandoned, DemucsRun, SeparationFailed
 from worker.engines import capability
 from worker.metrics import WorkerMetrics
 from worker.policies import Cancellation, Cancelled, Lost, Retry, Stopped, outage
-from worker.separation import SeparationConfig, separate
+from worker.resources import group_rss
+from worker.separation import Hooks, SeparationConfig, separate
 
 log = logging.getLogger(__name__)
 TAKE_WAIT = 5.0  # seconds a worker waits for a job before asking again, so a stop request is noticed that quickly
 ALIVE_FILE = Path(tempfile.gettempdir()) / "msaas-worker-alive"
 DONE_MARGIN = 3600  # seconds by which a "done" status expires before its tracks (clocks differ; stores round)
+PREVIEW_LOOK = 1.0  # seconds between a busy worker's looks for a waiting preview
 
 
 class Worker:
@@ -65,7 +77,12 @@ class Worker:
         # and runs the worker as pid 1 again.
         self.name = f"{settings.hostname}-{os.getpid()}-{secrets.token_hex(3)}"
         self.stop_requested_at: float | None = None
-        self.current: Delivery | None = None  # the delivery in hand, whose lease the heartbeat renews
+        # The deliveries in hand, whose leases the heartbeat renews: a song, and a preview while the song is stopped.
+        self.in_hand: list[Delivery] = []
+        self.lent_mib = 0.0  # memory a stopped separation holds while a preview runs
+        self.lent_cpu = 0.0  # CPU seconds previews used while a song was stopped: not the song's...
+        self.lent_seconds = 0.0  # ...nor their wall time
+        self.next_look = 0.0  # when to look for a waiting preview next (monotonic)
         self.sender = CallbackSender(settings, self.callbacks, self.claims, self.name, self.metrics)
         # The engines it serves (WORKER_ENGINES), the lanes it takes from, and what it says of itself in its heartbeat.
         self.engines = parse_engines(settings.worker_engines)
@@ -139,10 +156,10 @@ class Worker:
         ALIVE_FILE.touch()  # for the liveness probe: the heartbeat runs, whatever Redis is doing
         try:
             self.estimates.alive(self.name, self.capability)
-            current = self.current
-            if current is not None and not self.queue.renew(current, self.settings.lease_seconds):
-                log.warning("worker %s: job %s is no longer this worker's; stopping it", self.name,
-                            current.job.songhash if current.job else current.taken.id)
+            for current in list(self.in_hand):
+                if not self.queue.renew(current, self.settings.lease_seconds):
+                    log.warning("worker %s: job %s is no longer this worker's; stopping it", self.name,
+                                current.job.songhash if current.job else current.taken.id)
             for reaped in self.status.reap(self.retry.max_attempts):
                 self.metrics.jobs_retried.labels("worker_lost").inc()
                 log.warning("worker %s: job %s of %s, whose lease ran out, %s", self.name, reaped.id, reaped.holder,
@@ -169,11 +186,11 @@ class Worker:
         if not started.started:
             log.info("worker %s: job %s not run: %s", self.name, job.songhash, started.outcome)
             return
-        self.current = delivery
+        self.in_hand.append(delivery)
         try:
             self.attempt(delivery)
         finally:
-            self.current = None
+            self.in_hand.remove(delivery)
 
     def attempt(self, delivery: Delivery) -> None:
         job = delivery.job
@@ -232,17 +249,65 @@ class Worker:
 
         return Cancellation(still_held, cancelled)
 
+    def preempt(self, group: int) -> float:
+        """Separate a waiting preview while the song in hand is stopped (its Demucs, process group `group`); the
+        seconds it was stopped: 0 if no preview waited, or the job in hand is one."""
+        now = time.monotonic()
+        if (now < self.next_look or len(self.in_hand) != 1 or self.in_hand[0].job.lane == "preview"
+                or self.stop_requested_at is not None):
+            return 0.0
+        self.next_look = now + PREVIEW_LOOK
+        try:
+            previews = preview_lanes(self.lanes)  # those of the engines it serves
+            preview = self.queue.take(self.name, self.settings.lease_seconds, previews) \
+                if self.queue.previews_waiting(previews) else None
+        except redis.RedisError:
+            return 0.0  # the song goes on; Redis' outage is the loop's to handle
+        if preview is None:
+            return 0.0
+        log.info("worker %s: stopping job %s for a preview", self.name, self.in_hand[0].job.songhash)
+        cpu, self.lent_mib = _children_cpu(), group_rss(group) / 2**20
+        _signal_group(group, signal.SIGSTOP)
+        try:
+            self.handle(preview)
+        finally:
+            _signal_group(group, signal.SIGCONT)
+            self.lent_cpu += _children_cpu() - cpu
+            self.lent_seconds += time.monotonic() - now
+            self.lent_mib = 0.0
+        log.info("worker %s: job %s goes on after %.1f s", self.name, self.in_hand[0].job.songhash,
+                 time.monotonic() - now)
+        return time.monotonic() - now
+
+    def ready_part(self, delivery: Delivery, stored: list[str]) -> Callable[[int, dict[str, Path]], None]:
+        """Stores a part of the attempt's tracks under its own names (in `stored`), then names it in the status."""
+        job, token = delivery.job, delivery.taken.token
+
+        def store(frames: int, files: dict[str, Path]) -> None:
+            for track, path in files.items():
+                stored.append(job.result.ready_key(token, frames, track, job.options.format))
+                self.store.put_output(stored[-1], str(path), job.options.format)
+            if self.status.ready(delivery, frames):
+                log.info("worker %s: job %s: its first %.1f s are ready", self.name, job.songhash, frames / SAMPLE_RATE)
+
+        return store
+
     def process(self, delivery: Delivery) -> None:
         job, token = delivery.job, delivery.taken.token
         options, result = job.options, job.result
-        started, cpu_before = time.monotonic(), _children_cpu()
+        started, cpu_before, running = time.monotonic(), _children_cpu(), {}
+        lent_cpu, lent_seconds = self.lent_cpu, self.lent_seconds
         cancellation = self.cancellation(delivery)
+        config = self.separation
+        if self.lent_mib:  # a preview, beside a stopped separation that holds its memory
+            config = replace(config, memory_budget_mib=config.memory_budget_mib - self.lent_mib)
 
         def check() -> bool:
             cancellation.check()
             return self.should_abandon()
 
         def report(percent: float) -> None:
+            running.setdefault("at", time.monotonic())  # Demucs' first bar
             try:
                 self.status.progress(delivery, percent)
             except redis.RedisError:
@@ -261,10 +326,16 @@ class Worker:
                 raise SeparationFailed(f"the input {self.store.queue_bucket}/{job.songhash}.mp3 is missing") from None
             log.info("worker %s: job %s: separating with %s (attempt %d)", self.name, job.songhash, options.model,
                      delivery.attempts + 1)
-            tracks, seconds, waveforms, reconstruction_db = separate(
-                run, mixdown.separated_tracks(options), self.separation, Path(scratch) / "demucs.log", check, report)
+            parts: list[str] = []  # the parts of the tracks stored before the whole
+            try:
+                tracks, seconds, waveforms, reconstruction_db, encoded_in = separate(
+                    run, mixdown.separated_tracks(options), config, Path(scratch) / "demucs.log",
+                    Hooks(check, report, self.ready_part(delivery, parts), self.preempt))
+            except BaseException:
+                self._remove_own(parts)
+                raise
             separated = time.monotonic()
-            cpu_seconds = _children_cpu() - cpu_before
+            cpu_seconds = _children_cpu() - cpu_before - (self.lent_cpu - lent_cpu)
             self.metrics.separated(options.model, separated - started, seconds)
             written: list[str] = []
             try:
@@ -283,9 +354,14 @@ class Worker:
                     cancellation.raise_if_gone()
                     raise Lost()
             except BaseException:
-                self._remove_own(written)
+                self._remove_own(written + parts)
                 raise
-            self.estimates.record(options.model, time.monotonic() - started, seconds)
+            self._remove_own(parts)  # the whole is served now
+            lent = self.lent_seconds - lent_seconds  # previews' time while this song was stopped: not its own
+            after = encoded_in + time.monotonic() - separated  # the tracks' encoding, upload and publishing
+            demucs = separated - encoded_in - running.get("at", separated - encoded_in)  # first bar to run's end
+            self.estimates.record(options.model, time.monotonic() - started - lent, options.work(seconds), after,
+                                  max(0.0, demucs - lent))
         log.info(
             "worker %s: job %s separated in %.1f s, %d tracks published in %.1f s",
             self.name, job.songhash, separated - started, len(tracks), time.monotonic() - separated,
@@ -306,6 +382,13 @@ class Worker:
         except BackendUnavailable as error:
             log.warning("worker %s: could not remove %d files of an unpublished attempt: %s", self.name, len(keys),
                         error.message)
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
 
 
 def _children_cpu() -> float:

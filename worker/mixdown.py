@@ -18,6 +18,10 @@ how closely the tracks as stored rebuild the song, and each track's waveform.
 
 Two passes over the stems, as the rescale needs: the peaks (and the residual, written beside them), then every
 track a block at a time in step, each encoded on a thread of its own, their sum compared with the song's block.
+
+A range's tracks, and the parts of the tracks served before the whole (issue 23), are written the same way over
+their own frames (`keep`): a part's gain is decided over the part, so it is the whole track's start sample for
+sample unless a later part of some 16-bit track peaks higher; then the whole comes at that lower gain.
 """
 
 from __future__ import annotations
@@ -64,18 +68,27 @@ class Mixdown:
 
 
 def write_tracks(stems: dict[str, list[Path]], grid: list[chunks.Chunk], folder: Path, options: Options,
-                 cpus: int, song: Path, max_seconds: float) -> Mixdown:
+                 cpus: int, song: Path, max_seconds: float, keep: tuple[int, int] | None = None,
+                 window: tuple[int, int | None] = (0, None)) -> Mixdown:
     """Each track's file in `folder`, from its stem of the song, or of each chunk joined, and from the song (the MP3
-    at `song`, decoded again as it was for Demucs)."""
-    folder.mkdir()
-    frames = grid[-1].end
+    at `song`, decoded again as it was for Demucs: its frames `window`, those the stems were separated from).
+
+    The tracks hold the stems' frames `keep` (all of them by default): a range's, or the part of the tracks final so
+    far (`grid` then the chunks separated so far); the gain is decided over those frames."""
+    folder.mkdir(parents=True)
+    start, stop = keep or (0, grid[-1].end)
+    frames = stop - start
     whole = folder / "song.wav"
-    with wav.SongWriter(whole, encoding.LEVEL) as writer:
-        decoded = audio.decode(str(song), max_seconds, writer.write)
-    if decoded != frames:
-        raise SeparationFailed(f"the song decoded to {decoded} frames the second time, {frames} the first")
-    sources: dict[str, Blocks] = {track: _stem(paths, grid) for track, paths in stems.items()}
-    song_blocks = _stem([whole], [chunks.Chunk(0, frames)])
+    with wav.SongWriter(whole, encoding.LEVEL, *window) as writer:
+        audio.decode(str(song), max_seconds, writer.write)
+    if writer.kept < grid[-1].end or (keep is None and writer.kept != grid[-1].end):
+        raise SeparationFailed(f"the song decoded to {writer.kept} frames the second time, {grid[-1].end} the first")
+
+    def trimmed(blocks: Blocks) -> Blocks:
+        return lambda: between(blocks(), start, stop)
+
+    sources: dict[str, Blocks] = {track: trimmed(_stem(paths, grid)) for track, paths in stems.items()}
+    song_blocks = trimmed(_stem([whole], [chunks.Chunk(0, writer.kept)]))
     float_samples = options.sample_format == "float32"
     peak = _peak_and_residual(song_blocks, sources, folder / "residual.f32.wav" if options.residual else None, frames)
     if options.residual:
@@ -116,6 +129,18 @@ def reconstruction_db(signal: float, error: float) -> float:
     if error == 0:
         return EXACT_DB
     return round(max(-EXACT_DB, min(EXACT_DB, 10 * math.log10(signal / error) if signal else -EXACT_DB)), 2)
+
+
+def between(blocks: Iterable[np.ndarray], start: int, stop: int) -> Iterator[np.ndarray]:
+    """The frames [start, stop) of the track whose blocks are `blocks`."""
+    at = 0
+    for block in blocks:
+        first, last = max(start - at, 0), min(stop - at, len(block))
+        if first < last:
+            yield block[first:last]
+        at += len(block)
+        if at >= stop:
+            return
 
 
 def _stem(paths: list[Path], grid: list[chunks.Chunk]) -> Blocks:

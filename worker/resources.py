@@ -49,6 +49,20 @@ def own_rss() -> int:
         return int(file.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def group_rss(group: int) -> int:
+    """The resident memory of every process in process group `group`, in bytes (0 for those gone meanwhile)."""
+    total = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+            if int(fields[2]) == group:  # the fields after the name: state, ppid, pgrp, ..., rss (the 22nd)
+                total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _read(path: Path) -> str | None:
     try:
         return path.read_text().strip()

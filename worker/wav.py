@@ -18,16 +18,21 @@ UNKNOWN = 0xFFFFFFFF  # a size past what 32 bits hold (a float stereo WAV of 3.4
 
 class SongWriter:
     """Writes the song as it is decoded (msaas/audio.py hands it over as interleaved float32) to a float WAV,
-    times `level`; its header is completed on closing."""
+    times `level`, keeping its frames [first, last) only (last None: to its end); its header is completed on
+    closing. It hears every frame, for the song's length (`frames`)."""
 
-    def __init__(self, path: Path, level: float) -> None:
-        self.file, self.level, self.frames = open(path, "wb"), np.float32(level), 0
+    def __init__(self, path: Path, level: float, first: int = 0, last: int | None = None) -> None:
+        self.file, self.level, self.frames, self.kept = open(path, "wb"), np.float32(level), 0, 0
+        self.first, self.last = first, last
         write_header(self.file, 0, float_samples=True)
 
     def write(self, samples: memoryview) -> None:
-        block = np.frombuffer(samples, dtype="<f4")
-        self.file.write((block * self.level).tobytes())  # a power of two: scaled without rounding
-        self.frames += len(block) // CHANNELS
+        block = np.frombuffer(samples, dtype="<f4").reshape(-1, CHANNELS)
+        start, stop = self.first - self.frames, len(block) if self.last is None else self.last - self.frames
+        kept = block[max(start, 0):max(min(stop, len(block)), 0)]
+        self.file.write((kept * self.level).tobytes())  # a power of two: scaled without rounding
+        self.frames += len(block)
+        self.kept += len(kept)
 
     def __enter__(self) -> SongWriter:
         return self
@@ -35,7 +40,7 @@ class SongWriter:
     def __exit__(self, *failure: object) -> None:
         with self.file:
             self.file.seek(0)
-            write_header(self.file, self.frames, float_samples=True)
+            write_header(self.file, self.kept, float_samples=True)
 
 
 def write_header(file: BinaryIO, frames: int, float_samples: bool) -> None:

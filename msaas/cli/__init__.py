@@ -41,8 +41,12 @@ def parser() -> argparse.ArgumentParser:
     global_options(common, argparse.SUPPRESS)
     selection = argparse.ArgumentParser(add_help=False)
     for spec in SPECS:  # the options table: one flag per option
+        flag = "--" + spec.name.replace("_", "-")
+        if spec.kind is bool:
+            selection.add_argument(flag, action="store_const", const=True, help=spec.help)
+            continue
         selection.add_argument(
-            "--" + spec.name.replace("_", "-"), type=spec.kind, choices=spec.choices or None,
+            flag, type=spec.kind, choices=spec.choices or None,
             help=f"{spec.help} (default: {'the server' if spec.default is None else spec.default})",
         )
 

@@ -14,7 +14,7 @@ from typing import BinaryIO
 from msaas.cli.client import Client
 from msaas.cli.exits import OK, SONG_FAILED, TIMEOUT, USAGE, Failure
 from msaas.cli.progress import Progress, describe
-from msaas.options import SPECS
+from msaas.options import SPECS, text
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -26,17 +26,24 @@ def emit(args: argparse.Namespace, result: dict, text: str) -> None:
 def options_of(args: argparse.Namespace) -> dict[str, str]:
     """The chosen options as the API's query parameters; the server's defaults for the rest."""
     chosen = {spec.name: getattr(args, spec.name) for spec in SPECS}
-    return {name: f"{value:g}" if isinstance(value, float) else str(value)
-            for name, value in chosen.items() if value is not None}
+    return {name: text(value) for name, value in chosen.items() if value is not None}
+
+
+def named_by(answer: dict, asked: dict[str, str]) -> dict[str, str]:
+    """The options the result is named by, from the submission's answer (a preview's range, as the server chose
+    it), else those asked with (a server that does not say)."""
+    options = answer.get("options")
+    if not isinstance(options, dict):
+        return asked
+    return {name: text(value) for name, value in options.items() if value is not None and name != "preview"}
 
 
 def separate(args: argparse.Namespace, client: Client) -> int:
     song = Path(args.song)
     if not song.is_file():
         raise Failure("usage", f"{song}: no such file", USAGE)
-    options = options_of(args)
-    answer = client.separate(song, options)
-    songhash = answer["hash"]
+    answer = client.separate(song, options_of(args))
+    songhash, options = answer["hash"], named_by(answer, options_of(args))
     if args.no_wait:
         emit(args, answer, songhash)
         return OK

@@ -17,7 +17,7 @@ import grpc
 
 from msaas.cli.client import CHUNK, MIX_TIMEOUT, TIMEOUT, ApiError
 from msaas.errors import ERRORS
-from msaas.options import SPECS
+from msaas.options import SPEC, SPECS, text
 from msaas.shapes import FIELDS, CallbackState, SongState
 from msaas.v1 import separation_pb2 as pb
 from msaas.v1 import separation_pb2_grpc as pb_grpc
@@ -55,7 +55,7 @@ class GrpcClient:
                     yield pb.SubmitRequest(chunk=chunk)
 
         answer = self._call(self.stub.Submit, messages())
-        return {"hash": answer.songhash, "reason": answer.reason}
+        return {"hash": answer.songhash, "reason": answer.reason, "options": _option_values(answer.options)}
 
     def status(self, songhash: str, options: dict[str, str]) -> dict:
         request = pb.StatusRequest(songhash=songhash, options=_options(options))
@@ -174,8 +174,11 @@ class GrpcClient:
 
 def _options(values: dict[str, str]) -> pb.Options:
     """The CLI's options (text, as for REST's query) as the contract's typed fields."""
-    kinds = {spec.name: spec.kind for spec in SPECS}
-    return pb.Options(**{name: kinds[name](value) for name, value in values.items() if name in kinds})
+    return pb.Options(**{name: SPEC[name].parse(value) for name, value in values.items() if name in SPEC})
+
+
+def _option_values(options: pb.Options) -> dict:
+    return {spec.name: getattr(options, spec.name) if options.HasField(spec.name) else None for spec in SPECS}
 
 
 def _mix_request(songhash: str, options: dict[str, str], recipe: dict) -> pb.MixRequest:
@@ -193,13 +196,13 @@ def _status(message: pb.SongStatus) -> dict:
         if item.name == "state":
             status["state"] = STATES[message.state]
         elif item.name == "options":
-            status["options"] = {spec.name: getattr(message.options, spec.name)
-                                 if message.options.HasField(spec.name) else None for spec in SPECS}
+            status["options"] = _option_values(message.options)
         elif item.name == "timestamps":
             status["timestamps"] = {state: _iso(when) for state, when in message.timestamps.items()}
         elif item.name == "tracks":
             options = status["options"]
-            query = urllib.parse.urlencode({key: value for key, value in options.items() if value is not None})
+            query = urllib.parse.urlencode({key: text(value) for key, value in options.items()
+                                            if value is not None and key != "preview"})
             status["tracks"] = {track: f"/apiv1/track/{message.songhash}/{track}.{options['format']}?{query}"
                                 for track in message.tracks}
         elif item.name == "callback":
@@ -215,14 +218,14 @@ def _status(message: pb.SongStatus) -> dict:
 def _as_shown(song: SongState, status: dict) -> SongState:
     """Enough of the state to decide which fields REST would show (the rules are the shape's)."""
     callback = CallbackState(**status["callback"]) if "callback" in status else None
-    return replace(song, reason=status.get("reason") or "", callback=callback)
+    return replace(song, reason=status.get("reason") or "", callback=callback,
+                   ready_seconds=status.get("ready_seconds") or 0.0)
 
 
 def _page(answer: pb.ListQueueResponse) -> dict:
     songs = [{"songhash": song.songhash, "state": song.state,
               "position": song.position if song.HasField("position") else None,
-              "options": {spec.name: getattr(song.options, spec.name) if song.options.HasField(spec.name) else None
-                          for spec in SPECS}} for song in answer.songs]
+              "options": _option_values(song.options)} for song in answer.songs]
     return {"queue": list(answer.songhashes), "songs": songs, "next": answer.next_cursor or None}
 
 

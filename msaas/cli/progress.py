@@ -10,14 +10,17 @@ PLAIN_STEP = 10  # percent between plain lines
 
 
 def describe(status: dict) -> str:
-    """The status route's answer in a few words: `queued, position 2`, `processing 45%`, `failed: <reason>`."""
+    """The status route's answer in a few words: `queued, position 2, about 1 min 30 s left`, `processing 45%,
+    about 40 s left, 13.7 s ready`, `failed: <reason>`."""
     state = status.get("state", "unknown")
     if state == "queued":
         position = status.get("position")
         text = f"queued, position {position}" if position else "queued, being handed to a worker"
-        return text + (f" ({status['reason']})" if status.get("reason") else "")
+        return text + _left(status) + (f" ({status['reason']})" if status.get("reason") else "")
     if state == "processing":
-        return f"processing {status.get('progress', 0):.0f}%"
+        ready = status.get("ready_seconds") or 0
+        return f"processing {status.get('progress', 0):.0f}%" + _left(status) + (
+            f", {ready:.1f} s ready" if ready else "")
     if state in ("failed", "cancelled"):
         return f"{state}: {status.get('reason', 'no reason given')}"
     return state
@@ -44,7 +47,8 @@ class Progress:
             self.bar_shown = True
             return
         state = status.get("state")
-        band = int(percent // PLAIN_STEP) if state == "processing" else describe(status)
+        # A new line per 10 percent, or place in the queue: not for each new estimate.
+        band = int(percent // PLAIN_STEP) if state == "processing" else (status.get("position"), status.get("reason"))
         if (state, band) != self.last_plain:
             print(f"{self.label}: {describe(status)}", file=self.stream, flush=True)
             self.last_plain = (state, band)
@@ -57,6 +61,19 @@ class Progress:
             self.stream.write("\n")
             self.bar_shown = False
         print(f"{self.label}: {text}", file=self.stream, flush=True)
+
+
+def _left(status: dict) -> str:
+    """`, about 1 min 30 s left` from the status' estimate; nothing without one."""
+    eta = status.get("eta_seconds")
+    if not isinstance(eta, int | float):
+        return ""
+    eta = round(eta)
+    if eta < 60:
+        return f", about {eta} s left"
+    if eta < 3600:
+        return f", about {eta // 60} min {eta % 60} s left"
+    return f", about {eta // 3600} h {eta % 3600 // 60} min left"
 
 
 def _percent(status: dict) -> float:

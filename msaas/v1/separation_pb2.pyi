@@ -12,7 +12,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Options(_message.Message):
-    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap", "shifts", "residual", "sample_format")
+    __slots__ = ("model", "two_stems", "format", "mp3_bitrate", "overlap", "shifts", "residual", "sample_format", "start", "end", "preview")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TWO_STEMS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,9 @@ class Options(_message.Message):
     SHIFTS_FIELD_NUMBER: _ClassVar[int]
     RESIDUAL_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
     model: str
     two_stems: str
     format: str
@@ -29,7 +32,10 @@ class Options(_message.Message):
     shifts: int
     residual: int
     sample_format: str
-    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ..., shifts: _Optional[int] = ..., residual: _Optional[int] = ..., sample_format: _Optional[str] = ...) -> None: ...
+    start: float
+    end: float
+    preview: bool
+    def __init__(self, model: _Optional[str] = ..., two_stems: _Optional[str] = ..., format: _Optional[str] = ..., mp3_bitrate: _Optional[int] = ..., overlap: _Optional[float] = ..., shifts: _Optional[int] = ..., residual: _Optional[int] = ..., sample_format: _Optional[str] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., preview: _Optional[bool] = ...) -> None: ...
 
 class Callback(_message.Message):
     __slots__ = ("url", "data")
@@ -56,14 +62,16 @@ class SubmitRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[SubmitHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class SubmitResponse(_message.Message):
-    __slots__ = ("songhash", "reason", "queued")
+    __slots__ = ("songhash", "reason", "queued", "options")
     SONGHASH_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     songhash: str
     reason: str
     queued: bool
-    def __init__(self, songhash: _Optional[str] = ..., reason: _Optional[str] = ..., queued: _Optional[bool] = ...) -> None: ...
+    options: Options
+    def __init__(self, songhash: _Optional[str] = ..., reason: _Optional[str] = ..., queued: _Optional[bool] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
 
 class StatusRequest(_message.Message):
     __slots__ = ("songhash", "options")
@@ -74,7 +82,7 @@ class StatusRequest(_message.Message):
     def __init__(self, songhash: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
 
 class SongStatus(_message.Message):
-    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback", "eta_seconds", "reconstruction_db")
+    __slots__ = ("songhash", "state", "options", "attempts", "timestamps", "reason", "position", "progress", "worker", "tracks", "callback", "eta_seconds", "reconstruction_db", "ready_seconds")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[SongStatus.State]
@@ -109,6 +117,7 @@ class SongStatus(_message.Message):
     CALLBACK_FIELD_NUMBER: _ClassVar[int]
     ETA_SECONDS_FIELD_NUMBER: _ClassVar[int]
     RECONSTRUCTION_DB_FIELD_NUMBER: _ClassVar[int]
+    READY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     songhash: str
     state: SongStatus.State
     options: Options
@@ -122,7 +131,8 @@ class SongStatus(_message.Message):
     callback: CallbackOutcome
     eta_seconds: float
     reconstruction_db: float
-    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ..., eta_seconds: _Optional[float] = ..., reconstruction_db: _Optional[float] = ...) -> None: ...
+    ready_seconds: float
+    def __init__(self, songhash: _Optional[str] = ..., state: _Optional[_Union[SongStatus.State, str]] = ..., options: _Optional[_Union[Options, _Mapping]] = ..., attempts: _Optional[int] = ..., timestamps: _Optional[_Mapping[str, _timestamp_pb2.Timestamp]] = ..., reason: _Optional[str] = ..., position: _Optional[int] = ..., progress: _Optional[float] = ..., worker: _Optional[str] = ..., tracks: _Optional[_Iterable[str]] = ..., callback: _Optional[_Union[CallbackOutcome, _Mapping]] = ..., eta_seconds: _Optional[float] = ..., reconstruction_db: _Optional[float] = ..., ready_seconds: _Optional[float] = ...) -> None: ...
 
 class CallbackOutcome(_message.Message):
     __slots__ = ("state", "delivered", "attempts", "outcome")
@@ -305,14 +315,16 @@ class TrackRequest(_message.Message):
     def __init__(self, songhash: _Optional[str] = ..., track: _Optional[str] = ..., options: _Optional[_Union[Options, _Mapping]] = ...) -> None: ...
 
 class TrackInfo(_message.Message):
-    __slots__ = ("size", "content_type", "filename")
+    __slots__ = ("size", "content_type", "filename", "ready_seconds")
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
+    READY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     size: int
     content_type: str
     filename: str
-    def __init__(self, size: _Optional[int] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ...) -> None: ...
+    ready_seconds: float
+    def __init__(self, size: _Optional[int] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., ready_seconds: _Optional[float] = ...) -> None: ...
 
 class DownloadTrackResponse(_message.Message):
     __slots__ = ("info", "chunk")

@@ -39,10 +39,16 @@ function refreshBitrate() {
   if (bitrate.disabled) bitrate.value = "";
 }
 
+// An option's value as the API reads it: a flag is "true" when ticked, else left to the default.
+function valueOf(name) {
+  const control = select(name);
+  return control.type === "checkbox" ? (control.checked ? "true" : "") : control.value;
+}
+
 function chosenOptions() {
   const query = new URLSearchParams();
   for (const name of optionNames) {
-    const value = select(name).value;
+    const value = valueOf(name);
     if (value) query.set(name, value);
   }
   const format = select("format").value || "mp3";
@@ -51,7 +57,7 @@ function chosenOptions() {
     select("two_stems").value ? `${select("two_stems").value} + no_${select("two_stems").value}` : "all stems",
     format + (select("mp3_bitrate").value ? ` ${select("mp3_bitrate").value} kbit/s` : ""),
     ...optionNames.filter((name) => !["model", "two_stems", "format", "mp3_bitrate"].includes(name))
-      .filter((name) => select(name).value).map((name) => `${name} ${select(name).value}`),
+      .filter((name) => valueOf(name)).map((name) => (valueOf(name) === "true" ? name : `${name} ${valueOf(name)}`)),
   ].join(" · ");
   return { query: query.toString(), label };
 }

@@ -12,3 +12,11 @@ export function formatTime(seconds) {
   const whole = Math.max(0, Math.floor(seconds || 0));
   return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
 }
+
+// An estimate in words: "40 s", "2 min 05 s", "1 h 10 min".
+export function formatDuration(seconds) {
+  const whole = Math.max(0, Math.round(seconds || 0));
+  if (whole < 60) return `${whole} s`;
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${String(whole % 60).padStart(2, "0")} s`;
+  return `${Math.floor(whole / 3600)} h ${Math.floor((whole % 3600) / 60)} min`;
+}

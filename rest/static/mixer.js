@@ -1,5 +1,7 @@
 // The mixer of a separated song: each stem in its own <audio> element, all started, sought and kept in step
 // together; each routed through Web Audio (a gain for volume, mute and solo, an analyser for its level meter).
+// While the song is separated it holds the part ready so far (`readySeconds`), and is extended with longer parts
+// and the whole: reloaded in place, playing on from where it was (or from where it had to wait for more).
 import { trackBlob } from "./api.js";
 import { el, formatTime } from "./dom.js";
 
@@ -16,11 +18,15 @@ function audioContext() {
 }
 
 export class Mixer {
-  // tracks: {name: url} from the status route; songName names downloads and labels.
-  constructor(songName, tracks) {
+  // tracks: {name: url} from the status route; songName names downloads and labels; readySeconds: the part
+  // ready so far, or null for the whole.
+  constructor(songName, tracks, readySeconds = null) {
     this.songName = songName;
     this.baseName = songName.replace(/\.[^.]+$/, "");
+    this.readySeconds = readySeconds;
     this.playing = false;
+    this.waiting = false; // played to the end of the part: plays on when a longer one comes
+    this.extending = false;
     this.connected = false;
     const rank = (track) => STEM_ORDER.indexOf(track.replace(/^no_/, "")) + (track.startsWith("no_") ? 0.5 : 0);
     const ordered = Object.entries(tracks).sort(([one], [other]) => rank(one) - rank(other));
@@ -73,23 +79,37 @@ export class Mixer {
     return stem;
   }
 
+  get partial() {
+    return this.readySeconds !== null;
+  }
+
   // Fetch every stem (with the API key, which <audio> could not send) and wait until each knows its length.
-  async load() {
+  load() {
+    this.loaded ??= this.loadAll().then(() => {
+      for (const control of [this.playButton, this.seek, this.downloadAll]) control.disabled = false;
+      this.showTime(0);
+    });
+    return this.loaded;
+  }
+
+  async loadAll() {
     try {
-      await Promise.all(this.stems.map((stem) => this.loadStem(stem)));
+      const blobs = await Promise.all(this.stems.map((stem) => trackBlob(stem.path)));
+      await Promise.all(this.stems.map((stem, index) => this.loadStem(stem, blobs[index])));
     } catch (error) {
       this.note.textContent = `Could not load the stems: ${error.message}`;
       throw error;
     }
     this.duration = Math.max(...this.stems.map((stem) => stem.audio.duration || 0));
     this.seek.max = String(this.duration);
-    for (const control of [this.playButton, this.seek, this.downloadAll]) control.disabled = false;
-    this.note.textContent = `${this.stems.length} stems ready`;
-    this.showTime(0);
+    this.note.textContent = this.partial
+      ? `First ${formatTime(this.readySeconds)} of ${this.stems.length} stems ready; the rest is being separated`
+      : `${this.stems.length} stems ready`;
   }
 
-  async loadStem(stem) {
-    stem.objectUrl = URL.createObjectURL(await trackBlob(stem.path));
+  async loadStem(stem, blob) {
+    if (stem.objectUrl) URL.revokeObjectURL(stem.objectUrl);
+    stem.objectUrl = URL.createObjectURL(blob);
     const ready = new Promise((resolve, reject) => {
       stem.audio.addEventListener("loadedmetadata", resolve, { once: true });
       stem.audio.addEventListener("error", () => reject(new Error(`${stem.track} does not play here`)), { once: true });
@@ -97,6 +117,24 @@ export class Mixer {
     stem.audio.src = stem.objectUrl;
     stem.download.href = stem.objectUrl;
     await ready;
+  }
+
+  // A longer part (readySeconds), or the whole (null): every stem reloaded, and played on from where it was.
+  async extend(readySeconds) {
+    if (this.extending) return; // the next status asks again
+    this.extending = true;
+    try {
+      await this.load();
+      const position = this.master.currentTime;
+      const resume = this.playing || this.waiting;
+      this.readySeconds = readySeconds;
+      if (this.playing) this.pause();
+      await this.loadAll();
+      this.seekTo(position);
+      if (resume) await this.play();
+    } finally {
+      this.extending = false;
+    }
   }
 
   get master() {
@@ -145,13 +183,19 @@ export class Mixer {
     for (const stem of this.stems) stem.audio.currentTime = start;
     await Promise.all(this.stems.map((stem) => stem.audio.play()));
     this.playing = true;
+    this.waiting = false;
     this.playButton.textContent = "Pause";
     this.playButton.setAttribute("aria-pressed", "true");
-    this.master.onended = () => this.pause();
+    this.master.onended = () => {
+      this.pause();
+      this.waiting = this.partial; // the rest is on its way: play on when it comes
+      if (this.waiting) this.note.textContent = "Waiting for the next part of the stems…";
+    };
     requestAnimationFrame(() => this.tick());
   }
 
   pause() {
+    this.waiting = false;
     for (const stem of this.stems) stem.audio.pause();
     this.playing = false;
     this.playButton.textContent = "Play";

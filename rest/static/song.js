@@ -1,12 +1,23 @@
-// One song on the page: its upload, its state as the status route tells it (polled until done or failed),
-// then its mixer. A song is identified by its songhash and the options it was separated with.
+// One song on the page: its upload, its state as the status route tells it (polled until done or failed), and
+// its mixer: opened on the first part of the stems while the rest is separated, extended as parts arrive. A song
+// is identified by its songhash and the options it was separated with.
 import * as api from "./api.js";
-import { el } from "./dom.js";
+import { el, formatDuration } from "./dom.js";
 import { attachMixTools } from "./mix-tools.js";
 import { Mixer } from "./mixer.js";
 
 const POLL_MS = 1000;
 const RETRY_MS = 3000; // after an error talking to the server
+const EXTEND_SECONDS = 20; // a longer part reloads the stems once it is this much longer (or the whole is done)
+
+// The options the result is named by, as the server answered them (a preview's range, as it chose it).
+function queryOf(options) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(options)) {
+    if (value !== null && value !== undefined && name !== "preview") query.set(name, String(value));
+  }
+  return query.toString();
+}
 
 export class SongCard {
   // song: {name, hash (once uploaded), query (the options as a query string), label (the options, readable)}
@@ -17,6 +28,7 @@ export class SongCard {
     this.mixer = null;
     this.stopped = false;
     this.state = el("p", { class: "state", role: "status", "aria-live": "polite" }, "Waiting to upload");
+    this.eta = el("p", { class: "eta", hidden: true });
     this.progress = el("progress", { max: "100", "aria-label": `Progress of ${song.name}` });
     this.deleteButton = el("button", { type: "button", class: "delete", "aria-label": `Delete ${song.name}` }, "Delete");
     this.deleteButton.addEventListener("click", () => this.delete());
@@ -27,8 +39,15 @@ export class SongCard {
         el("span", { class: "song-options" }, song.label),
         this.deleteButton),
       this.state,
+      this.eta,
       this.progress,
     );
+  }
+
+  showEta(status) {
+    const seconds = status.eta_seconds;
+    this.eta.hidden = typeof seconds !== "number";
+    this.eta.textContent = this.eta.hidden ? "" : `About ${formatDuration(seconds)} left`;
   }
 
   show(state, text, percent = null) {
@@ -46,6 +65,7 @@ export class SongCard {
         this.show("uploading", `Uploading: ${Math.round(percent)}%`, percent);
       });
       this.song.hash = answer.hash;
+      if (answer.options) this.song.query = queryOf(answer.options);
       this.root.dataset.hash = answer.hash;
       this.show("submitted", answer.reason);
       return true;
@@ -77,6 +97,7 @@ export class SongCard {
   }
 
   render(status) {
+    this.showEta(status);
     if (status.state === "queued") {
       const place = status.position ? `position ${status.position} in the queue` : "being handed to a worker";
       const retry = status.reason ? ` (${status.reason})` : "";
@@ -84,20 +105,42 @@ export class SongCard {
     } else if (status.state === "processing") {
       const percent = Math.round(status.progress || 0);
       this.show("processing", `Separating: ${percent}%`, percent);
+      if (status.ready_seconds > 0 && status.tracks) this.openMixer(status.tracks, status.ready_seconds);
     } else if (status.state === "failed") {
       this.show("failed", `Failed: ${status.reason || "no reason given"}`);
     } else if (status.state === "done") {
       this.show("done", "Done");
-      this.openMixer(status.tracks);
+      this.openMixer(status.tracks, null);
     }
   }
 
-  openMixer(tracks) {
-    if (this.mixer) return;
-    this.mixer = new Mixer(this.song.name, tracks);
-    this.root.append(this.mixer.root);
-    attachMixTools(this.mixer, this.song);
-    this.mixer.load().catch(() => {});
+  // The stems as far as they are ready (readySeconds), or whole (null): the mixer opens on the first part and is
+  // extended, playing on, when the part grows by EXTEND_SECONDS or the whole is done. The mix tools (waveforms,
+  // export) come with the whole: they read the done song's waveforms and mix its whole tracks.
+  openMixer(tracks, readySeconds) {
+    if (!this.mixer) {
+      this.mixer = new Mixer(this.song.name, tracks, readySeconds);
+      this.root.append(this.mixer.root);
+      if (readySeconds === null) this.attachTools();
+      this.mixer.load().catch(() => {});
+    } else if (this.mixer.partial && (readySeconds === null || readySeconds >= this.mixer.readySeconds + EXTEND_SECONDS)) {
+      this.extendTo(readySeconds);
+    }
+  }
+
+  // A whole asked for while a part is still loading is loaded once that part is (the status is no longer polled).
+  extendTo(readySeconds) {
+    if (readySeconds === null) this.wholeWanted = true;
+    if (this.mixer.extending) return;
+    this.mixer.extend(this.wholeWanted ? null : readySeconds).then(() => {
+      if (!this.mixer.partial) this.attachTools();
+      else if (this.wholeWanted) this.extendTo(null);
+    }).catch(() => {});
+  }
+
+  attachTools() {
+    if (this.tools) return;
+    this.tools = attachMixTools(this.mixer, this.song);
   }
 
   fail(error, what) {
