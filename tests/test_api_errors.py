@@ -53,7 +53,7 @@ BAD_BODIES = [
     ({"mp3": base64.b64encode(os.urandom(20000)).decode()}, "invalid_mp3", "not an MP3"),
     # A frame and a half: it looks like an MP3, and decodes to 0.05 s.
     ({"mp3": base64.b64encode(MP3[:600]).decode()}, "invalid_mp3", "does not decode"),
-    ({"mp3": MP3_B64, "model": "no_such_model"}, "invalid_model", "htdemucs"),
+    ({"mp3": MP3_B64, "model": "no_such_model"}, "invalid_model", "GET /apiv1/models"),  # where the choices are listed
     ({"mp3": MP3_B64, "model": ["htdemucs"]}, "invalid_model", "model"),
     ({"mp3": MP3_B64, "callback": "http://example.com"}, "invalid_callback", "must be an object"),
     ({"mp3": MP3_B64, "callback": {"data": {}}}, "invalid_callback", "not an http(s) URL"),
