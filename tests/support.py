@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -198,3 +199,29 @@ def stored_waveforms(store, songhash: str, audio: dict[str, np.ndarray], options
         path = folder / f"{track}.waveform.json"
         path.write_text(json.dumps(waveform.as_json(track), separators=(",", ":")))
         store.put_output(waveform_key(result, token, track), str(path), "json", "application/json")
+
+
+class TcpProxy:
+    """A TCP proxy on a free local port in front of `target_port`: each connection accepted is handed, with its own
+    upstream connection, to `relay`, which subclasses write (what a fault does to the bytes). Subclasses set their
+    state before calling this constructor: connections may come as soon as it returns."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target = target_port
+        self.listener = socket.create_server(("127.0.0.1", free_port()))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.relay(client, socket.create_connection(("127.0.0.1", self.target)))
+
+    def relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()

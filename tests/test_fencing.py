@@ -13,10 +13,9 @@ from dataclasses import replace
 import pytest
 import requests
 
-from devstack.processes import free_port
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
-from support import SHORT_SAMPLE, serve, start_service, wait_for
+from support import SHORT_SAMPLE, TcpProxy, serve, start_service, wait_for
 
 pytestmark = pytest.mark.demucs
 SONG = SHORT_SAMPLE.read_bytes()
@@ -128,25 +127,17 @@ def serve_rest(settings):
     return serve(create_app(settings))
 
 
-class FreezingProxy:
+class FreezingProxy(TcpProxy):
     """A TCP proxy in front of the S3 server that lets the first `passes` uploads to the output bucket through, then
     holds every byte after it (a store that stops answering mid-upload)."""
 
     def __init__(self, target_port: int, passes: int) -> None:
-        self.target, self.passes, self.frozen = target_port, passes, threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", free_port()))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
+        self.passes, self.frozen = passes, threading.Event()
+        super().__init__(target_port)
 
-    def accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self.pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self.pipe, args=(upstream, client, False), daemon=True).start()
+    def relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        threading.Thread(target=self.pipe, args=(client, upstream, True), daemon=True).start()
+        threading.Thread(target=self.pipe, args=(upstream, client, False), daemon=True).start()
 
     def pipe(self, source: socket.socket, sink: socket.socket, outgoing: bool) -> None:
         try:
@@ -160,9 +151,6 @@ class FreezingProxy:
                 sink.sendall(data)
         except OSError:
             pass
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def test_an_attempt_cut_off_mid_upload_serves_nothing(settings, s3_server, tmp_path):

@@ -15,13 +15,12 @@ from dataclasses import replace
 import pytest
 import requests
 
-from devstack.processes import free_port
 from msaas.claims import SUBMIT
 from msaas.models import FOUR_STEMS
 from msaas.naming import songhash_of
 from msaas.status import PUBLISH
 from rest import create_app
-from support import SHORT_SAMPLE, Statuses, queued, serve, start_service, wait_for
+from support import SHORT_SAMPLE, Statuses, TcpProxy, queued, serve, start_service, wait_for
 
 pytestmark = pytest.mark.demucs
 SONG = SHORT_SAMPLE.read_bytes()
@@ -29,26 +28,18 @@ SONGHASH = songhash_of(SONG)
 FINISHED = ("tracks published", "its own files removed", "backend unavailable")  # how an attempt's log ends
 
 
-class CuttingProxy:
+class CuttingProxy(TcpProxy):
     """A TCP proxy in front of Redis that passes everything, except that the first `cuts` commands carrying `trigger`
     are delivered and then their connection is reset before the answer can come back."""
 
     def __init__(self, target_port: int, trigger: bytes, cuts: int) -> None:
-        self.target, self.trigger, self.cuts, self.cut = target_port, trigger, cuts, threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", free_port()))
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self.accept, daemon=True).start()
+        self.trigger, self.cuts, self.cut = trigger, cuts, threading.Event()
+        super().__init__(target_port)
 
-    def accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            severed = threading.Event()  # this connection's answers are no longer passed on
-            threading.Thread(target=self.requests, args=(client, upstream, severed), daemon=True).start()
-            threading.Thread(target=self.answers, args=(upstream, client, severed), daemon=True).start()
+    def relay(self, client: socket.socket, upstream: socket.socket) -> None:
+        severed = threading.Event()  # this connection's answers are no longer passed on
+        threading.Thread(target=self.requests, args=(client, upstream, severed), daemon=True).start()
+        threading.Thread(target=self.answers, args=(upstream, client, severed), daemon=True).start()
 
     def requests(self, client: socket.socket, upstream: socket.socket, severed: threading.Event) -> None:
         seen = b""
@@ -76,9 +67,6 @@ class CuttingProxy:
                     client.sendall(data)
         except OSError:
             pass
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.mark.parametrize("cuts", [1, 100], ids=["once, retried", "every try"])
