@@ -167,6 +167,9 @@ def _form_fields(limit: int) -> dict:
         if (request.content_length or 0) > limit:
             raise
         raise field_too_large(f"the form's fields besides 'mp3' (at most {MAX_FORM_PARTS} parts)") from None
+    if None in form or None in request.files:  # a Content-Disposition whose name werkzeug could not read
+        raise BadRequest("a part of the multipart body has no readable name in its Content-Disposition",
+                         "invalid_body")
     check_fields(form.items(multi=True), "the form's fields besides 'mp3'")
     return form.to_dict()
 
