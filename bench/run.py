@@ -115,6 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--b3-bare-max-seconds", type=float, help="B3 runs bare Demucs on songs up to this long")
     parser.add_argument("--chunk-seconds", type=float, help="the worker's CHUNK_SECONDS (default: its own)")
     parser.add_argument("--chunk-overlap-seconds", type=float, help="the worker's CHUNK_OVERLAP_SECONDS")
+    parser.add_argument("--sooner-reps", type=int, help="SOONER's runs per side, alternating")
     return parser.parse_args(argv)
 
 
@@ -140,6 +141,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
         b3_bare_max_seconds=args.b3_bare_max_seconds,
         chunk_seconds=args.chunk_seconds,
         chunk_overlap_seconds=args.chunk_overlap_seconds,
+        sooner_reps=args.sooner_reps,
     )
 
 

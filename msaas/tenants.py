@@ -183,7 +183,14 @@ class Tenants:
                 log.warning("TENANTS_FILE %s does not exist (yet): tenants from API_KEYS until it does", tenants_file)
             self._directory = from_api_keys(api_keys, admin_keys)
         else:
-            self._directory = parse(_read(tenants_file), admin_keys)  # a bad file fails start-up, naming why
+            try:
+                self._directory = parse(_read(tenants_file), admin_keys)
+            except ConfigError as error:
+                if _parent is None or _parent.path != tenants_file:
+                    raise  # a bad file fails start-up, naming why
+                log.error("tenants file %s not read at this process's start, the last good one its parent read "
+                          "stays in force: %s", tenants_file, error)
+                self._directory, self._version = _parent._directory, _parent._version
 
     def current(self) -> Directory:
         if self.path is not None and time.monotonic() - self._checked >= RELOAD_SECONDS:
@@ -194,6 +201,15 @@ class Tenants:
         """Read the file again now (an operator's or a test's nudge; otherwise within RELOAD_SECONDS)."""
         self._checked = -math.inf
         return self.current()
+
+    def before_fork(self) -> None:
+        """In a process that forks servers of the same file (gunicorn's master, before each worker): read the file
+        again, and leave what this process holds to the child in case the file is bad by the time the child reads
+        it. So a bad file stops a service's start-up, never a new worker of a service that runs (one restarted
+        while the file was bad, or still importing the app when it went bad, stopped the whole server)."""
+        global _parent
+        self.reload()
+        _parent = self
 
     def _reload(self) -> None:
         with self._lock:
@@ -208,6 +224,9 @@ class Tenants:
                 log.info("tenants reloaded from %s: %s", self.path, ", ".join(self._directory.names))
             except ConfigError as error:
                 log.error("tenants file %s not reloaded, the last good one stays in force: %s", self.path, error)
+
+
+_parent: Tenants | None = None  # the tenants of the process this one was forked from (Tenants.before_fork)
 
 
 def _version(path: Path) -> tuple[float, int, int] | None:

@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
 from dataclasses import replace
 
 import pytest
 import requests
+from test_observability import children
 
 from devstack.processes import Child, free_port
 from msaas.errors import ConfigError
@@ -262,3 +265,40 @@ def test_a_tenants_file_swapped_for_dev_zero_keeps_the_last_good_one(settings, t
         rest.stop()
     assert set(answers) == {200}, answers
     assert "is not a regular file" in (tmp_path / "rest.log").read_text()
+
+
+def test_rest_workers_started_while_the_tenants_file_is_bad_serve_the_last_good_one(settings, tmp_path):
+    """gunicorn starts a worker (one died, or was still importing the app) while TENANTS_FILE does not parse: the
+    worker failed to boot, and gunicorn's master shut the whole server down with it (CI saw it). Now the worker
+    takes the last good tenants its master read; here both workers are killed and their successors serve alice."""
+    path = tmp_path / "tenants.json"
+    tenants_file(path)
+    port = free_port()
+    rest = Child("rest", GUNICORN, child_env(replace(settings, tenants_file=path), PORT=str(port)),
+                 tmp_path / "rest.log", port, ROOT)
+    rest.start()
+    try:
+        rest.wait_ready()
+        headers = {"Authorization": f"Bearer {KEYS['alice']}"}
+        url = f"http://127.0.0.1:{port}/apiv1/queue"
+        first = wait_for(lambda: len(found := children(rest.process.pid)) == 2 and found, 30, "two workers")
+        wait_for(lambda: requests.get(url, headers=headers, timeout=5).ok, 30, "REST to serve alice")
+        path.write_text('{"tenants": [{"name": "alice", "keys": ')  # cut off mid-write
+        for pid in first:
+            os.kill(pid, signal.SIGKILL)
+        second = wait_for(lambda: len(found := children(rest.process.pid)) == 2 and not found & first and found,
+                          30, "two new workers")
+        wait_for(lambda: (tmp_path / "rest.log").read_text().count("not read at this process's start") == 2, 60,
+                 "both new workers to have read the bad file")
+        answers = [requests.get(url, headers=headers, timeout=5).status_code for _ in range(20)]
+        stranger = requests.get(url, headers={"Authorization": "Bearer nobody"}, timeout=5).status_code
+        assert children(rest.process.pid) == second  # the new workers served, and stayed up
+    finally:
+        rest.stop()
+    assert set(answers) == {200}, answers
+    assert stranger == 401
+    # A server that starts with the bad file stops, naming why, as before.
+    started = subprocess.run(GUNICORN, env=child_env(replace(settings, tenants_file=path), PORT=str(free_port())),
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert started.returncode != 0
+    assert "REST not started: the tenants file is not JSON" in started.stderr, started.stderr[-2000:]
