@@ -202,15 +202,6 @@ class Tenants:
         self._checked = -math.inf
         return self.current()
 
-    def before_fork(self) -> None:
-        """In a process that forks servers of the same file (gunicorn's master, before each worker): read the file
-        again, and leave what this process holds to the child in case the file is bad by the time the child reads
-        it. So a bad file stops a service's start-up, never a new worker of a service that runs (one restarted
-        while the file was bad, or still importing the app when it went bad, stopped the whole server)."""
-        global _parent
-        self.reload()
-        _parent = self
-
     def _reload(self) -> None:
         with self._lock:
             self._checked = time.monotonic()
@@ -226,7 +217,21 @@ class Tenants:
                 log.error("tenants file %s not reloaded, the last good one stays in force: %s", self.path, error)
 
 
-_parent: Tenants | None = None  # the tenants of the process this one was forked from (Tenants.before_fork)
+_parent: Tenants | None = None  # the tenants of the process this one was forked from (forking_server)
+
+
+def forking_server(tenants_file: Path | None, api_keys: str = "", admin_keys: str = "") -> None:
+    """In a process that forks servers of the tenants (gunicorn's master: at its start, then before each worker):
+    read them, and leave what this process holds to the next child in case the file is bad by the time the child
+    reads it. The first call reads them as a server's start does (a bad file raises ConfigError); later ones keep
+    the last good one. So a bad file stops a service's start, never a new worker of a service that runs (one
+    restarted while the file was bad, or still importing the app when it went bad, stopped the whole server).
+    The state is this module's, so it outlives gunicorn's reload of its configuration file (SIGHUP)."""
+    global _parent
+    if _parent is None or _parent.path != tenants_file:
+        _parent = Tenants(tenants_file, api_keys, admin_keys)
+    else:
+        _parent.reload()
 
 
 def _version(path: Path) -> tuple[float, int, int] | None:

@@ -58,7 +58,7 @@ import tempfile  # noqa: E402
 
 from msaas.errors import ConfigError  # noqa: E402
 from msaas.settings import Settings  # noqa: E402
-from msaas.tenants import Tenants  # noqa: E402
+from msaas.tenants import forking_server  # noqa: E402
 
 settings = Settings.from_env()
 bind = f"{settings.bind_host}:{settings.port}"
@@ -77,17 +77,14 @@ if made_metrics_dir:
 
 from prometheus_client import multiprocess  # noqa: E402 - reads PROMETHEUS_MULTIPROC_DIR on import
 
-tenants: Tenants | None = None  # the master's, read at start and before each fork (see pre_fork)
-
 
 def on_starting(server) -> None:
     """Samples left by an earlier run would be summed into this one's: start from an empty folder. A tenants file
     that does not parse stops the server here, naming why."""
-    global tenants
     for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
         os.remove(stale)
     try:
-        tenants = Tenants(settings.tenants_file, settings.api_keys, settings.admin_keys)
+        forking_server(settings.tenants_file, settings.api_keys, settings.admin_keys)
     except ConfigError as error:
         sys.exit(f"REST not started: {error}")
 
@@ -95,8 +92,11 @@ def on_starting(server) -> None:
 def pre_fork(server, worker) -> None:
     """A worker that starts while the tenants file is bad (restarted, or still importing the app when the file
     went bad) takes the last good tenants the master read, instead of failing to boot and taking the master, and
-    every other worker, down with it (msaas/tenants.py, `Tenants.before_fork`)."""
-    tenants.before_fork()
+    every other worker, down with it (msaas/tenants.py, `forking_server`)."""
+    try:
+        forking_server(settings.tenants_file, settings.api_keys, settings.admin_keys)
+    except ConfigError as error:  # only a TENANTS_FILE named anew by a reload (SIGHUP) whose file does not parse
+        server.log.error("tenants not read: %s", error)
 
 
 def post_fork(server, worker) -> None:

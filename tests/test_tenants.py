@@ -270,7 +270,8 @@ def test_a_tenants_file_swapped_for_dev_zero_keeps_the_last_good_one(settings, t
 def test_rest_workers_started_while_the_tenants_file_is_bad_serve_the_last_good_one(settings, tmp_path):
     """gunicorn starts a worker (one died, or was still importing the app) while TENANTS_FILE does not parse: the
     worker failed to boot, and gunicorn's master shut the whole server down with it (CI saw it). Now the worker
-    takes the last good tenants its master read; here both workers are killed and their successors serve alice."""
+    takes the last good tenants its master read; here both workers are killed, then gunicorn is reloaded (SIGHUP),
+    and each time their successors serve alice."""
     path = tmp_path / "tenants.json"
     tenants_file(path)
     port = free_port()
@@ -293,6 +294,13 @@ def test_rest_workers_started_while_the_tenants_file_is_bad_serve_the_last_good_
         answers = [requests.get(url, headers=headers, timeout=5).status_code for _ in range(20)]
         stranger = requests.get(url, headers={"Authorization": "Bearer nobody"}, timeout=5).status_code
         assert children(rest.process.pid) == second  # the new workers served, and stayed up
+        # gunicorn's reload (SIGHUP) reads its configuration file again and starts new workers: the same holds.
+        os.kill(rest.process.pid, signal.SIGHUP)
+        wait_for(lambda: len(found := children(rest.process.pid)) == 2 and not found & (first | second), 30,
+                 "two workers after the reload")
+        wait_for(lambda: (tmp_path / "rest.log").read_text().count("not read at this process's start") == 4, 60,
+                 "the reloaded workers to have read the bad file")
+        answers += [requests.get(url, headers=headers, timeout=5).status_code for _ in range(10)]
     finally:
         rest.stop()
     assert set(answers) == {200}, answers
